@@ -1,0 +1,1 @@
+"""Composition root and runtime: settings, the EventCenter object, persistence, CLI."""

@@ -1,0 +1,95 @@
+"""The one error tree of eventcenter.
+
+    EventCenterError
+    ├── InvalidEvent            an envelope or payload failed validation (names the field)
+    │   └── InvalidBatch        one event of a batch failed (names its index and field)
+    ├── InvalidPattern          a subscription pattern is not a valid dot pattern
+    ├── TransitionRefused       the processor state machine refused a trigger
+    ├── SubscriptionError       unknown or duplicate subscription
+    ├── Backpressure            the processor queue stayed full for longer than allowed
+    ├── ProcessorClosed         publishing to a processor that is stopped or not running
+    ├── RecordingFailed         a decision could not be made durable
+    ├── DeadLetterNotFound      no dead letter with that id
+    ├── ConfigurationError      settings that cannot work together
+    └── PermanentFailure        raised by a handler: do not retry, dead-letter at once
+
+Each class says when it is raised; callers catch only what they can act on.
+"""
+
+from __future__ import annotations
+
+
+class EventCenterError(Exception):
+    """Root of every error eventcenter raises on purpose."""
+
+
+class InvalidEvent(EventCenterError, ValueError):
+    """Raised when an event envelope (or a handler's payload) fails validation.
+
+    ``field`` is the dotted path of the first offending field, ``reason`` what is wrong with it.
+    """
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid event: field '{field}': {reason}")
+
+
+class InvalidBatch(InvalidEvent):
+    """Raised by ``publish_batch`` when one event is invalid; nothing of the batch is accepted."""
+
+    def __init__(self, index: int, field: str, reason: str) -> None:
+        self.index = index
+        super().__init__(field, reason)
+        self.args = (f"invalid batch: event #{index}: field '{field}': {reason}",)
+
+
+class InvalidPattern(EventCenterError, ValueError):
+    """Raised when a subscription pattern is empty or has an invalid segment."""
+
+
+class TransitionRefused(EventCenterError):
+    """Raised when the processor state machine refuses a trigger.
+
+    ``trigger`` and ``state`` say what was asked and where the machine was; the message says why.
+    """
+
+    def __init__(self, trigger: str, state: str, reason: str) -> None:
+        self.trigger = trigger
+        self.state = state
+        self.reason = reason
+        super().__init__(f"'{trigger}' refused in state '{state}': {reason}")
+
+
+class SubscriptionError(EventCenterError, LookupError):
+    """Raised for an unknown subscription id or a duplicate subscription name."""
+
+
+class Backpressure(EventCenterError):
+    """Raised when the processor queue stays full longer than ``publish_timeout``.
+
+    The event was not accepted: the caller still owns it and may retry later.
+    """
+
+
+class ProcessorClosed(EventCenterError, RuntimeError):
+    """Raised when publishing to a processor that is stopping, stopped or not yet running."""
+
+
+class RecordingFailed(EventCenterError):
+    """Raised when a decision could not be written to the event store (the cause is chained)."""
+
+
+class DeadLetterNotFound(EventCenterError, LookupError):
+    """Raised when a dead letter id does not exist."""
+
+
+class ConfigurationError(EventCenterError, ValueError):
+    """Raised when settings are individually valid but cannot work together."""
+
+
+class PermanentFailure(EventCenterError):
+    """Raise from a handler when retrying cannot help (bad payload, unknown target).
+
+    The processor dead-letters the event at once instead of retrying it.
+    """

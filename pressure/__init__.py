@@ -1,0 +1,1 @@
+"""Load-test driven tuning: PressureTester, ThroughputRecorder, adjustment strategies, Dispatcher."""

@@ -1,0 +1,1 @@
+"""Read models built from the notification log of the event-sourced applications."""
