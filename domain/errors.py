@@ -10,6 +10,7 @@
     ├── ProcessorClosed         publishing to a processor that is stopped or not running
     ├── RecordingFailed         a decision could not be made durable
     ├── DeadLetterNotFound      no dead letter with that id
+    ├── ShutdownInterrupted     the reason on events still queued when the processor stopped
     ├── ConfigurationError      settings that cannot work together
     └── PermanentFailure        raised by a handler: do not retry, dead-letter at once
 
@@ -82,6 +83,13 @@ class RecordingFailed(EventCenterError):
 
 class DeadLetterNotFound(EventCenterError, LookupError):
     """Raised when a dead letter id does not exist."""
+
+
+class ShutdownInterrupted(EventCenterError):
+    """The reason recorded on deliveries that were still pending when the processor stopped.
+
+    They are dead-lettered with this error, so they can be replayed after a restart.
+    """
 
 
 class ConfigurationError(EventCenterError, ValueError):

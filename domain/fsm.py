@@ -84,7 +84,9 @@ class ProcessorStateMachine:
         """Run ``trigger`` or raise :class:`TransitionRefused` saying why it cannot run now."""
         source = self.fsm_state
         if trigger not in TRIGGERS:
-            raise TransitionRefused(trigger, source, f"unknown trigger; known: {', '.join(TRIGGERS)}")
+            raise TransitionRefused(
+                trigger, source, f"unknown trigger; known: {', '.join(TRIGGERS)}"
+            )
         try:
             moved = self._machine.events[trigger].trigger(self, now=now)
         except MachineError:

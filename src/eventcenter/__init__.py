@@ -30,7 +30,25 @@ _EXPORTS: dict[str, str] = {
     "TransitionRefused": "eventcenter.domain.errors",
 }
 
-__all__ = sorted([*_EXPORTS, "__version__"])
+__all__ = [
+    "Backpressure",
+    "CenterSettings",
+    "Context",
+    "Decision",
+    "EnvelopeLimits",
+    "Event",
+    "EventCenter",
+    "EventCenterError",
+    "EventProcessor",
+    "Handler",
+    "InvalidBatch",
+    "InvalidEvent",
+    "PermanentFailure",
+    "Priority",
+    "ProcessorClosed",
+    "TransitionRefused",
+    "__version__",
+]
 
 if TYPE_CHECKING:
     from eventcenter.center.app import EventCenter

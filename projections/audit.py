@@ -1,0 +1,133 @@
+"""Read models of the center's decisions and dead letters, folded from stored domain events.
+
+Projections see only domain events (they follow the notification log; they never query
+aggregates). Each ``apply`` is idempotent per notification id, so a reader can resume from
+:attr:`position` after a restart without counting anything twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+PROCESSOR_TRANSITIONED = "ProcessorLog.Transitioned"
+PROCESSOR_DECIDED = "ProcessorLog.DecisionRecorded"
+LETTER_RECORDED = "DeadLetter.Recorded"
+LETTER_REPLAYED = "DeadLetter.Replayed"
+
+
+def event_name(domain_event: object) -> str:
+    """``Aggregate.EventClass`` name of a stored domain event."""
+    return type(domain_event).__qualname__
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One line of the audit trail: a state transition or a handler decision."""
+
+    position: int
+    at: datetime
+    kind: str  # "transition" or the decision kind
+    summary: str
+    reason: str
+    correlation_id: str
+    tenant: str
+    details: dict[str, Any]
+
+
+@dataclass
+class DecisionTrail:
+    """Decisions in the order they were recorded."""
+
+    rows: list[DecisionRow] = field(default_factory=list)
+    position: int = 0
+
+    def apply(self, position: int, domain_event: Any) -> None:
+        if position <= self.position:
+            return
+        self.position = position
+        name = event_name(domain_event)
+        if name == PROCESSOR_TRANSITIONED:
+            e = domain_event
+            self.rows.append(
+                DecisionRow(
+                    position,
+                    e.timestamp,
+                    "transition",
+                    f"{e.source} -> {e.dest} ({e.trigger})",
+                    e.reason,
+                    e.correlation_id,
+                    "",
+                    {"trigger": e.trigger, "from": e.source, "to": e.dest},
+                )
+            )
+        elif name == PROCESSOR_DECIDED:
+            e = domain_event
+            self.rows.append(
+                DecisionRow(
+                    position,
+                    e.timestamp,
+                    e.kind,
+                    e.kind,
+                    e.reason,
+                    e.correlation_id,
+                    e.tenant,
+                    dict(e.details),
+                )
+            )
+
+
+@dataclass
+class DeadLetterRow:
+    id: UUID
+    at: datetime
+    event: dict[str, Any]
+    subscription: str
+    error_type: str
+    error: str
+    attempts: int
+    status: str = "pending"
+    replayed_at: datetime | None = None
+
+    @property
+    def event_type(self) -> str:
+        return str(self.event.get("type", ""))
+
+    @property
+    def tenant(self) -> str:
+        return str(self.event.get("tenant", ""))
+
+
+@dataclass
+class DeadLetterIndex:
+    """Dead letters by id, with their status (pending or replayed)."""
+
+    letters: dict[UUID, DeadLetterRow] = field(default_factory=dict)
+    position: int = 0
+
+    def apply(self, position: int, domain_event: Any) -> None:
+        if position <= self.position:
+            return
+        self.position = position
+        name = event_name(domain_event)
+        if name == LETTER_RECORDED:
+            e = domain_event
+            self.letters[e.originator_id] = DeadLetterRow(
+                e.originator_id,
+                e.timestamp,
+                dict(e.envelope),
+                e.subscription,
+                e.error_type,
+                e.error,
+                e.attempts,
+            )
+        elif name == LETTER_REPLAYED:
+            row = self.letters.get(domain_event.originator_id)
+            if row is not None:
+                row.status = "replayed"
+                row.replayed_at = domain_event.timestamp
+
+    def pending(self) -> list[DeadLetterRow]:
+        return [row for row in self.letters.values() if row.status == "pending"]
