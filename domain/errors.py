@@ -11,7 +11,7 @@
     ├── RecordingFailed         a decision could not be made durable
     ├── DeadLetterNotFound      no dead letter with that id
     ├── ShutdownInterrupted     the reason on events still queued when the processor stopped
-    ├── ConfigurationError      settings that cannot work together
+    ├── ConfigurationError      a config file missing or malformed, settings that clash
     └── PermanentFailure        raised by a handler: do not retry, dead-letter at once
 
 Each class says when it is raised; callers catch only what they can act on.
@@ -93,7 +93,7 @@ class ShutdownInterrupted(EventCenterError):
 
 
 class ConfigurationError(EventCenterError, ValueError):
-    """Raised when settings are individually valid but cannot work together."""
+    """Raised when a config file is missing or malformed, or settings cannot work together."""
 
 
 class PermanentFailure(EventCenterError):

@@ -61,7 +61,7 @@ class ProcessorStateMachine:
             raise ValueError(f"unknown state {initial!r}; states are {', '.join(STATES)}")
         self.load_test_cooldown = load_test_cooldown
         self.last_load_test_end: float | None = None
-        self.holder: str | None = None  # correlation id of the work that left `stable`
+        self.holder: str | None = None  # correlation id of the work that entered this state
         self._machine = Machine(
             model=self,
             states=STATES,
@@ -97,10 +97,7 @@ class ProcessorStateMachine:
                 trigger, source, f"load-test cool-down: {remaining:.1f}s left before the next one"
             )
         dest = self.fsm_state
-        if source == STABLE:
-            self.holder = correlation_id
-        elif dest == STABLE:
-            self.holder = None
+        self.holder = None if dest == STABLE else correlation_id
         return Transition(trigger, source, dest, reason, correlation_id)
 
     def rollback(self, transition: Transition) -> None:

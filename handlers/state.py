@@ -33,7 +33,7 @@ class StateGuard:
 
     @property
     def holder(self) -> str | None:
-        """Correlation id of the work that moved the processor out of ``stable``."""
+        """Correlation id of the work that moved the processor into its current state."""
         return self._machine.holder
 
     def allowed_triggers(self) -> list[str]:

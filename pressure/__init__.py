@@ -1,1 +1,1 @@
-"""Load-test driven tuning: PressureTester, ThroughputRecorder, adjustment strategies, Dispatcher."""
+"""Load-test driven tuning: PressureTester, ThroughputRecorder, strategies, Dispatcher."""

@@ -70,7 +70,7 @@ class DecisionTrail:
                     position,
                     e.timestamp,
                     e.kind,
-                    e.kind,
+                    " ".join(f"{k}={v}" for k, v in e.details.items()),
                     e.reason,
                     e.correlation_id,
                     e.tenant,
@@ -81,6 +81,7 @@ class DecisionTrail:
 
 @dataclass
 class DeadLetterRow:
+    position: int
     id: UUID
     at: datetime
     event: dict[str, Any]
@@ -115,6 +116,7 @@ class DeadLetterIndex:
         if name == LETTER_RECORDED:
             e = domain_event
             self.letters[e.originator_id] = DeadLetterRow(
+                position,
                 e.originator_id,
                 e.timestamp,
                 dict(e.envelope),

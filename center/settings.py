@@ -1,0 +1,221 @@
+"""The center's configuration: validated once at the edge, then passed to whatever needs it.
+
+Values come from four places, the first that sets a field wins:
+
+1. arguments (``CenterSettings.load(name="orders")`` or ``CenterSettings(name="orders")``);
+2. environment variables ``EVENTCENTER_<FIELD>``, nested with ``__``
+   (``EVENTCENTER_DATABASE_URL``, ``EVENTCENTER_PROCESSOR__WORKERS=8``);
+3. a TOML file, read only by ``CenterSettings.load``: its ``config_file`` argument, else the file
+   named by ``EVENTCENTER_CONFIG``, else ``./eventcenter.toml`` when it exists;
+4. the defaults, which work on a laptop (SQLite under ``./data``).
+
+Nested tables are merged key by key across sources: ``EVENTCENTER_PROCESSOR__WORKERS`` changes
+``workers`` and keeps the file's other ``[processor]`` keys. An invalid value raises
+``pydantic.ValidationError`` naming the field (``processor.workers``); a config file that is
+named but missing, or is not valid TOML, raises ``ConfigurationError`` naming the path. Unknown
+keys are errors too, so a typo does not silently fall back to a default.
+
+A complete ``eventcenter.toml`` (every key, with its default)::
+
+    # The center's name: 1-24 characters out of a-z 0-9 _ -
+    name = "default"
+    # Where the center keeps its files (the default SQLite database is <data_dir>/center.db)
+    data_dir = "./data"
+    # An SQLAlchemy URL: sqlite:///... or postgresql+psycopg2://... (postgresql:// is accepted);
+    # leave it out to use SQLite under data_dir
+    # database_url = "postgresql+psycopg2://eventcenter:secret@127.0.0.1:5432/eventcenter"
+
+    [processor]
+    max_queued = 10000                    # events admitted but not yet handled
+    publish_timeout = 5.0                 # seconds publish waits for queue space; 0 fails at once
+    workers = 32                          # deliveries handled at the same time
+    max_in_flight_per_subscription = 8    # a subscription's concurrent deliveries
+    max_attempts = 5                      # tries per delivery before dead-lettering
+    backoff_base = 0.05                   # seconds before the first retry
+    backoff_max = 5.0                     # cap on one retry delay
+    dedupe_window = 600.0                 # seconds an event id is remembered; 0 turns dedupe off
+    dedupe_max_ids = 100000               # ids remembered at most (oldest go)
+    max_wait_high = 0.25                  # ageing bound for HIGH, seconds
+    max_wait_normal = 0.5                 # ageing bound for NORMAL, seconds
+    max_wait_low = 1.0                    # ageing bound for LOW, seconds
+    shutdown_timeout = 10.0               # seconds stop() waits for the queue
+    load_test_cooldown = 0.0              # seconds between two load tests
+
+    [processor.limits]
+    max_type_length = 128                 # characters in an event's type
+    max_name_length = 128                 # characters in source, tenant
+    max_payload_bytes = 65536             # bytes of the payload as JSON
+    max_metadata_bytes = 8192             # bytes of metadata as JSON
+    max_depth = 16                        # nesting depth of payload and metadata
+
+    [recording]
+    batch_max = 500                       # decisions saved in one transaction at most
+    snapshot_interval = 100               # events between snapshots of the processor log
+    cache_size = 1000                     # aggregates kept in the LRU cache; 0 turns it off
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from eventcenter.domain.errors import ConfigurationError
+from eventcenter.handlers.config import ProcessorSettings
+
+__all__ = ["CONFIG_ENV_VAR", "DEFAULT_CONFIG_FILE", "CenterSettings", "RecordingSettings"]
+
+CONFIG_ENV_VAR = "EVENTCENTER_CONFIG"
+"""Environment variable naming the TOML file when ``load`` is given none."""
+
+DEFAULT_CONFIG_FILE = Path("eventcenter.toml")
+"""Read from the working directory when neither the argument nor the variable names a file."""
+
+_SQLITE_PREFIX = "sqlite:///"
+_POSTGRES_PREFIX = "postgresql+psycopg2://"
+_POSTGRES_PLAIN_PREFIX = "postgresql://"
+
+# The TOML file of the ``load`` call in progress. Settings sources are chosen in a classmethod
+# (``settings_customise_sources``) that receives no per-call arguments; a context variable set
+# and reset around one construction carries the path there without any state outliving the call.
+_toml_file: ContextVar[Path | None] = ContextVar("eventcenter_toml_file", default=None)
+
+
+class RecordingSettings(BaseModel):
+    """How decisions are made durable in the event store."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    batch_max: int = Field(500, ge=1, description="decisions saved in one transaction at most")
+    snapshot_interval: int = Field(
+        100, ge=2, description="events between snapshots of the processor log"
+    )
+    cache_size: int = Field(
+        1000, ge=0, description="aggregates kept in the LRU cache; 0 turns the cache off"
+    )
+
+
+class CenterSettings(BaseSettings):
+    """Everything one center needs to start. Build it with ``load`` at the edge, pass it inward."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EVENTCENTER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    name: str = Field(
+        "default",
+        pattern=r"^[a-z0-9_-]{1,24}$",
+        description="the center's name: 1-24 characters out of a-z 0-9 _ -",
+    )
+    data_dir: Path = Field(
+        Path("./data"), description="where the center keeps its files; made absolute on load"
+    )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy URL (sqlite:///... or postgresql+psycopg2://...);"
+        " None means SQLite under data_dir",
+    )
+    processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
+    recording: RecordingSettings = Field(default_factory=RecordingSettings)
+
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # Resolved against the working directory at load time, so a later chdir changes nothing.
+        return value.expanduser().resolve()
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if value.startswith(_POSTGRES_PLAIN_PREFIX):
+            value = _POSTGRES_PREFIX + value.removeprefix(_POSTGRES_PLAIN_PREFIX)
+        if value.startswith(_SQLITE_PREFIX) or value.startswith(_POSTGRES_PREFIX):
+            return value
+        scheme = value.split("://", 1)[0] if "://" in value else value
+        raise ValueError(
+            f"unsupported database URL scheme {scheme!r}: use {_SQLITE_PREFIX}<path>"
+            f" or {_POSTGRES_PREFIX}<user>@<host>:<port>/<db> ({_POSTGRES_PLAIN_PREFIX} is"
+            " accepted and normalised)"
+        )
+
+    @property
+    def database_file(self) -> Path:
+        """The SQLite file used when ``database_url`` is not set."""
+        return self.data_dir / "center.db"
+
+    @property
+    def effective_url(self) -> str:
+        """The SQLAlchemy URL to connect to: ``database_url``, else SQLite under ``data_dir``.
+
+        Call ``ensure_data_dir()`` before connecting to the default SQLite database: SQLite
+        does not create missing directories.
+        """
+        if self.database_url is not None:
+            return self.database_url
+        return f"{_SQLITE_PREFIX}{self.database_file}"
+
+    def ensure_data_dir(self) -> Path:
+        """Create ``data_dir`` (and its parents) if missing; return it."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return self.data_dir
+
+    @classmethod
+    def load(cls, config_file: Path | None = None, **overrides: Any) -> Self:
+        """Read the settings from arguments, environment, TOML file and defaults, in that order.
+
+        ``config_file`` (or the file ``EVENTCENTER_CONFIG`` names) must exist;
+        ``./eventcenter.toml`` is read only when present. Raises ``ConfigurationError`` for a
+        missing or malformed file and ``pydantic.ValidationError`` for an invalid value.
+        """
+        path = _config_path(None if config_file is None else Path(config_file))
+        token = _toml_file.set(path)
+        try:
+            return cls(**overrides)
+        except tomllib.TOMLDecodeError as error:
+            raise ConfigurationError(f"config file {path} is not valid TOML: {error}") from None
+        finally:
+            _toml_file.reset(token)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then environment, then the TOML file of ``load`` (no .env, no secrets)."""
+        path = _toml_file.get()
+        if path is None:
+            return init_settings, env_settings
+        return init_settings, env_settings, TomlConfigSettingsSource(settings_cls, toml_file=path)
+
+
+def _config_path(config_file: Path | None) -> Path | None:
+    """The TOML file to read: the argument, else ``$EVENTCENTER_CONFIG``, else the default if any.
+
+    A file named by the caller or the environment must exist; the default one is optional.
+    """
+    if config_file is None and os.environ.get(CONFIG_ENV_VAR):
+        config_file = Path(os.environ[CONFIG_ENV_VAR])
+    if config_file is None:
+        return DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+    if not config_file.is_file():
+        raise ConfigurationError(f"config file {config_file} does not exist or is not a file")
+    return config_file

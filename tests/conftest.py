@@ -1,0 +1,139 @@
+"""Fixtures shared by every test layer.
+
+``database_url`` runs a persistence test twice: against SQLite in the test's own directory and
+against the real PostgreSQL server, in a fresh schema that is dropped afterwards. The server is
+probed once per session. When it cannot be reached the postgres variant is skipped with the
+reason, except in CI (``CI=true``), where it fails: a green CI run means both backends ran.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
+
+PG_URL_ENV = "EVENTCENTER_TEST_PG_URL"
+DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
+CONNECT_TIMEOUT_S = 3
+DROP_LOCK_TIMEOUT = "5s"
+
+
+@dataclass(frozen=True)
+class PostgresServer:
+    """The outcome of the session's one probe: an admin engine, or why there is none."""
+
+    url: str
+    engine: Engine | None
+    error: str | None
+
+    @property
+    def shown_url(self) -> str:
+        """The URL with any password masked, for messages."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() == "true"
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """Probe the PostgreSQL server once; keep an autocommit engine for schema DDL."""
+    url = os.environ.get(PG_URL_ENV, DEFAULT_PG_URL)
+    engine = create_engine(
+        url,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT_S},
+        isolation_level="AUTOCOMMIT",
+        pool_size=1,
+    )
+    try:
+        with engine.connect() as connection:
+            connection.execute(text("SELECT 1"))
+    except OperationalError as error:
+        engine.dispose()
+        yield PostgresServer(url=url, engine=None, error=str(error.orig or error).strip())
+        return
+    yield PostgresServer(url=url, engine=engine, error=None)
+    engine.dispose()
+
+
+def with_search_path(base_url: str, schema: str) -> str:
+    """``base_url`` whose connections see ``schema`` first (and only)."""
+    separator = "&" if "?" in base_url else "?"
+    return f"{base_url}{separator}options=-csearch_path%3D{schema}"
+
+
+def _drop_schema(engine: Engine, schema: str) -> None:
+    """Drop ``schema``; if a leaked connection blocks it, end that connection and fail loudly.
+
+    Without the lock timeout a test that forgot to close an engine or application would hang
+    the whole run at teardown.
+    """
+    with engine.connect() as connection:
+        connection.execute(text(f"SET lock_timeout = '{DROP_LOCK_TIMEOUT}'"))
+        try:
+            connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+            return
+        except OperationalError:
+            pass
+        holders = connection.execute(
+            text(
+                "SELECT DISTINCT l.pid FROM pg_locks l"
+                " JOIN pg_class c ON c.oid = l.relation"
+                " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = :schema AND l.pid <> pg_backend_pid()"
+            ),
+            {"schema": schema},
+        ).scalars()
+        pids = sorted(holders)
+        for pid in pids:
+            connection.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        connection.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    pytest.fail(
+        f"schema {schema} was still locked by connection(s) {pids} after the test:"
+        " close every engine and application the test opens (they were terminated)",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    ]
+)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An SQLAlchemy URL to an empty database of its own, once per backend.
+
+    sqlite: ``sqlite:///<tmp_path>/center.db`` (the file does not exist yet).
+    postgres: ``$EVENTCENTER_TEST_PG_URL`` (default ``postgresql+psycopg2://postgres@127.0.0.1:
+    5432/test``) with ``?options=-csearch_path%3Dt_<hex>``: a schema created for this test and
+    dropped with everything in it afterwards. Tests must close what they open.
+
+    A test that needs one backend only parametrizes it indirectly:
+    ``@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)``.
+    """
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/center.db"
+        return
+    if request.param != "postgres":
+        raise ValueError(f"unknown database backend {request.param!r}: use sqlite or postgres")
+
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    if server.engine is None:
+        reason = f"PostgreSQL at {server.shown_url} is unreachable: {server.error}"
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
+        pytest.skip(f"{reason} (set {PG_URL_ENV} or start the server; CI=true makes this fail)")
+
+    schema = f"t_{secrets.token_hex(8)}"
+    with server.engine.connect() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    yield with_search_path(server.url, schema)
+    _drop_schema(server.engine, schema)
