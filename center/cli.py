@@ -8,7 +8,7 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -54,7 +54,7 @@ def _settings(config: Path | None, url: str | None, data_dir: Path | None) -> Ce
         _fail(str(error))
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str) -> NoReturn:
     errors.print(f"[red]error:[/] {message}")
     raise typer.Exit(2)
 
