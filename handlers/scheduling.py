@@ -226,7 +226,7 @@ class PriorityScheduler(Generic[T]):
             if deadline < earliest:  # strict: on a tie the higher priority, seen first, wins
                 earliest = deadline
                 chosen = (lane, tenant)
-        self._next_check = earliest
+        self._next_check = max(earliest, now + 1.5)
         if chosen is None or now < earliest:
             return None
         lane, tenant = chosen

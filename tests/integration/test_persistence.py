@@ -61,9 +61,9 @@ async def test_concurrent_decisions_are_all_saved_in_few_transactions(
     finally:
         writer.close()
     assert saves < 300, "decisions submitted together are saved together"
-    log = app.repository.get(ProcessorLog.create_id("default"))
+    log: ProcessorLog = app.repository.get(ProcessorLog.create_id("default"))
     assert log.decisions == 300
-    reasons = [e.reason for _, e in app.read_events() if hasattr(e, "kind")]
+    reasons = [getattr(e, "reason", None) for _, e in app.read_events() if hasattr(e, "kind")]
     assert reasons == [f"reason {i}" for i in range(300)], "recorded in submission order"
 
 
@@ -77,6 +77,7 @@ async def test_loading_the_processor_log_reads_a_snapshot_and_a_bounded_tail(
     finally:
         writer.close()
     log_id = ProcessorLog.create_id("default")
+    assert app.snapshots is not None
     snapshots = list(app.snapshots.get(log_id, desc=True, limit=1))
     assert snapshots, "a snapshot was taken"
     latest = snapshots[0].originator_version
