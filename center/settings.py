@@ -170,8 +170,17 @@ class CenterSettings(BaseSettings):
         return f"{_SQLITE_PREFIX}{self.database_file}"
 
     def ensure_data_dir(self) -> Path:
-        """Create ``data_dir`` (and its parents) if missing; return it."""
+        """Create ``data_dir`` (and its parents) if missing; return it.
+
+        For an SQLite file named by ``database_url``, its directory is created too: SQLite
+        does not create missing directories.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        url = self.effective_url
+        if url.startswith(_SQLITE_PREFIX) and ":memory:" not in url:
+            path = url.removeprefix(_SQLITE_PREFIX).split("?", 1)[0]
+            if path:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
         return self.data_dir
 
     @classmethod

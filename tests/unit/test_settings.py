@@ -313,3 +313,11 @@ class TestMissingConfigFile:
     def test_directory_is_not_a_config_file(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigurationError, match="not a file"):
             CenterSettings.load(tmp_path)
+
+
+def test_ensure_data_dir_creates_the_directory_of_an_sqlite_file_url(tmp_path: Path) -> None:
+    target = tmp_path / "nested" / "deeper" / "center.db"
+    settings = CenterSettings(database_url=f"sqlite:///{target}", data_dir=tmp_path / "data")
+    settings.ensure_data_dir()
+    assert target.parent.is_dir()
+    assert (tmp_path / "data").is_dir()
