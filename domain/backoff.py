@@ -15,5 +15,8 @@ def backoff_delay(attempt: int, base: float, cap: float, jitter: float) -> float
         raise ValueError(f"attempt must be >= 1, got {attempt}")
     if not 0.0 <= jitter <= 1.0:
         raise ValueError(f"jitter must be in [0, 1], got {jitter}")
-    ceiling = min(cap, base * 2.0 ** (attempt - 1))
+    try:
+        ceiling = min(cap, base * 2.0 ** (attempt - 1))
+    except OverflowError:  # a very late attempt: the power exceeds a float, the cap applies
+        ceiling = cap
     return ceiling * jitter

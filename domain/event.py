@@ -76,14 +76,15 @@ def _depth(value: Any, limit: int) -> int:
 
 
 def _check_json(value: dict[str, Any], what: str, max_bytes: int, max_depth: int) -> None:
+    # Depth first: json.dumps recurses, so a small but very deep value must be refused before.
+    if _depth(value, max_depth) > max_depth:
+        raise ValueError(f"{what} nests deeper than {max_depth} levels")
     try:
         size = len(json.dumps(value, allow_nan=False, separators=(",", ":")).encode())
     except (TypeError, ValueError) as error:
         raise ValueError(f"{what} must be JSON-serialisable: {error}") from None
     if size > max_bytes:
         raise ValueError(f"{what} is {size} bytes as JSON; the limit is {max_bytes}")
-    if _depth(value, max_depth) > max_depth:
-        raise ValueError(f"{what} nests deeper than {max_depth} levels")
 
 
 class Event(BaseModel):

@@ -62,6 +62,7 @@ class ProcessorStateMachine:
         self.load_test_cooldown = load_test_cooldown
         self.last_load_test_end: float | None = None
         self.holder: str | None = None  # correlation id of the work that entered this state
+        self._undo: tuple[Transition, str | None, float | None] | None = None
         self._machine = Machine(
             model=self,
             states=STATES,
@@ -83,6 +84,7 @@ class ProcessorStateMachine:
     def fire(self, trigger: str, *, now: float, reason: str, correlation_id: str) -> Transition:
         """Run ``trigger`` or raise :class:`TransitionRefused` saying why it cannot run now."""
         source = self.fsm_state
+        before = (self.holder, self.last_load_test_end)
         if trigger not in TRIGGERS:
             raise TransitionRefused(
                 trigger, source, f"unknown trigger; known: {', '.join(TRIGGERS)}"
@@ -92,18 +94,29 @@ class ProcessorStateMachine:
         except MachineError:
             raise TransitionRefused(trigger, source, self._why_not(trigger)) from None
         if not moved:
-            remaining = self.load_test_cooldown - (now - (self.last_load_test_end or now))
+            ended = now if self.last_load_test_end is None else self.last_load_test_end
+            remaining = self.load_test_cooldown - (now - ended)
             raise TransitionRefused(
                 trigger, source, f"load-test cool-down: {remaining:.1f}s left before the next one"
             )
         dest = self.fsm_state
         self.holder = None if dest == STABLE else correlation_id
-        return Transition(trigger, source, dest, reason, correlation_id)
+        transition = Transition(trigger, source, dest, reason, correlation_id)
+        self._undo = (transition, *before)
+        return transition
 
     def rollback(self, transition: Transition) -> None:
-        """Undo ``transition`` (its recording failed): the machine returns to its source state."""
-        if self.fsm_state == transition.dest:
-            self._machine.set_state(transition.source, model=self)
+        """Undo ``transition`` (its recording failed): back to its source state and holder.
+
+        Exact for the latest transition; for an older one (another trigger fired since) only
+        the state is restored, if the machine is still in that transition's destination.
+        """
+        if self.fsm_state != transition.dest:
+            return
+        self._machine.set_state(transition.source, model=self)
+        if self._undo is not None and self._undo[0] is transition:
+            _, self.holder, self.last_load_test_end = self._undo
+            self._undo = None
 
     def _why_not(self, trigger: str) -> str:
         if self.fsm_state == LOAD_TESTING and trigger == "begin_load_test":

@@ -368,10 +368,14 @@ class EventProcessor:
         """Deliver again; deliveries held while paused go back to the scheduler in order."""
         sub = self._subscription(name)
         sub.paused = False
-        now = self._clock()
+        # Held deliveries go back to the head of their queues, newest first, so they come out
+        # in the order they were taken, ahead of what was published after them, with their age.
         while sub.parked:
-            delivery = sub.parked.popleft()
-            self._scheduler.push(delivery, delivery.event.priority, delivery.event.tenant, now)
+            delivery = sub.parked.pop()
+            event = delivery.event
+            self._scheduler.push_front(
+                delivery, event.priority, event.tenant, delivery.published_at
+            )
             self._ready.release()
 
     def subscriptions(self) -> list[dict[str, Any]]:
@@ -621,7 +625,11 @@ class EventProcessor:
             letter = await self._dead_letters.add(
                 event, delivery.subscription.name, error, delivery.attempt
             )
-        except Exception as store_error:
+        except asyncio.CancelledError:
+            # stop() cancelled the worker while the store was writing: keep it, then stop.
+            self._unrecorded.append((delivery, error))
+            raise
+        except Exception as store_error:  # kept in memory and reported, never dropped
             self._unrecorded.append((delivery, error))
             log.error(
                 "could not record dead letter of %s for %s (%r); event kept in memory: %s",

@@ -81,6 +81,15 @@ class _Lane(Generic[T]):
             queue.append(entry)
         self.size += 1
 
+    def push_front(self, entry: _Entry[T], tenant: str) -> None:
+        queue = self.queues.get(tenant)
+        if queue is None:
+            self.queues[tenant] = deque((entry,))
+            self.turns.appendleft(tenant)
+        else:
+            queue.appendleft(entry)
+        self.size += 1
+
     def take_next(self) -> _Entry[T]:
         """The head of the tenant whose turn it is; that tenant goes to the back of the line."""
         tenant = self.turns.popleft()
@@ -145,13 +154,29 @@ class PriorityScheduler(Generic[T]):
         return self._size
 
     def push(self, item: T, priority: Priority, tenant: str, now: float) -> None:
-        """Queue ``item`` of ``tenant`` at ``priority``, pushed at ``now``."""
+        """Queue ``item`` of ``tenant`` at ``priority``, pushed at ``now``.
+
+        ``now`` must not be earlier than in any previous call (read it from a monotonic clock):
+        the aging rule relies on each tenant's queue being oldest-first.
+        """
         lane = self._lanes[priority]
         if not lane.size and lane.max_wait is not None:
             deadline = now + lane.max_wait
             if deadline < self._next_check:
                 self._next_check = deadline
         lane.push(_Entry(item, now), tenant)
+        self._size += 1
+
+    def push_front(self, item: T, priority: Priority, tenant: str, pushed_at: float) -> None:
+        """Put ``item`` back at the head of its tenant's queue, keeping when it was first pushed.
+
+        For items taken out and returned (a paused subscription's held deliveries): they keep
+        their place ahead of what was pushed after them, and their age.
+        """
+        lane = self._lanes[priority]
+        if lane.max_wait is not None:
+            self._next_check = min(self._next_check, pushed_at + lane.max_wait)
+        lane.push_front(_Entry(item, pushed_at), tenant)
         self._size += 1
 
     def pop(self, now: float) -> T:
@@ -226,7 +251,7 @@ class PriorityScheduler(Generic[T]):
             if deadline < earliest:  # strict: on a tie the higher priority, seen first, wins
                 earliest = deadline
                 chosen = (lane, tenant)
-        self._next_check = max(earliest, now + 1.5)
+        self._next_check = earliest
         if chosen is None or now < earliest:
             return None
         lane, tenant = chosen
