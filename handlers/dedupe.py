@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from uuid import UUID
 
@@ -14,7 +15,7 @@ class DedupeWindow:
     if ``window`` says more. ``window == 0`` turns deduplication off.
     """
 
-    __slots__ = ("_seen", "max_ids", "window")
+    __slots__ = ("_next_expiry", "_seen", "max_ids", "window")
 
     def __init__(self, window: float, max_ids: int) -> None:
         if window < 0 or max_ids < 1:
@@ -22,6 +23,7 @@ class DedupeWindow:
         self.window = window
         self.max_ids = max_ids
         self._seen: OrderedDict[UUID, float] = OrderedDict()
+        self._next_expiry = math.inf  # when the oldest remembered id falls out of the window
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -31,20 +33,27 @@ class DedupeWindow:
         horizon = now - self.window
         while seen:
             oldest_id, seen_at = next(iter(seen.items()))
-            if seen_at > horizon and len(seen) <= self.max_ids:
-                break
+            if seen_at > horizon:
+                self._next_expiry = seen_at + self.window
+                return
             del seen[oldest_id]
+        self._next_expiry = math.inf
 
     def is_duplicate(self, event_id: UUID, now: float) -> bool:
         """True if ``event_id`` was admitted inside the window; otherwise remember it."""
         if not self.window:
             return False
-        self._expire(now)
-        if event_id in self._seen:
+        if now >= self._next_expiry:
+            self._expire(now)
+        seen = self._seen
+        if event_id in seen:
             return True
-        self._seen[event_id] = now
-        if len(self._seen) > self.max_ids:
-            self._seen.popitem(last=False)
+        if not seen:
+            self._next_expiry = now + self.window
+        seen[event_id] = now
+        if len(seen) > self.max_ids:
+            seen.popitem(last=False)
+            self._next_expiry = next(iter(seen.values())) + self.window
         return False
 
     def forget(self, event_id: UUID) -> None:

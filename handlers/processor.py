@@ -185,7 +185,9 @@ class EventProcessor:
         self._status = "new"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._workers: list[asyncio.Task[None]] = []
-        self._ready = asyncio.Semaphore(0)
+        # Workers with nothing to do wait on their own future here; a push wakes one of them.
+        # (asyncio.Semaphore costs a scan of all waiters per acquire: too slow per event.)
+        self._idle_workers: deque[asyncio.Future[None]] = deque()
         self._space = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -376,7 +378,7 @@ class EventProcessor:
             self._scheduler.push_front(
                 delivery, event.priority, event.tenant, delivery.published_at
             )
-            self._ready.release()
+            self._wake_worker()
 
     def subscriptions(self) -> list[dict[str, Any]]:
         return [sub.info() for sub in self._subscriptions.values()]
@@ -505,7 +507,7 @@ class EventProcessor:
         self._idle.clear()
         event = delivery.event
         self._scheduler.push(delivery, event.priority, event.tenant, delivery.published_at)
-        self._ready.release()
+        self._wake_worker()
 
     def _ensure_running(self) -> None:
         if self._status == "running":
@@ -540,12 +542,25 @@ class EventProcessor:
 
     # delivering --------------------------------------------------------------------------------
 
+    def _wake_worker(self) -> None:
+        idle = self._idle_workers
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
     async def _work(self) -> None:
-        ready = self._ready
         scheduler = self._scheduler
         clock = self._clock
+        idle = self._idle_workers
+        loop = asyncio.get_running_loop()
         while True:
-            await ready.acquire()
+            if not scheduler:
+                waiter: asyncio.Future[None] = loop.create_future()
+                idle.append(waiter)
+                await waiter
+                continue  # another worker may have taken the item meanwhile
             delivery: Delivery | None = scheduler.pop(clock())
             while delivery is not None:
                 sub = delivery.subscription
@@ -616,7 +631,7 @@ class EventProcessor:
         self._retrying.pop(delivery, None)
         event = delivery.event
         self._scheduler.push(delivery, event.priority, event.tenant, self._clock())
-        self._ready.release()
+        self._wake_worker()
 
     async def _dead_letter(self, delivery: Delivery, error: BaseException) -> None:
         event = delivery.event
