@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from sqlalchemy.engine import make_url
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.demo import DemoResult, run_demo
@@ -93,7 +94,7 @@ def demo(
     )
     console.print(
         f"[bold]eventcenter demo[/]: {events} events from 3 tenants at ~{rate:.0f}/s,"
-        f" store {settings.effective_url}"
+        f" store {make_url(settings.effective_url).render_as_string(hide_password=True)}"
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
