@@ -22,8 +22,7 @@ from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.memory import MemoryDeadLetters, MemoryDecisionLog
 from eventcenter.handlers.processor import EventProcessor
-
-GUARD_S = 1.0  # only turns a hang into a failure; no assertion depends on it
+from tests.unit.looping import GUARD_S, until
 
 
 @dataclass
@@ -88,15 +87,6 @@ async def build() -> AsyncIterator[Build]:
     yield make
     for processor in made:
         await processor.stop(timeout=0)
-
-
-async def until(condition: Callable[[], bool], turns: int = 200) -> None:
-    """Let the loop run until ``condition`` holds, for at most ``turns`` turns."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"condition still false after {turns} loop turns")
 
 
 def only(decisions: list[Decision], kind: str) -> Decision:

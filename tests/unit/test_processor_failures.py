@@ -28,8 +28,8 @@ from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
 from eventcenter.handlers.memory import MemoryDeadLetters, MemoryDecisionLog
 from eventcenter.handlers.processor import EventProcessor
+from tests.unit.looping import GUARD_S, joined, until
 
-GUARD_S = 1.0  # only turns a hang into a failure; no assertion depends on it
 FAST_RETRIES: dict[str, Any] = {"backoff_base": 0.001, "backoff_max": 0.002}
 
 
@@ -90,19 +90,6 @@ async def build() -> AsyncIterator[Build]:
     yield make
     for processor in made:
         await processor.stop(timeout=0)
-
-
-async def joined(processor: EventProcessor) -> None:
-    await asyncio.wait_for(processor.join(), GUARD_S)
-
-
-async def until(condition: Callable[[], bool], turns: int = 200) -> None:
-    """Let the loop run until ``condition`` holds, for at most ``turns`` turns."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"condition still false after {turns} loop turns")
 
 
 # --- retries and dead letters --------------------------------------------------------------------

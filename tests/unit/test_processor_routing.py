@@ -22,8 +22,7 @@ from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
 from eventcenter.handlers.memory import MemoryDeadLetters, MemoryDecisionLog
 from eventcenter.handlers.processor import EventProcessor
-
-GUARD_S = 1.0  # only turns a hang into a failure; no assertion depends on it
+from tests.unit.looping import joined, until
 
 Build = Callable[..., Awaitable[EventProcessor]]
 
@@ -74,19 +73,6 @@ async def build() -> AsyncIterator[Build]:
 @pytest.fixture
 async def processor(build: Build) -> EventProcessor:
     return await build()
-
-
-async def joined(processor: EventProcessor) -> None:
-    await asyncio.wait_for(processor.join(), GUARD_S)
-
-
-async def until(condition: Callable[[], bool], turns: int = 200) -> None:
-    """Let the loop run until ``condition`` holds, for at most ``turns`` turns."""
-    for _ in range(turns):
-        if condition():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError(f"condition still false after {turns} loop turns")
 
 
 def parked(processor: EventProcessor) -> int:

@@ -18,8 +18,7 @@ from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
 from eventcenter.handlers.memory import MemoryDeadLetters, MemoryDecisionLog
 from eventcenter.handlers.processor import EventProcessor
-
-GUARD_S = 1.0  # only turns a hang into a failure; no assertion depends on it
+from tests.unit.looping import GUARD_S
 
 Build = Callable[..., Awaitable[EventProcessor]]
 
