@@ -123,16 +123,22 @@ class Subscription:
 class Delivery:
     """One event on its way to one subscription."""
 
-    __slots__ = ("attempt", "counts", "event", "published_at", "subscription")
+    __slots__ = ("attempt", "counts", "event", "failure", "published_at", "subscription")
 
     def __init__(
-        self, event: Event, subscription: Subscription, published_at: float, counts: Counts
+        self,
+        event: Event,
+        subscription: Subscription,
+        published_at: float,
+        counts: Counts,
+        failure: PermanentFailure | None = None,
     ) -> None:
         self.event = event
         self.subscription = subscription
         self.published_at = published_at
         self.counts = counts
         self.attempt = 1
+        self.failure = failure  # set when it failed before any handler ran (a raising filter)
 
 
 @dataclass
@@ -262,9 +268,9 @@ class EventProcessor:
             sub.parked.clear()
         self._running.clear()
         reason = ShutdownInterrupted(f"not handled before shutdown (waited {limit:.1f}s)")
-        for delivery in leftovers:
-            await self._dead_letter(delivery, reason)
-            report.dead_lettered.append(str(delivery.event.id))
+        # Together, so the store can save them in a few batches rather than one by one.
+        await asyncio.gather(*(self._dead_letter(delivery, reason) for delivery in leftovers))
+        report.dead_lettered = [str(delivery.event.id) for delivery in leftovers]
         report.handled_while_stopping = self._handled_total() - before
         report.unrecorded = len(self._unrecorded)
         self._status = "stopped"
@@ -494,12 +500,23 @@ class EventProcessor:
                 counts.duplicates += 1
                 continue
             counts.published += 1
-            wanted = [sub for sub in targets if not sub.closed and sub.wants(event)]
-            if not wanted:
+            routed = False
+            for sub in targets:
+                if sub.closed:
+                    continue
+                try:
+                    if not sub.wants(event):
+                        continue
+                except Exception as error:
+                    # A filter that raises must not lose the event or break the batch: the
+                    # delivery is queued marked failed and dead-lettered by a worker.
+                    failed = PermanentFailure(f"a filter of '{sub.name}' raised {error!r}")
+                    self._push(Delivery(event, sub, now, counts, failed))
+                else:
+                    self._push(Delivery(event, sub, now, counts))
+                routed = True
+            if not routed:
                 counts.unrouted += 1
-                continue
-            for sub in wanted:
-                self._push(Delivery(event, sub, now, counts))
 
     def _push(self, delivery: Delivery) -> None:
         delivery.counts.delivered += 1
@@ -574,6 +591,9 @@ class EventProcessor:
                 delivery = sub.parked.popleft() if sub.parked and sub.can_run() else None
 
     async def _run(self, delivery: Delivery) -> None:
+        if delivery.failure is not None:
+            await self._failed(delivery, delivery.failure)
+            return
         sub = delivery.subscription
         clock = self._clock
         started = clock()

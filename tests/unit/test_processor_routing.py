@@ -430,3 +430,26 @@ async def test_metrics_snapshot_counts_add_up_per_type_tenant_and_priority(
         "orders": 4,
         "urgent": 2,
     }
+
+
+async def test_a_raising_filter_dead_letters_the_delivery_and_keeps_the_batch(
+    build: Build,
+) -> None:
+    processor = await build()
+    recorder = Recorder()
+
+    def broken(event: Event) -> bool:
+        raise KeyError("region")
+
+    processor.subscribe("jobs.run", recorder, name="picky", filters=[broken])
+    processor.subscribe("jobs.run", Recorder(), name="plain")
+    ids = await processor.publish_batch([{"type": "jobs.run"}, {"type": "jobs.run"}])
+    await joined(processor)
+
+    assert recorder.events == []
+    snapshot = processor.snapshot()
+    assert snapshot.totals["published"] == 2
+    assert snapshot.totals["handled"] == 2, "the other subscription got both events"
+    assert snapshot.totals["dead_lettered"] == 2
+    assert snapshot.totals["retried"] == 0, "a filter error is permanent"
+    assert len(ids) == 2
