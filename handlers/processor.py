@@ -347,6 +347,12 @@ class EventProcessor:
         """Subscribe a :class:`Handler` instance by its class attributes; returns its name."""
         if not handler.patterns:
             raise SubscriptionError(f"{type(handler).__name__}.patterns is empty")
+        if handler.name in self._subscriptions:
+            raise SubscriptionError(
+                f"a handler named '{handler.name}' is already registered (a center registers"
+                " the built-in handlers itself: build it with builtin_handlers=False to register"
+                " your own instances, or override the handler's name)"
+            )
         filters: tuple[EventFilter, ...] = ()
         if type(handler).accepts is not Handler.accepts:
             filters = (handler.accepts,)
