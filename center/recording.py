@@ -25,7 +25,7 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 
 from eventcenter.center.store import CenterApplication
-from eventcenter.domain.aggregates import DeadLetter
+from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.errors import EventCenterError, ProcessorClosed, RecordingFailed
 from eventcenter.domain.event import Event
@@ -42,9 +42,6 @@ class _Command:
     done: Callable[[Any, BaseException | None], None]
 
 
-_STOP = object()
-
-
 class DecisionWriter:
     """Implements the DecisionLog and DeadLetterStore ports on a :class:`CenterApplication`.
 
@@ -56,8 +53,9 @@ class DecisionWriter:
         self.app = app
         self.batch_max = batch_max
         self._processor_log = app.processor_log(center_name)
+        self._log_stale = False  # a save failed: reload the log before the next command
         self._center_name = center_name
-        self._queue: queue.SimpleQueue[_Command | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
         self._closed = False
         self.saves = 0  # transactions written (for benchmarks and metrics)
         self.commands = 0
@@ -105,24 +103,33 @@ class DecisionWriter:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(_STOP)
+        self._queue.put(None)
         self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("decision writer did not finish within %.1fs", timeout)
 
     # commands ----------------------------------------------------------------------------------
 
+    def _current_log(self) -> ProcessorLog:
+        """The processor log, reloaded from the store after a failed save lost its events."""
+        if self._log_stale:
+            self._processor_log = self.app.processor_log(self._center_name)
+            self._log_stale = False
+        return self._processor_log
+
     def _transition_command(self, transition: Transition) -> Apply:
         def apply() -> tuple[None, list[Aggregate]]:
-            self._processor_log.transition(transition)
-            return None, [self._processor_log]
+            log = self._current_log()
+            log.transition(transition)
+            return None, [log]
 
         return apply
 
     def _decision_command(self, decision: Decision) -> Apply:
         def apply() -> tuple[None, list[Aggregate]]:
-            self._processor_log.decide(decision)
-            return None, [self._processor_log]
+            log = self._current_log()
+            log.decide(decision)
+            return None, [log]
 
         return apply
 
@@ -187,10 +194,9 @@ class DecisionWriter:
             batch: list[_Command] = []
             item = self._queue.get()
             while True:
-                if item is _STOP:
+                if item is None:  # close() was called: finish this batch, then stop
                     stopping = True
                     break
-                assert isinstance(item, _Command)
                 batch.append(item)
                 if len(batch) >= self.batch_max:
                     break
@@ -224,13 +230,17 @@ class DecisionWriter:
                 failure = RecordingFailed(f"the event store refused the batch: {save_error!r}")
                 failure.__cause__ = save_error
                 outcomes = [(c, None, e or failure) for c, _, e in outcomes]
-                # Pending events were lost with the failed save: reload what is stored.
-                self._processor_log = self.app.processor_log(self._center_name)
+                # Pending events were lost with the failed save: reload what is stored (lazily,
+                # so a store that is down fails the next command instead of this thread).
+                self._log_stale = True
             else:
                 self.saves += 1
         self.commands += len(outcomes)
         for command, result, problem in outcomes:
-            command.done(result, problem)
+            try:
+                command.done(result, problem)
+            except RuntimeError as error:  # the caller's event loop is closed: nobody waits
+                log.warning("result of a decision could not be delivered: %r", error)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:

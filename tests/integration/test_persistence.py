@@ -14,7 +14,7 @@ from eventcenter.center.settings import CenterSettings, RecordingSettings
 from eventcenter.center.store import CenterApplication
 from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.domain.decisions import Decision
-from eventcenter.domain.errors import DeadLetterNotFound, EventCenterError
+from eventcenter.domain.errors import DeadLetterNotFound, EventCenterError, RecordingFailed
 from eventcenter.domain.event import Event
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
@@ -189,3 +189,26 @@ async def test_the_audit_trail_lists_decisions_in_recorded_order(center: EventCe
     positions = [row.position for row in trail]
     assert positions == sorted(positions)
     assert trail[1].details == {"service": "api", "factor": 0.25}
+
+
+async def test_a_refused_save_fails_its_callers_and_the_writer_recovers(
+    app: CenterApplication, database_url: str
+) -> None:
+    writer = DecisionWriter(app, "default")
+    try:
+        await writer.record_decision(Decision("first", "mine", "c1"))
+        # Another process writes to the same processor log behind the writer's back.
+        other = CenterApplication(database_url, cache_size=0)
+        try:
+            log: ProcessorLog = other.repository.get(ProcessorLog.create_id("default"))
+            log.decide(Decision("second", "theirs", "c2"))
+            other.save(log)
+        finally:
+            other.close()
+        with pytest.raises(RecordingFailed, match="refused the batch"):
+            await writer.record_decision(Decision("lost", "conflicts", "c3"))
+        await writer.record_decision(Decision("third", "after reload", "c4"))
+    finally:
+        writer.close()
+    kinds = [getattr(e, "kind", None) for _, e in app.read_events() if hasattr(e, "kind")]
+    assert kinds == ["first", "second", "third"], "the refused decision is not half-stored"
