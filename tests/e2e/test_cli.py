@@ -59,6 +59,10 @@ def test_demo_runs_on_the_embedded_default_and_summarises_what_it_decided(
     assert "processor state at the end: stable" in out
     assert "shutdown clean" in out
 
+    trail = run("decisions", "--last", "3", cwd=tmp_path).stdout
+    assert "adjusting -> stable (settle)" in trail, "the audit trail is read back from the store"
+    assert "frequency.restore" in trail
+
     stored = letters(tmp_path)
     assert stored, "the demo's failing payments and alerts were dead-lettered"
     assert all(row["status"] == "pending" and row["error"] for row in stored)
