@@ -21,6 +21,7 @@ from eventcenter.center.app import EventCenter
 from eventcenter.center.demo import DemoResult, run_demo
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import EventCenterError
+from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 
 app = typer.Typer(help="eventcenter: an event-sourced processing center.", no_args_is_help=True)
 letters_app = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
@@ -135,35 +136,12 @@ def _print_demo(result: DemoResult) -> None:
             table.add_row(name, *(str(counts.get(c, 0)) for c in columns))
         console.print(table)
 
-    table = Table(
-        title="Dead letters (replay: eventcenter dead-letters replay ID)", title_justify="left"
+    console.print(
+        _letters_table(
+            result.dead_letters, "Dead letters (replay: eventcenter dead-letters replay ID)"
+        )
     )
-    for column in ("id", "type", "tenant", "subscription", "attempts", "reason"):
-        table.add_column(column)
-    for row in result.dead_letters:
-        table.add_row(
-            str(row.id),
-            row.event_type,
-            row.tenant,
-            row.subscription,
-            str(row.attempts),
-            f"{row.error_type}: {row.error}",
-        )
-    console.print(table)
-
-    table = Table(title="Recorded decisions, in order", title_justify="left")
-    for column in ("#", "time (UTC)", "kind", "details", "reason", "correlation"):
-        table.add_column(column)
-    for decision in result.decisions:
-        table.add_row(
-            str(decision.position),
-            decision.at.strftime("%H:%M:%S.%f")[:-3],
-            decision.kind,
-            decision.summary,
-            decision.reason,
-            decision.correlation_id[:8],
-        )
-    console.print(table)
+    console.print(_decisions_table(result.decisions, "Recorded decisions, in order"))
     console.print(
         f"processor state at the end: [bold]{result.final_state}[/];"
         f" shutdown {'clean' if result.shutdown_clean else 'left work dead-lettered'}"
@@ -203,21 +181,7 @@ def list_letters(
                 )
             )
         return
-    table = Table(title=f"{len(rows)} dead letter(s)", title_justify="left")
-    for column in ("id", "at (UTC)", "status", "type", "tenant", "subscription", "tries", "reason"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            str(row.id),
-            row.at.strftime("%Y-%m-%d %H:%M:%S"),
-            row.status,
-            row.event_type,
-            row.tenant,
-            row.subscription,
-            str(row.attempts),
-            f"{row.error_type}: {row.error}",
-        )
-    console.print(table)
+    console.print(_letters_table(rows, f"{len(rows)} dead letter(s)", with_status=True))
 
 
 @letters_app.command("replay")
@@ -292,17 +256,44 @@ def decisions(
         rows = center.decisions()[-last:]
     finally:
         center.close()
-    table = Table(title=f"last {len(rows)} decision(s)", title_justify="left")
-    for column in ("#", "at (UTC)", "kind", "details", "reason", "tenant", "correlation"):
-        table.add_column(column)
+    console.print(_decisions_table(rows, f"last {len(rows)} decision(s)"))
+
+
+def _letters_table(rows: list[DeadLetterRow], title: str, *, with_status: bool = False) -> Table:
+    table = Table(title=title, title_justify="left")
+    columns = ["id", "at (UTC)", "type", "tenant", "subscription", "tries", "reason"]
+    if with_status:
+        columns.insert(2, "status")
+    for column in columns:
+        table.add_column(column, overflow="fold")
     for row in rows:
+        cells = [
+            str(row.id),
+            row.at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.event_type,
+            row.tenant,
+            row.subscription,
+            str(row.attempts),
+            f"{row.error_type}: {row.error}",
+        ]
+        if with_status:
+            cells.insert(2, row.status)
+        table.add_row(*cells)
+    return table
+
+
+def _decisions_table(rows: list[DecisionRow], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "at (UTC)", "kind"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("what, why, tenant and correlation id", overflow="fold")
+    for row in rows:
+        what = f"{row.summary}\n" if row.summary else ""
+        tenant = f"{row.tenant} " if row.tenant else ""
         table.add_row(
             str(row.position),
-            row.at.strftime("%Y-%m-%d %H:%M:%S"),
+            row.at.strftime("%H:%M:%S.%f")[:-3],
             row.kind,
-            row.summary,
-            row.reason,
-            row.tenant,
-            row.correlation_id,
+            f"{what}[italic]{row.reason}[/]\n[dim]{tenant}{row.correlation_id[:8]}[/]",
         )
-    console.print(table)
+    return table
