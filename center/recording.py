@@ -13,7 +13,6 @@ in memory instead of reloading it for every decision.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import queue
 import threading
@@ -45,8 +44,8 @@ class _Command:
 class DecisionWriter:
     """Implements the DecisionLog and DeadLetterStore ports on a :class:`CenterApplication`.
 
-    Use ``await record_transition(...)`` / ``record_decision`` / ``add`` from the loop, or the
-    ``*_sync`` forms from plain threads (CLI, benchmarks). :meth:`close` flushes and stops.
+    Use ``await record_transition(...)`` / ``record_decision`` / ``add`` / ``mark_replayed``
+    from the event loop. :meth:`close` saves what is queued and stops the thread.
     """
 
     def __init__(self, app: CenterApplication, center_name: str, batch_max: int = 500) -> None:
@@ -85,18 +84,6 @@ class DecisionWriter:
 
     async def mark_replayed(self, letter_id: UUID, reason: str) -> None:
         await self._submit(self._replayed_command(letter_id, reason))
-
-    # the same, for threads without a loop --------------------------------------------------------
-
-    def record_decision_sync(self, decision: Decision) -> None:
-        self._submit_sync(self._decision_command(decision))
-
-    def mark_replayed_sync(self, letter_id: UUID, reason: str) -> None:
-        self._submit_sync(self._replayed_command(letter_id, reason))
-
-    def flush(self) -> None:
-        """Wait until every command submitted before this call is saved."""
-        self._submit_sync(lambda: (None, []))
 
     def close(self, timeout: float = 30.0) -> None:
         """Save what is queued, stop the thread. Later submissions raise ProcessorClosed."""
@@ -173,20 +160,6 @@ class DecisionWriter:
 
         self._queue.put(_Command(apply, done))
         return await future
-
-    def _submit_sync(self, apply: Apply) -> Any:
-        if self._closed:
-            raise ProcessorClosed("the decision writer is closed")
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
-
-        def done(result: Any, error: BaseException | None) -> None:
-            if error is None:
-                future.set_result(result)
-            else:
-                future.set_exception(error)
-
-        self._queue.put(_Command(apply, done))
-        return future.result()
 
     def _run(self) -> None:
         stopping = False

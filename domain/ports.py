@@ -25,12 +25,6 @@ class DeadLetterStore(Protocol):
     ) -> UUID: ...
 
 
-class Clock(Protocol):
-    """Monotonic seconds; engines take one so tests can run on a fake clock."""
-
-    def __call__(self) -> float: ...
-
-
 class PressureTester(Protocol):
     """Measures a target's maximum sustainable throughput (requests/s). Completed by pressure/."""
 

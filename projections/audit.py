@@ -38,17 +38,28 @@ class DecisionRow:
 
 
 @dataclass
-class DecisionTrail:
-    """Decisions in the order they were recorded."""
+class Projection:
+    """Folds stored events in notification order; a position already applied is skipped."""
 
-    rows: list[DecisionRow] = field(default_factory=list)
     position: int = 0
 
     def apply(self, position: int, domain_event: Any) -> None:
         if position <= self.position:
             return
         self.position = position
-        name = event_name(domain_event)
+        self.fold(position, event_name(domain_event), domain_event)
+
+    def fold(self, position: int, name: str, domain_event: Any) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class DecisionTrail(Projection):
+    """Decisions in the order they were recorded."""
+
+    rows: list[DecisionRow] = field(default_factory=list)
+
+    def fold(self, position: int, name: str, domain_event: Any) -> None:
         if name == PROCESSOR_TRANSITIONED:
             e = domain_event
             self.rows.append(
@@ -102,17 +113,12 @@ class DeadLetterRow:
 
 
 @dataclass
-class DeadLetterIndex:
+class DeadLetterIndex(Projection):
     """Dead letters by id, with their status (pending or replayed)."""
 
     letters: dict[UUID, DeadLetterRow] = field(default_factory=dict)
-    position: int = 0
 
-    def apply(self, position: int, domain_event: Any) -> None:
-        if position <= self.position:
-            return
-        self.position = position
-        name = event_name(domain_event)
+    def fold(self, position: int, name: str, domain_event: Any) -> None:
         if name == LETTER_RECORDED:
             e = domain_event
             self.letters[e.originator_id] = DeadLetterRow(
@@ -130,6 +136,3 @@ class DeadLetterIndex:
             if row is not None:
                 row.status = "replayed"
                 row.replayed_at = domain_event.timestamp
-
-    def pending(self) -> list[DeadLetterRow]:
-        return [row for row in self.letters.values() if row.status == "pending"]
