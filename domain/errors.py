@@ -12,6 +12,12 @@
     ├── DeadLetterNotFound      no dead letter with that id
     ├── ShutdownInterrupted     the reason on events still queued when the processor stopped
     ├── ConfigurationError      a config file missing or malformed, settings that clash
+    ├── StoreUnavailable        the database cannot be reached or used (URL without password)
+    │   └── StoreNotFound       a read-only command found no store where it was told to look
+    ├── CenterLocked            another process is the active center of that name on that store
+    ├── LeaseLost               this process is no longer the active center (fenced off)
+    ├── ReplayRefused           a dead letter is not pending (being replayed, or replayed)
+    ├── HandlerTimeout          the reason on a handler attempt that ran past its timeout
     └── PermanentFailure        raised by a handler: do not retry, dead-letter at once
 
 Each class says when it is raised; callers catch only what they can act on.
@@ -94,6 +100,35 @@ class ShutdownInterrupted(EventCenterError):
 
 class ConfigurationError(EventCenterError, ValueError):
     """Raised when a config file is missing or malformed, or settings cannot work together."""
+
+
+class StoreUnavailable(EventCenterError):
+    """Raised when the database cannot be reached, has no usable schema, or the data dir is
+    unusable. The message names the problem and the URL (never its password)."""
+
+
+class StoreNotFound(StoreUnavailable):
+    """Raised by read-only access when there is no store at the given place (it is never
+    created by reading: a mistyped ``--data-dir`` says so instead of making an empty one)."""
+
+
+class CenterLocked(EventCenterError):
+    """Raised when another process is already the active center of this name on this store."""
+
+
+class LeaseLost(EventCenterError):
+    """Raised when this process lost its lease on the center: another one took over, so this
+    one must stop writing (its fencing token is outdated)."""
+
+
+class ReplayRefused(EventCenterError):
+    """Raised when a dead letter cannot be replayed now: it is being replayed by another
+    caller, or was replayed already. The message says which."""
+
+
+class HandlerTimeout(EventCenterError):
+    """The reason recorded on a handler attempt that ran longer than its subscription's
+    timeout. It is a handler failure: retried, then dead-lettered with this reason."""
 
 
 class PermanentFailure(EventCenterError):
