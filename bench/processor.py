@@ -82,8 +82,6 @@ from rich.table import Table
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from eventcenter.center.recording import DecisionWriter
-from eventcenter.center.store import CenterApplication
 from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.domain.decisions import Decision
 from eventcenter.domain.event import EnvelopeLimits, Event
@@ -91,6 +89,8 @@ from eventcenter.domain.priority import Priority
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.memory import MemoryDeadLetters, MemoryDecisionLog
 from eventcenter.handlers.processor import EventProcessor
+from eventcenter.storage.application import CenterApplication
+from eventcenter.storage.writer import DecisionWriter
 
 P = ParamSpec("P")
 T = TypeVar("T")

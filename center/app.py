@@ -14,9 +14,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from eventcenter.center.recording import DecisionWriter
 from eventcenter.center.settings import CenterSettings
-from eventcenter.center.store import CenterApplication
 from eventcenter.domain.aggregates import DeadLetter
 from eventcenter.domain.errors import DeadLetterNotFound, EventCenterError
 from eventcenter.domain.event import Event
@@ -25,6 +23,8 @@ from eventcenter.domain.priority import Priority
 from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.processor import EventProcessor, ShutdownReport
 from eventcenter.projections.audit import DeadLetterIndex, DeadLetterRow, DecisionRow, DecisionTrail
+from eventcenter.storage.application import CenterApplication
+from eventcenter.storage.writer import DecisionWriter
 
 
 class EventCenter:

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 
 from eventcenter.center.app import EventCenter
-from eventcenter.center.recording import DecisionWriter
 from eventcenter.center.settings import CenterSettings, RecordingSettings
-from eventcenter.center.store import CenterApplication
 from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.domain.decisions import Decision
 from eventcenter.domain.errors import DeadLetterNotFound, EventCenterError, RecordingFailed
 from eventcenter.domain.event import Event
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
+from eventcenter.storage.application import CenterApplication
+from eventcenter.storage.writer import DecisionWriter
 
 
 def settings_for(url: str, tmp_path: Path, **processor: object) -> CenterSettings:

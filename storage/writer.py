@@ -23,11 +23,11 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from eventcenter.center.store import CenterApplication
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.errors import EventCenterError, ProcessorClosed, RecordingFailed
 from eventcenter.domain.event import Event
+from eventcenter.storage.application import CenterApplication
 
 log = logging.getLogger("eventcenter.recording")
 
