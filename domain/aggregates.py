@@ -13,7 +13,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from eventcenter.domain.decisions import Decision, Transition
-from eventcenter.domain.errors import EventCenterError
+from eventcenter.domain.errors import EventCenterError, ReplayRefused
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://eventcenter/aggregates")
 
@@ -66,19 +66,32 @@ class ProcessorLog(Aggregate):
             correlation_id=decision.correlation_id,
             tenant=decision.tenant,
             details=dict(decision.details),
+            cause=decision.cause,
         )
 
     @event("DecisionRecorded")
     def _decided(
-        self, kind: str, reason: str, correlation_id: str, tenant: str, details: dict[str, Any]
+        self,
+        kind: str,
+        reason: str,
+        correlation_id: str,
+        tenant: str,
+        details: dict[str, Any],
+        cause: str = "",
     ) -> None:
         self.decisions += 1
 
 
 class DeadLetter(Aggregate):
-    """An event that a subscription could not handle, kept with the reason until replayed."""
+    """An event that a subscription could not handle, kept with the reason until replayed.
+
+    Replaying is claimed first (pending -> replaying), so two replays of one letter cannot both
+    deliver it; the outcome then ends the replay: handled (-> replayed), or failed again, which
+    makes a new letter (``replay_of`` links it back) and names it here (``failed_again_as``).
+    """
 
     PENDING = "pending"
+    REPLAYING = "replaying"
     REPLAYED = "replayed"
 
     @event("Recorded")
@@ -89,22 +102,59 @@ class DeadLetter(Aggregate):
         error_type: str,
         error: str,
         attempts: int,
+        replay_of: str = "",
     ) -> None:
         self.envelope = envelope
         self.subscription = subscription
         self.error_type = error_type
         self.error = error
         self.attempts = attempts
+        self.replay_of = replay_of
         self.status = self.PENDING
         self.replays = 0
+        self.failed_again_as = ""
+
+    def claim(self, reason: str) -> None:
+        """Start a replay: only a pending letter can be claimed, once."""
+        if self.status != self.PENDING:
+            raise ReplayRefused(
+                f"dead letter {self.id} is {self.status}, not pending: "
+                + (
+                    "another replay of it is in progress"
+                    if self.status == self.REPLAYING
+                    else "it was replayed already"
+                    + (
+                        f" (it failed again as {self.failed_again_as})"
+                        if self.failed_again_as
+                        else ""
+                    )
+                )
+            )
+        self._claimed(reason=reason)
+
+    @event("ReplayClaimed")
+    def _claimed(self, reason: str) -> None:
+        self.status = self.REPLAYING
 
     def replay(self, reason: str) -> None:
-        """Mark the letter as handed back to its subscription (a new failure makes a new letter)."""
+        """End a replay as handled (a letter claimed earlier, or a pending one)."""
         if self.status == self.REPLAYED:
-            raise EventCenterError(f"dead letter {self.id} was already replayed")
+            raise ReplayRefused(f"dead letter {self.id} was already replayed")
         self._replayed(reason=reason)
 
     @event("Replayed")
     def _replayed(self, reason: str) -> None:
         self.status = self.REPLAYED
         self.replays += 1
+
+    def failed_again(self, new_letter: str) -> None:
+        """End a replay whose delivery failed again and became ``new_letter``."""
+        if self.status == self.REPLAYED:
+            raise ReplayRefused(f"dead letter {self.id} was already replayed")
+        self._failed_again(new_letter=new_letter)
+
+    @event("ReplayFailed")
+    def _failed_again(self, new_letter: str) -> None:
+        self.status = self.REPLAYED
+        self.replays += 1
+        self.failed_again_as = new_letter

@@ -22,6 +22,9 @@ class Decision:
     """A handler's decision (e.g. "reduce request frequency"), with its reason and cause.
 
     ``kind`` is a short dot-notation name (``frequency.reduce``); ``details`` plain JSON values.
+    ``cause`` identifies what caused it (event id, subscription, kind and ordinal, set by the
+    processor for decisions taken inside a handler): the store records one decision per cause,
+    so a redelivery after a crash or a retry after an ambiguous commit does not record it twice.
     """
 
     kind: str
@@ -29,6 +32,7 @@ class Decision:
     correlation_id: str
     tenant: str = "default"
     details: dict[str, Any] = field(default_factory=dict)
+    cause: str = ""
 
 
 def frequency_factor(observed_ms: float, threshold_ms: float, floor: float = 0.25) -> float:

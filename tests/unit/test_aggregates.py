@@ -105,7 +105,9 @@ def test_a_decision_is_recorded_with_its_reason_cause_tenant_and_details(
     processor: ProcessorLog,
 ) -> None:
     details = {"factor": 0.5, "service": "orders"}
-    processor.decide(Decision("frequency.reduce", "p95 over 200 ms", "evt-9", "acme", details))
+    processor.decide(
+        Decision("frequency.reduce", "p95 over 200 ms", "evt-9", "acme", details, "e9/sub/1")
+    )
     assert recorded(processor) == [
         (
             "DecisionRecorded",
@@ -115,6 +117,7 @@ def test_a_decision_is_recorded_with_its_reason_cause_tenant_and_details(
                 "correlation_id": "evt-9",
                 "tenant": "acme",
                 "details": details,
+                "cause": "e9/sub/1",
             },
         )
     ]
@@ -145,6 +148,7 @@ def test_a_dead_letter_records_the_envelope_and_why_it_failed() -> None:
                 "error_type": "ConnectionError",
                 "error": "billing API down",
                 "attempts": 5,
+                "replay_of": "",
             },
         )
     ]
