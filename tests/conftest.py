@@ -4,6 +4,9 @@
 against the real PostgreSQL server, in a fresh schema that is dropped afterwards. The server is
 probed once per session. When it cannot be reached the postgres variant is skipped with the
 reason, except in CI (``CI=true``), where it fails: a green CI run means both backends ran.
+
+``pg_proxy`` gives PostgreSQL through a TCP proxy that a test can cut, stall and restore
+(tests/faults.py), for outage tests.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
+
+from tests.faults import ProxiedPostgres, TcpProxy
 
 PG_URL_ENV = "EVENTCENTER_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
@@ -137,3 +142,33 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         connection.execute(text(f"CREATE SCHEMA {schema}"))
     yield with_search_path(server.url, schema)
     _drop_schema(server.engine, schema)
+
+
+@pytest.fixture
+def pg_proxy(postgres_server: PostgresServer) -> Iterator[ProxiedPostgres]:
+    """PostgreSQL through a :class:`tests.faults.TcpProxy`, in a fresh schema of the test's own.
+
+    ``pg_proxy.url`` goes through the proxy (``connect_timeout=3``, so a stalled connect fails
+    instead of hanging), ``pg_proxy.direct_url`` around it, ``pg_proxy.proxy`` cuts, stalls and
+    restores. Mark the test ``@pytest.mark.postgres``; it skips or fails like ``database_url``.
+    """
+    if postgres_server.engine is None:
+        shown, error = postgres_server.shown_url, postgres_server.error
+        reason = f"PostgreSQL at {shown} is unreachable: {error}"
+        if in_ci():
+            pytest.fail(f"{reason} (CI=true: the postgres tests must run)", pytrace=False)
+        pytest.skip(f"{reason} (set {PG_URL_ENV} or start the server; CI=true makes this fail)")
+
+    schema = f"t_{secrets.token_hex(8)}"
+    with postgres_server.engine.connect() as connection:
+        connection.execute(text(f"CREATE SCHEMA {schema}"))
+    target = make_url(postgres_server.url)
+    with TcpProxy(target.host or "127.0.0.1", target.port or 5432) as proxy:
+        through = target.set(host="127.0.0.1", port=proxy.port)
+        through = through.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
+        yield ProxiedPostgres(
+            url=with_search_path(through.render_as_string(hide_password=False), schema),
+            direct_url=with_search_path(postgres_server.url, schema),
+            proxy=proxy,
+        )
+    _drop_schema(postgres_server.engine, schema)
