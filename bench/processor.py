@@ -31,7 +31,7 @@ What is measured (every section in the same process and run, so ratios are fair)
 4. **Persisted decisions per second** on SQLite (a temporary file) and PostgreSQL (a fresh
    schema, dropped afterwards; reported as unavailable, with the reason, when the server cannot
    be reached). *baseline*: eventsourcing's plain way, ``log.decide(d); app.save(log)`` once per
-   decision. *writer*: the :class:`DecisionWriter` with M concurrent ``record_decision`` calls
+   decision. *writer*: the :class:`StoreWriter` with M concurrent ``record_decision`` calls
    (``asyncio.gather``), which it batches into few saves (``saves`` column). M = 5,000
    (``--quick`` 1,000). Both histories are read back and their decision counts checked.
    Target: writer >= 2,000 decisions/s on PostgreSQL.
@@ -90,7 +90,7 @@ from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.memory import MemoryDeadLetters, MemoryDecisionLog
 from eventcenter.handlers.processor import EventProcessor
 from eventcenter.storage.application import CenterApplication
-from eventcenter.storage.writer import DecisionWriter
+from eventcenter.storage.writer import StoreWriter
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -427,6 +427,7 @@ def decisions_stored(app: CenterApplication, name: str) -> int:
 def baseline_decisions(url: str, decisions: Sequence[Decision]) -> dict[str, Any]:
     """eventsourcing's plain way: one ``app.save`` per decision."""
     app = CenterApplication(url)
+    app.create_tables()
     try:
         log = ProcessorLog("bench-baseline")
         app.save(log)
@@ -447,9 +448,11 @@ def baseline_decisions(url: str, decisions: Sequence[Decision]) -> dict[str, Any
 
 
 def writer_decisions(url: str, decisions: Sequence[Decision]) -> dict[str, Any]:
-    """The DecisionWriter under M concurrent callers (it batches them into few saves)."""
+    """The StoreWriter under M concurrent callers (it batches them into few saves)."""
     app = CenterApplication(url)
-    writer = DecisionWriter(app, "bench-writer")
+    app.create_tables()
+    writer = StoreWriter(app, "bench-writer")
+    writer.open()
     try:
 
         async def record_all() -> float:
@@ -541,14 +544,19 @@ def measure_persistence(pg_url: str, decisions: Sequence[Decision]) -> dict[str,
 # section 5 ------------------------------------------------------------------------------------
 
 
-def write_history(app: CenterApplication, name: str, events: int) -> UUID:
-    """A ProcessorLog of ``events`` events (Opened + decisions), saved LOAD_BATCH at a time."""
+def write_history(app: CenterApplication, name: str, events: int, interval: int) -> UUID:
+    """A ProcessorLog of ``events`` events (Opened + decisions), saved LOAD_BATCH at a time,
+    snapshotted every ``interval`` events as the store writer does."""
     log = ProcessorLog(name)
     decision = decision_stream(1)[0]
+    last_snapshot = 0
     for version in range(2, events + 1):
         log.decide(decision)
         if version % LOAD_BATCH == 0:
             app.save(log)
+            if log.version - last_snapshot >= interval:
+                app.snapshot_processor_log(log)
+                last_snapshot = log.version
     app.save(log)
     if log.version != events:
         raise RuntimeError(f"history has {log.version} events, expected {events}")
@@ -567,10 +575,11 @@ def time_loads(app: CenterApplication, aggregate_id: UUID) -> float:
 
 
 def load_case(url: str, interval: int, events: int) -> dict[str, Any]:
-    app = CenterApplication(url, snapshot_interval=interval, cache_size=0)
+    app = CenterApplication(url, cache_size=0)
+    app.create_tables()
     try:
         started = time.perf_counter()
-        aggregate_id = write_history(app, "bench-load", events)
+        aggregate_id = write_history(app, "bench-load", events, interval)
         written = time.perf_counter() - started
         snapshots = list(app.snapshots.get(aggregate_id)) if app.snapshots is not None else []
         latest = max((s.originator_version for s in snapshots), default=0)

@@ -1,8 +1,10 @@
 """EventCenter: the composition root. The one place where concrete classes meet.
 
-It builds the event-sourced application (SQLite file by default, PostgreSQL by URL), the
-decision writer, the processor with its context and the built-in handlers, and gives the read
-side (audit trail, dead letters) on top.
+:func:`bootstrap` wires a processor from its ports (tests pass in-memory fakes);
+:class:`EventCenter` builds the real ports on the configured store (SQLite file by default,
+PostgreSQL by URL) and runs them as one service: constructing it does no I/O, ``start()``
+takes the center's lease, opens the store, reads back unfinished work and starts the workers;
+``stop()`` stops them and closes the store.
 """
 
 from __future__ import annotations
@@ -14,24 +16,60 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.aggregates import DeadLetter
-from eventcenter.domain.errors import DeadLetterNotFound, EventCenterError
+from eventcenter.domain.errors import DeadLetterNotFound, EventCenterError, StoreUnavailable
 from eventcenter.domain.event import Event
-from eventcenter.domain.ports import PressureTester
+from eventcenter.domain.ports import (
+    AdmissionRecord,
+    DeadLetterStore,
+    DecisionLog,
+    DeliveryStore,
+    PressureTester,
+    Target,
+)
 from eventcenter.domain.priority import Priority
 from eventcenter.handlers.builtin import BUILTIN_HANDLERS
+from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.processor import EventProcessor, ShutdownReport
-from eventcenter.projections.audit import DeadLetterIndex, DeadLetterRow, DecisionRow, DecisionTrail
+from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 from eventcenter.storage.application import CenterApplication
-from eventcenter.storage.writer import DecisionWriter
+from eventcenter.storage.lease import Lease
+from eventcenter.storage.queue import DurableDeliveries
+from eventcenter.storage.writer import ClaimReplayCommand, PurgeCommand, StoreWriter
+
+
+def bootstrap(
+    settings: ProcessorSettings,
+    *,
+    decisions: DecisionLog,
+    dead_letters: DeadLetterStore,
+    store: DeliveryStore | None = None,
+    pressure: PressureTester | None = None,
+    services: Mapping[str, Any] | None = None,
+    builtin_handlers: bool = True,
+) -> EventProcessor:
+    """A processor wired to its ports, with the built-in handlers registered."""
+    processor = EventProcessor(
+        settings,
+        decisions=decisions,
+        dead_letters=dead_letters,
+        store=store,
+        pressure=pressure,
+        services=services,
+    )
+    if builtin_handlers:
+        for handler in BUILTIN_HANDLERS:
+            processor.register(handler())
+    return processor
 
 
 class EventCenter:
-    """An event processor whose decisions are event-sourced.
+    """An event processor whose accepted events and decisions are durable.
 
-    ``async with EventCenter.from_url(url) as center: ...`` starts it and shuts it down
-    gracefully (queued events handled or dead-lettered, decisions flushed, store closed).
+    ``async with EventCenter.from_url(url) as center: ...`` starts it and stops it. Register
+    handlers on ``center.processor`` before starting.
     """
 
     def __init__(
@@ -43,32 +81,31 @@ class EventCenter:
         services: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings
-        settings.ensure_data_dir()
         recording = settings.recording
-        self.app = CenterApplication(
-            settings.effective_url,
+        url = settings.effective_url
+        self.app = CenterApplication(url, cache_size=recording.cache_size, create_tables=False)
+        self.lease = Lease(url, settings.name, lock_dir=settings.data_dir)
+        self.writer = StoreWriter(
+            self.app,
+            settings.name,
+            batch_max=recording.batch_max,
             snapshot_interval=recording.snapshot_interval,
-            cache_size=recording.cache_size,
+            fence=self.lease.fence,
         )
-        try:
-            self.writer = DecisionWriter(self.app, settings.name, recording.batch_max)
-        except Exception:
-            self.app.close()
-            raise
-        self.processor = EventProcessor(
+        self.deliveries = DurableDeliveries(self.writer)
+        self.processor = bootstrap(
             settings.processor,
             decisions=self.writer,
             dead_letters=self.writer,
-            initial_state=self.writer.processor_state,
+            store=self.deliveries,
             pressure=pressure,
             services=services,
+            builtin_handlers=builtin_handlers,
         )
-        if builtin_handlers:
-            for handler in BUILTIN_HANDLERS:
-                self.processor.register(handler())
+        self._reader: CenterReader | None = None
         self._read_lock = threading.Lock()
-        self._trail = DecisionTrail()
-        self._letters = DeadLetterIndex()
+        self._purger: asyncio.Task[None] | None = None
+        self._opened = False
         self._closed = False
 
     @classmethod
@@ -89,21 +126,67 @@ class EventCenter:
     # lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Take the lease, open the store, read back unfinished work, start the workers.
+
+        Raises CenterLocked when another process is the active center of this name on this
+        store (``standby_wait`` seconds are waited first), StoreUnavailable when the store
+        cannot be used.
+        """
+        if self.processor.status == "running":
+            return
+        if self._closed:
+            raise EventCenterError("this center was stopped; build a new one")
+        await asyncio.to_thread(self._open)
+        self.processor.state.restore(self.writer.processor_state)
         await self.processor.start()
+        await self.processor.state.recover_after_restart()
+        self._purger = asyncio.get_running_loop().create_task(self._purge_forever())
+
+    def _open(self) -> None:
+        self.settings.ensure_data_dir()
+        self.lease.acquire(wait=self.settings.standby_wait)
+        try:
+            try:
+                self.app.create_tables()
+            except Exception as error:
+                raise StoreUnavailable(
+                    f"cannot create the center's tables in {self.settings.shown_url}: {error}"
+                ) from error
+            self.writer.open()
+        except BaseException:
+            self.lease.release()
+            raise
+        self._opened = True
+
+    async def _purge_forever(self) -> None:
+        retention = self.settings.recording.key_retention
+        while True:
+            await asyncio.sleep(min(retention / 10, 3600.0))
+            before = self.writer._clock() - retention
+            try:
+                await self.writer.submit(PurgeCommand(before))
+            except EventCenterError:
+                continue
 
     async def stop(self, timeout: float | None = None) -> ShutdownReport:
-        """Drain the processor, flush decisions, close the store. Returns the shutdown report."""
+        """Stop the processor, commit what is queued, close the store, release the lease."""
+        if self._purger is not None:
+            self._purger.cancel()
         report = await self.processor.stop(timeout)
         await asyncio.to_thread(self.close)
         return report
 
     def close(self) -> None:
-        """Flush and close persistence (for a center whose processor never ran, or after stop)."""
+        """Commit what is queued and close the store (for a center that never ran, or after
+        stop)."""
         if self._closed:
             return
         self._closed = True
         self.writer.close()
         self.app.close()
+        if self._reader is not None:
+            self._reader.close()
+        self.lease.release()
 
     async def __aenter__(self) -> EventCenter:
         await self.start()
@@ -121,10 +204,12 @@ class EventCenter:
         *,
         tenant: str = "default",
         priority: Priority | str = Priority.NORMAL,
+        key: str | None = None,
         **fields: Any,
     ) -> str:
+        """Publish one event; returns its id once it is durable (see EventProcessor.publish)."""
         return await self.processor.publish(
-            type, payload, tenant=tenant, priority=priority, **fields
+            type, payload, tenant=tenant, priority=priority, key=key, **fields
         )
 
     async def publish_batch(self, items: Sequence[Mapping[str, Any] | Event]) -> list[str]:
@@ -137,41 +222,55 @@ class EventCenter:
 
     # read side ---------------------------------------------------------------------------------
 
-    def _catch_up(self) -> None:
+    def _read(self) -> CenterReader:
         with self._read_lock:
-            after = min(self._trail.position, self._letters.position)
-            for position, domain_event in self.app.read_events(after):
-                self._trail.apply(position, domain_event)
-                self._letters.apply(position, domain_event)
+            if self._reader is None:
+                self._reader = CenterReader(self.settings)
+            return self._reader
 
     def decisions(self) -> list[DecisionRow]:
         """The audit trail: transitions and decisions in recorded order (blocking read)."""
-        self._catch_up()
-        return list(self._trail.rows)
+        return self._read().decisions()
 
     def dead_letters(self, status: str | None = None) -> list[DeadLetterRow]:
-        """Dead letters, oldest first; ``status`` "pending" or "replayed" filters (blocking)."""
-        self._catch_up()
-        rows = self._letters.letters.values()
-        return [row for row in rows if status is None or row.status == status]
+        """Dead letters, oldest first; ``status`` filters (blocking read)."""
+        return self._read().dead_letters(status)
 
     async def replay_dead_letter(self, letter_id: UUID | str, reason: str = "replayed") -> Event:
         """Hand a pending dead letter back to its subscription; returns the replayed event.
 
-        The event is queued again (bypassing dedupe), then the letter is marked replayed. If it
-        fails again, it becomes a new dead letter.
+        The letter is claimed (pending -> replaying) in the same transaction that stores its
+        new delivery, so two replays of one letter deliver it once: the second raises
+        ReplayRefused. If the delivery fails again, it becomes a new dead letter linked to
+        this one.
         """
-        letter = await asyncio.to_thread(self._pending_letter, _as_uuid(letter_id))
+        letter_uuid = _as_uuid(letter_id)
+        letter = await asyncio.to_thread(self._letter, letter_uuid)
         event = Event.parse(letter.envelope, self.settings.processor.limits)
-        await self.processor.redeliver(event, letter.subscription)
-        await self.writer.mark_replayed(letter.id, reason)
+        record_rows = self.deliveries.rows
+
+        async def claim(seq: int) -> object:
+            record = AdmissionRecord(
+                event=event,
+                envelope=event.model_dump_json(),
+                targets=(Target(seq, letter.subscription),),
+                replay_of=str(letter_uuid),
+            )
+
+            def make_row(_: DeadLetter) -> tuple[dict[str, Any], None]:
+                return record_rows(record)[0], None
+
+            return await self.writer.submit(ClaimReplayCommand(letter_uuid, reason, make_row))
+
+        await self.processor.replay(event, letter.subscription, str(letter_uuid), claim)
         return event
 
-    def _pending_letter(self, letter_id: UUID) -> DeadLetter:
-        letter = self.app.dead_letter(letter_id)
-        if letter.status != DeadLetter.PENDING:
-            raise EventCenterError(f"dead letter {letter_id} is {letter.status}, not pending")
-        return letter
+    def _letter(self, letter_id: UUID) -> DeadLetter:
+        return self.app.dead_letter(letter_id)
+
+    def letter_status(self, letter_id: UUID | str) -> DeadLetter:
+        """The dead letter as stored now (blocking read)."""
+        return self.app.dead_letter(_as_uuid(letter_id))
 
 
 def _as_uuid(value: UUID | str) -> UUID:

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from eventcenter.center.app import EventCenter
+from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import PermanentFailure
 from eventcenter.domain.event import Event
@@ -162,15 +163,15 @@ async def run_demo(
     as deliveries complete."""
     rng = random.Random(seed)
     center = EventCenter(settings, pressure=SimulatedPressureTester(rng))
-    start_position = center.app.recorder.max_notification_id() or 0
     counters = register_demo_handlers(center, seed)
     loop = asyncio.get_running_loop()
     started = loop.time()
     published = 0
     stream = demo_stream(events, rng)
     quarter = max(1, events // 4)
+    await center.start()
     try:
-        await center.start()
+        start_position = await asyncio.to_thread(_last_position, center)
 
         async def report() -> None:
             while True:
@@ -207,7 +208,7 @@ async def run_demo(
         final_state = center.processor.state.state
     finally:
         report_ = await center.stop()
-    reader = EventCenter(settings, builtin_handlers=False)
+    reader = CenterReader(settings)
     try:
         letters = [row for row in reader.dead_letters() if row.position > start_position]
         decisions = [row for row in reader.decisions() if row.position > start_position]
@@ -223,6 +224,10 @@ async def run_demo(
         shutdown_clean=report_.clean,
         counters=counters,
     )
+
+
+def _last_position(center: EventCenter) -> int:
+    return int(center.app.recorder.max_notification_id() or 0)
 
 
 async def _milestone(center: EventCenter, quarter: int) -> int:

@@ -24,6 +24,9 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     # An SQLAlchemy URL: sqlite:///... or postgresql+psycopg2://... (postgresql:// is accepted);
     # leave it out to use SQLite under data_dir
     # database_url = "postgresql+psycopg2://eventcenter:secret@127.0.0.1:5432/eventcenter"
+    # Seconds start() waits as a standby while another process is the active center of this
+    # name on this store; 0 refuses at once
+    standby_wait = 0.0
 
     [processor]
     max_queued = 10000                    # events admitted but not yet handled
@@ -38,7 +41,12 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     max_wait_high = 0.25                  # ageing bound for HIGH, seconds
     max_wait_normal = 0.5                 # ageing bound for NORMAL, seconds
     max_wait_low = 1.0                    # ageing bound for LOW, seconds
-    shutdown_timeout = 10.0               # seconds stop() waits for the queue
+    shutdown_timeout = 10.0               # seconds stop() waits for running work
+    shutdown_grace = 1.0                  # seconds cancelled handlers get to unwind
+    handler_timeout = 30.0                # seconds one handler attempt may run
+    memory_window = 1000                  # a subscription's deliveries held in memory
+    max_backlog = 100000                  # a subscription's unfinished deliveries at most
+    max_key_length = 200                  # characters in an idempotency key
     load_test_cooldown = 0.0              # seconds between two load tests
 
     [processor.limits]
@@ -52,6 +60,7 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     batch_max = 500                       # decisions saved in one transaction at most
     snapshot_interval = 100               # events between snapshots of the processor log
     cache_size = 1000                     # aggregates kept in the LRU cache; 0 turns it off
+    key_retention = 604800.0              # seconds idempotency keys and decision causes are kept
 """
 
 from __future__ import annotations
@@ -103,6 +112,11 @@ class RecordingSettings(BaseModel):
     cache_size: int = Field(
         1000, ge=0, description="aggregates kept in the LRU cache; 0 turns the cache off"
     )
+    key_retention: float = Field(
+        7 * 24 * 3600.0,
+        gt=0,
+        description="seconds idempotency keys and decision causes are remembered",
+    )
 
 
 class CenterSettings(BaseSettings):
@@ -127,6 +141,12 @@ class CenterSettings(BaseSettings):
         None,
         description="SQLAlchemy URL (sqlite:///... or postgresql+psycopg2://...);"
         " None means SQLite under data_dir",
+    )
+    standby_wait: float | None = Field(
+        0.0,
+        ge=0,
+        description="seconds start() waits as a standby while another process is the active"
+        " center of this name; 0 refuses at once, None waits for ever",
     )
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
@@ -168,6 +188,13 @@ class CenterSettings(BaseSettings):
         if self.database_url is not None:
             return self.database_url
         return f"{_SQLITE_PREFIX}{self.database_file}"
+
+    @property
+    def shown_url(self) -> str:
+        """The URL for messages and logs: its password masked."""
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.effective_url).render_as_string(hide_password=True)
 
     def ensure_data_dir(self) -> Path:
         """Create ``data_dir`` (and its parents) if missing; return it.

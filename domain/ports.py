@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -37,3 +39,86 @@ class Publisher(Protocol):
     async def __call__(
         self, type: str, payload: dict[str, Any] | None = None, **fields: Any
     ) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One delivery of an accepted event: which subscription, under which seq."""
+
+    seq: int
+    subscription: str
+    failure: str | None = None  # set when it failed before any handler ran (a raising filter)
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionRecord:
+    """An accepted event as the durable store keeps it until every delivery has ended."""
+
+    event: Event
+    envelope: str  # the envelope as JSON
+    targets: tuple[Target, ...]
+    ident: str | None = None  # idempotency identity (tenant, source, key), if a key was given
+    replay_of: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDelivery:
+    """A delivery read back from the store (after a restart, or a lagging subscription's)."""
+
+    seq: int
+    subscription: str
+    priority: int
+    envelope: str
+    attempts: int
+    failure: str | None
+    replay_of: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class BacklogCount:
+    subscription: str
+    priority: int
+    count: int
+    first_seq: int
+
+
+class DeliveryStore(Protocol):
+    """The durable inbox and delivery queue (storage/ implements it on the event store).
+
+    ``admit`` returns once the deliveries are committed (many callers share one commit); per
+    record None, or the id of the event admitted earlier under the same idempotency identity
+    (then nothing was stored). ``settle``, ``record_attempts`` and ``dead_letter`` are queued,
+    not awaited: they are committed in order, retried while the store is unreachable, and a
+    crash before their commit only means the delivery runs again (at-least-once).
+    """
+
+    @property
+    def available(self) -> bool: ...
+
+    async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]: ...
+
+    def settle(self, seq: int, replay_of: str | None) -> None: ...
+
+    def record_attempts(self, seq: int, attempts: int) -> None: ...
+
+    def dead_letter(
+        self,
+        seq: int,
+        envelope: dict[str, Any],
+        subscription: str,
+        error: BaseException,
+        attempts: int,
+        replay_of: str | None,
+    ) -> None: ...
+
+    async def load(
+        self, subscription: str, priority: int, after: int, limit: int
+    ) -> list[StoredDelivery]: ...
+
+    async def summary(self) -> tuple[list[BacklogCount], int]: ...
+
+    async def flush(self) -> None:
+        """Return once everything queued before this call is committed."""
+        ...
+
+    async def dead_letter_orphans(self, subscription: str, limit: int) -> int: ...

@@ -31,7 +31,22 @@ class ProcessorSettings(BaseModel):
     max_wait_high: float | None = Field(0.25, ge=0, description="ageing bound for HIGH, s")
     max_wait_normal: float | None = Field(0.5, ge=0, description="ageing bound for NORMAL, s")
     max_wait_low: float | None = Field(1.0, ge=0, description="ageing bound for LOW, s")
-    shutdown_timeout: float = Field(10.0, ge=0, description="seconds stop() waits for the queue")
+    shutdown_timeout: float = Field(
+        10.0, ge=0, description="seconds stop() waits for running (and, in memory, queued) work"
+    )
+    shutdown_grace: float = Field(
+        1.0, ge=0, description="seconds stop() then waits for cancelled handlers to unwind"
+    )
+    handler_timeout: float | None = Field(
+        30.0, gt=0, description="seconds one handler attempt may run; None: no limit"
+    )
+    memory_window: int = Field(
+        1000, ge=1, description="a subscription's deliveries held in memory (durable store)"
+    )
+    max_backlog: int = Field(
+        100_000, ge=1, description="a subscription's unfinished deliveries (durable store)"
+    )
+    max_key_length: int = Field(200, ge=1, description="characters in an idempotency key")
     load_test_cooldown: float = Field(0.0, ge=0, description="seconds between two load tests")
     limits: EnvelopeLimits = Field(default_factory=EnvelopeLimits)
 

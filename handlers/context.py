@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,6 +12,31 @@ from eventcenter.domain.decisions import Decision
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import DecisionLog, PressureTester, Publisher
 from eventcenter.handlers.state import StateGuard
+
+
+class CauseScope:
+    """The delivery a handler is running, so its decisions carry a stable cause.
+
+    The n-th decision of a kind taken while handling event E for subscription S has the cause
+    ``E/S/kind/n``: running the same delivery again (a redelivery after a crash, a retry) gives
+    the same causes, and the store records each once.
+    """
+
+    __slots__ = ("counts", "event_id", "subscription")
+
+    def __init__(self, event_id: str, subscription: str) -> None:
+        self.event_id = event_id
+        self.subscription = subscription
+        self.counts: dict[str, int] = {}
+
+    def cause(self, kind: str) -> str:
+        n = self.counts.get(kind, 0) + 1
+        self.counts[kind] = n
+        return f"{self.event_id}/{self.subscription}/{kind}/{n}"
+
+
+#: Set by the processor around each handler attempt (durable mode).
+current_scope: ContextVar[CauseScope | None] = ContextVar("eventcenter_scope", default=None)
 
 
 @dataclass(frozen=True)
@@ -34,13 +60,21 @@ class Context:
     services: dict[str, Any] = field(default_factory=dict)
 
     async def decide(self, kind: str, reason: str, cause: Event, **details: Any) -> Decision:
-        """Record a decision caused by ``cause`` (its correlation id and tenant are carried)."""
+        """Record a decision caused by ``cause`` (its correlation id and tenant are carried).
+
+        Inside a handler, a decision caused by the event being handled is recorded once per
+        cause: running the same delivery again does not record it twice.
+        """
+        scope = current_scope.get()
         decision = Decision(
             kind=kind,
             reason=reason,
             correlation_id=cause.correlation_id,
             tenant=cause.tenant,
             details=details,
+            cause=scope.cause(kind)
+            if scope is not None and scope.event_id == str(cause.id)
+            else "",
         )
         await self.decisions.record_decision(decision)
         return decision

@@ -1,144 +1,68 @@
-"""The EventProcessor: admits events, schedules deliveries, runs handlers, retries, dead-letters.
+"""The EventProcessor: the public face of admission, scheduling and delivery.
 
 How an event travels:
 
-1. ``publish`` validates the envelope (:class:`~eventcenter.domain.event.Event`), waits for
-   queue space (backpressure), drops an id already seen inside the dedupe window, and routes
-   the event to the subscriptions whose patterns match: one *delivery* per subscription.
-2. Deliveries wait in the :class:`~eventcenter.handlers.scheduling.PriorityScheduler`
-   (priority, ageing, tenant round-robin) until one of ``workers`` worker tasks takes one.
-3. A subscription runs at most ``max_in_flight_per_subscription`` deliveries at once; further
-   deliveries for it are parked on the subscription, so a slow handler holds a few workers and
-   the others keep serving the other subscriptions.
-4. A handler exception is retried with exponential back-off and full jitter up to
-   ``max_attempts``; then (or at once for PermanentFailure) the event is dead-lettered with the
-   error and attempt count.
+1. ``publish`` validates the envelope (:class:`~eventcenter.domain.event.Event`);
+   :mod:`.admission` drops an id already seen in the dedupe window (or a known idempotency
+   key), routes the event to the subscriptions that want it (one *delivery* each), checks
+   there is room, and, with a durable store, commits the deliveries before returning.
+2. :mod:`.backlog` keeps a bounded window of each subscription's deliveries in memory (the rest
+   wait in the store); in memory they wait in the
+   :class:`~eventcenter.handlers.scheduling.PriorityScheduler` (priority, ageing, tenant
+   round-robin) until one of ``workers`` worker tasks takes one.
+3. :mod:`.delivery` runs the handler under its timeout, retries failures with back-off, and
+   dead-letters what still fails; with a store the end of each delivery is committed there.
 
-Nothing is dropped silently: every admitted delivery ends handled, dead-lettered, or (when
-its subscription is removed) counted as discarded.
+Without a store (a bare processor built with in-memory ports) everything lives in memory and
+is lost with the process: ``publish`` returns once the event is queued. With a store (what
+``EventCenter`` builds) an accepted event is never lost: after a crash, every delivery not
+ended runs again.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from eventcenter.domain.backoff import backoff_delay
 from eventcenter.domain.errors import (
-    Backpressure,
     EventCenterError,
     InvalidBatch,
     InvalidEvent,
-    PermanentFailure,
     ProcessorClosed,
     ShutdownInterrupted,
     SubscriptionError,
 )
 from eventcenter.domain.event import Event
 from eventcenter.domain.fsm import STABLE, ProcessorStateMachine
-from eventcenter.domain.ports import DeadLetterStore, DecisionLog, PressureTester
+from eventcenter.domain.ports import DeadLetterStore, DecisionLog, DeliveryStore, PressureTester
 from eventcenter.domain.priority import Priority
+from eventcenter.handlers.admission import Admitter
+from eventcenter.handlers.backlog import Backlog
 from eventcenter.handlers.base import EventFilter, Handler, HandlerFunc
+from eventcenter.handlers.books import Books
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
-from eventcenter.handlers.dedupe import DedupeWindow
-from eventcenter.handlers.metrics import Counts, MetricsSnapshot, ProcessorMetrics
-from eventcenter.handlers.patterns import Pattern, compile_pattern
-from eventcenter.handlers.scheduling import PriorityScheduler
+from eventcenter.handlers.delivery import Deliverer, Delivery
+from eventcenter.handlers.metrics import MetricsSnapshot, ProcessorMetrics
+from eventcenter.handlers.patterns import compile_pattern
 from eventcenter.handlers.state import StateGuard
+from eventcenter.handlers.subscriptions import (
+    Subscription,
+    Subscriptions,
+    default_name,
+    is_async_callable,
+)
 
 log = logging.getLogger("eventcenter.processor")
 
 F = TypeVar("F", bound=HandlerFunc)
 
-_ROUTE_CACHE_MAX = 10_000
-
-
-class Subscription:
-    """A handler with what it listens to and its delivery bookkeeping (one object per name)."""
-
-    __slots__ = (
-        "closed",
-        "filters",
-        "handler",
-        "in_flight",
-        "max_in_flight",
-        "name",
-        "parked",
-        "patterns",
-        "paused",
-        "priority_min",
-    )
-
-    def __init__(
-        self,
-        name: str,
-        patterns: tuple[Pattern, ...],
-        handler: HandlerFunc,
-        filters: tuple[EventFilter, ...],
-        priority_min: Priority,
-        max_in_flight: int,
-    ) -> None:
-        self.name = name
-        self.patterns = patterns
-        self.handler = handler
-        self.filters = filters
-        self.priority_min = priority_min
-        self.max_in_flight = max_in_flight
-        self.paused = False
-        self.closed = False
-        self.in_flight = 0
-        self.parked: deque[Delivery] = deque()
-
-    def matches(self, event_type: str) -> bool:
-        return any(p.matches(event_type) for p in self.patterns)
-
-    def wants(self, event: Event) -> bool:
-        """Priority floor and filters (patterns were checked by the route cache)."""
-        if event.priority > self.priority_min:
-            return False
-        return all(accept(event) for accept in self.filters)
-
-    def can_run(self) -> bool:
-        return not self.paused and self.in_flight < self.max_in_flight
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "patterns": [p.text for p in self.patterns],
-            "priority_min": self.priority_min.name,
-            "paused": self.paused,
-            "in_flight": self.in_flight,
-            "parked": len(self.parked),
-        }
-
-
-class Delivery:
-    """One event on its way to one subscription."""
-
-    __slots__ = ("attempt", "counts", "event", "failure", "published_at", "subscription")
-
-    def __init__(
-        self,
-        event: Event,
-        subscription: Subscription,
-        published_at: float,
-        counts: Counts,
-        failure: PermanentFailure | None = None,
-    ) -> None:
-        self.event = event
-        self.subscription = subscription
-        self.published_at = published_at
-        self.counts = counts
-        self.attempt = 1
-        self.failure = failure  # set when it failed before any handler ran (a raising filter)
+_UNSET: Any = object()
 
 
 @dataclass
@@ -146,12 +70,20 @@ class ShutdownReport:
     """What ``stop`` did with the work that was still pending."""
 
     handled_while_stopping: int = 0
-    dead_lettered: list[str] = field(default_factory=list)  # event ids, reason ShutdownInterrupted
-    unrecorded: int = 0  # dead letters the store refused (kept in memory and logged)
+    #: event ids dead-lettered as ShutdownInterrupted (never started; without a store only)
+    dead_lettered: list[str] = field(default_factory=list)
+    #: dead letters the store refused (without a store only; kept in memory and logged)
+    unrecorded: int = 0
+    #: event ids whose handler was cancelled while running (it may have partly run)
+    interrupted: list[str] = field(default_factory=list)
+    #: subscriptions whose handler ignored cancellation and was left running
+    abandoned: list[str] = field(default_factory=list)
+    #: deliveries left in the durable store, to run after the next start
+    left_in_store: int = 0
 
     @property
     def clean(self) -> bool:
-        return not self.dead_lettered and not self.unrecorded
+        return not (self.dead_lettered or self.unrecorded or self.interrupted or self.abandoned)
 
 
 class EventProcessor:
@@ -169,6 +101,7 @@ class EventProcessor:
         *,
         decisions: DecisionLog,
         dead_letters: DeadLetterStore,
+        store: DeliveryStore | None = None,
         initial_state: str = STABLE,
         clock: Callable[[], float] = time.perf_counter,
         rng: random.Random | None = None,
@@ -177,26 +110,12 @@ class EventProcessor:
     ) -> None:
         self.settings = settings or ProcessorSettings()
         self._clock = clock
-        self._rng = rng or random.Random()
-        self._dead_letters = dead_letters
-        self._scheduler: PriorityScheduler[Delivery] = PriorityScheduler(self.settings.max_wait())
-        self._dedupe = DedupeWindow(self.settings.dedupe_window, self.settings.dedupe_max_ids)
+        self._store = store
         self.metrics = ProcessorMetrics()
-        self._subscriptions: dict[str, Subscription] = {}
-        self._routes: dict[str, tuple[Subscription, ...]] = {}
-        self._pending = 0
-        self._running: set[Delivery] = set()
-        self._retrying: dict[Delivery, asyncio.TimerHandle] = {}
-        self._unrecorded: list[tuple[Delivery, BaseException]] = []
+        self._subscriptions = Subscriptions()
+        self._books = Books()
         self._status = "new"
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._workers: list[asyncio.Task[None]] = []
-        # Workers with nothing to do wait on their own future here; a push wakes one of them.
-        # (asyncio.Semaphore costs a scan of all waiters per acquire: too slow per event.)
-        self._idle_workers: deque[asyncio.Future[None]] = deque()
-        self._space = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         machine = ProcessorStateMachine(initial_state, self.settings.load_test_cooldown)
         self.state = StateGuard(machine, decisions, clock)
         self.context = Context(
@@ -207,6 +126,41 @@ class EventProcessor:
             pressure=pressure,
             services=dict(services or {}),
         )
+        self._deliverer = Deliverer(
+            self.settings,
+            metrics=self.metrics,
+            context=self.context,
+            clock=clock,
+            rng=rng or random.Random(),
+            store=store,
+            dead_letters=dead_letters,
+            on_end=self._ended,
+        )
+        self._backlog = Backlog(
+            window=self.settings.memory_window,
+            store=store,
+            subscriptions=self._subscriptions,
+            deliverer=self._deliverer,
+            books=self._books,
+            metrics=self.metrics,
+            clock=clock,
+            limits=self.settings.limits,
+        )
+        self._admitter = Admitter(
+            self.settings,
+            subscriptions=self._subscriptions,
+            metrics=self.metrics,
+            books=self._books,
+            clock=clock,
+            store=store,
+            place=self._backlog.place,
+            ensure_running=self._ensure_running,
+        )
+
+    @property
+    def durable(self) -> bool:
+        """True when accepted events are kept in a store (built by ``EventCenter``)."""
+        return self._store is not None
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -216,31 +170,46 @@ class EventProcessor:
         return self._status
 
     async def start(self) -> None:
-        """Start the worker tasks on the running loop (idempotent while running)."""
+        """Start the workers; with a store, first read back what the last run left unfinished.
+
+        Idempotent while running. Register subscriptions before: deliveries stored for a
+        subscription that is not registered at start are dead-lettered.
+        """
         if self._status == "running":
             return
         if self._status != "new":
             raise ProcessorClosed(f"processor is {self._status}; build a new one to run again")
+        if self._store is not None:
+            self._status = "starting"
+            top = await self._backlog.recover()
+            self._admitter.next_seq = top + 1
         self._start_workers()
 
     def _start_workers(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._status = "running"
-        self._workers = [
-            self._loop.create_task(self._work(), name=f"eventcenter-worker-{i}")
-            for i in range(self.settings.workers)
-        ]
+        self._deliverer.start(self._loop)
 
     async def join(self) -> None:
-        """Wait until every admitted delivery is handled or dead-lettered (retries included)."""
-        await self._idle.wait()
+        """Wait until every admitted delivery is handled or dead-lettered (retries included);
+        with a store, until that is committed too."""
+        await self._books.idle.wait()
+        if self._store is not None:
+            await self._store.flush()
 
     async def stop(self, timeout: float | None = None) -> ShutdownReport:
-        """Stop accepting events, let queued work finish for ``timeout`` s, then stop.
+        """Stop accepting events and stop the workers; returns what happened to pending work.
 
-        Pending retries are tried once more at once. Whatever is still queued, parked or running
-        when the time is up is dead-lettered with :class:`ShutdownInterrupted` (nothing is lost:
-        replay it after a restart). Returns what happened.
+        Without a store: pending retries are tried once more, queued work may finish for
+        ``timeout`` (default ``shutdown_timeout``) seconds, and what never started is then
+        dead-lettered as ShutdownInterrupted. With a store: workers take nothing new, running
+        handlers may finish for ``timeout`` seconds, and everything else stays in the store,
+        to run after the next start.
+
+        Handlers still running then are cancelled and get ``shutdown_grace`` seconds to unwind;
+        one that ignores cancellation is left behind and named in the report. So ``stop``
+        returns within ``timeout + shutdown_grace`` (plus the time to record dead letters
+        without a store).
         """
         report = ShutdownReport()
         if self._status in ("new", "stopped"):
@@ -249,32 +218,78 @@ class EventProcessor:
         if self._status == "stopping":
             raise ProcessorClosed("stop() is already in progress")
         self._status = "stopping"
-        self._space.set()  # wake publishers waiting for space: they get ProcessorClosed
-        for delivery, timer in list(self._retrying.items()):
-            timer.cancel()
-            self._requeue(delivery)
+        self._books.space.set()  # wake publishers waiting for room: they get ProcessorClosed
+        deliverer = self._deliverer
+        deliverer.retrying_allowed = False
         before = self._handled_total()
         limit = self.settings.shutdown_timeout if timeout is None else timeout
-        try:
-            await asyncio.wait_for(self._idle.wait(), limit)
-        except TimeoutError:
-            log.warning("shutdown: %d deliveries still pending after %.1fs", self._pending, limit)
-        for worker in self._workers:
-            worker.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
-        leftovers = list(self._running) + self._scheduler.drain()
-        for sub in self._subscriptions.values():
-            leftovers.extend(sub.parked)
-            sub.parked.clear()
-        self._running.clear()
-        reason = ShutdownInterrupted(f"not handled before shutdown (waited {limit:.1f}s)")
-        # Together, so the store can save them in a few batches rather than one by one.
-        await asyncio.gather(*(self._dead_letter(delivery, reason) for delivery in leftovers))
-        report.dead_lettered = [str(delivery.event.id) for delivery in leftovers]
+        if self._store is None:
+            for delivery, timer in list(deliverer.retrying.items()):
+                timer.cancel()
+                deliverer.requeue(delivery)
+            try:
+                await asyncio.wait_for(self._books.idle.wait(), limit)
+            except TimeoutError:
+                log.warning(
+                    "shutdown: %d deliveries still pending after %.1fs", self._books.pending, limit
+                )
+            deliverer.accepting = False
+        else:
+            deliverer.accepting = False
+            for timer in deliverer.retrying.values():
+                timer.cancel()
+            deliverer.retrying.clear()
+            await self._wait_running(limit)
+        await self._stop_workers(report)
+        await self._backlog.close()
+        if self._store is None:
+            leftovers = deliverer.scheduler.drain()
+            for sub in self._subscriptions:
+                leftovers.extend(sub.parked)
+                sub.parked.clear()
+            reason = ShutdownInterrupted(f"not handled before shutdown (waited {limit:.1f}s)")
+            for delivery in leftovers:
+                await deliverer._give_up(delivery, reason)
+            report.dead_lettered = [str(delivery.event.id) for delivery in leftovers]
+            report.unrecorded = len(deliverer.unrecorded)
+        else:
+            report.left_in_store = self._books.pending
         report.handled_while_stopping = self._handled_total() - before
-        report.unrecorded = len(self._unrecorded)
         self._status = "stopped"
         return report
+
+    async def _wait_running(self, limit: float) -> None:
+        if not self._deliverer.running:
+            return
+        self._deliverer.quiet.clear()
+        try:
+            await asyncio.wait_for(self._deliverer.quiet.wait(), limit)
+        except TimeoutError:
+            log.warning(
+                "shutdown: %d handlers still running after %.1fs",
+                len(self._deliverer.running),
+                limit,
+            )
+
+    async def _stop_workers(self, report: ShutdownReport) -> None:
+        deliverer = self._deliverer
+        interrupted = {d: str(d.event.id) for d in deliverer.running}
+        workers = deliverer.workers
+        for worker in workers:
+            worker.cancel()
+        if not workers:
+            return
+        _, stuck = await asyncio.wait(workers, timeout=self.settings.shutdown_grace)
+        report.interrupted = sorted(interrupted.values())
+        for delivery, task in list(deliverer.running.items()):
+            if task in stuck:
+                report.abandoned.append(delivery.subscription.name)
+                log.error(
+                    "handler '%s' ignored cancellation at shutdown; left running (event %s)",
+                    delivery.subscription.name,
+                    delivery.event.id,
+                )
+        deliverer.running.clear()
 
     async def __aenter__(self) -> EventProcessor:
         await self.start()
@@ -294,14 +309,17 @@ class EventProcessor:
         filters: Iterable[EventFilter] = (),
         priority_min: Priority | str = Priority.LOW,
         max_in_flight: int | None = None,
+        timeout: float | None = _UNSET,
     ) -> str:
         """Deliver events whose type matches ``pattern`` to ``handler``; returns the name.
 
         ``priority_min`` is the least urgent priority delivered (HIGH: CRITICAL and HIGH).
-        ``filters`` are predicates on the event; all must accept it. The name identifies the
-        subscription across restarts (dead letters are replayed to it) and must be unique.
+        ``filters`` are predicates on the event; all must accept it. ``timeout`` is the seconds
+        one attempt may run (default ``handler_timeout``; None: no limit). The name identifies
+        the subscription across restarts (stored deliveries and dead letters name it) and must
+        be unique.
         """
-        if not _is_async_callable(handler):
+        if not is_async_callable(handler):
             raise TypeError(
                 f"handler {handler!r} must be an async function: async def h(event, ctx): ..."
             )
@@ -309,14 +327,23 @@ class EventProcessor:
         if not texts:
             raise SubscriptionError("a subscription needs at least one pattern")
         patterns = tuple(compile_pattern(text) for text in texts)
-        name = name or _default_name(handler)
-        if name in self._subscriptions:
-            raise SubscriptionError(f"subscription '{name}' already exists; pass another name=")
+        if timeout is _UNSET:
+            timeout = self.settings.handler_timeout
+        if timeout is not None and not timeout > 0:
+            raise SubscriptionError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+        name = name or default_name(handler)
         limit = max_in_flight or self.settings.max_in_flight_per_subscription
-        self._subscriptions[name] = Subscription(
-            name, patterns, handler, tuple(filters), Priority.parse(priority_min), limit
+        self._subscriptions.add(
+            Subscription(
+                name,
+                patterns,
+                handler,
+                tuple(filters),
+                Priority.parse(priority_min),
+                limit,
+                timeout,
+            )
         )
-        self._routes.clear()
         return name
 
     def on(
@@ -327,6 +354,7 @@ class EventProcessor:
         filters: Iterable[EventFilter] = (),
         priority_min: Priority | str = Priority.LOW,
         max_in_flight: int | None = None,
+        timeout: float | None = _UNSET,
     ) -> Callable[[F], F]:
         """Decorator form of :meth:`subscribe`: ``@processor.on("deployment.*")``."""
 
@@ -338,6 +366,7 @@ class EventProcessor:
                 filters=filters,
                 priority_min=priority_min,
                 max_in_flight=max_in_flight,
+                timeout=timeout,
             )
             return handler
 
@@ -356,6 +385,7 @@ class EventProcessor:
         filters: tuple[EventFilter, ...] = ()
         if type(handler).accepts is not Handler.accepts:
             filters = (handler.accepts,)
+        timeout = getattr(handler, "timeout", _UNSET)
         return self.subscribe(
             handler.patterns,
             handler.handle,
@@ -363,53 +393,31 @@ class EventProcessor:
             filters=filters,
             priority_min=handler.priority_min,
             max_in_flight=handler.max_in_flight,
+            timeout=timeout,
         )
 
     def unsubscribe(self, name: str) -> None:
-        """Remove a subscription; its parked and queued deliveries are discarded (and counted)."""
-        sub = self._subscription(name)
-        sub.closed = True
-        del self._subscriptions[name]
-        self._routes.clear()
+        """Remove a subscription. Its parked deliveries are discarded (counted), or, with a
+        store, dead-lettered (replayable once it is subscribed again)."""
+        sub = self._subscriptions.remove(name)
         while sub.parked:
-            self._discard(sub.parked.popleft())
+            self._deliverer.discard(sub.parked.popleft())
 
     def pause(self, name: str) -> None:
-        """Hold deliveries to ``name`` (they wait, counted in the queue bound) until resumed."""
-        self._subscription(name).paused = True
+        """Hold deliveries to ``name`` (they wait, counted in the bounds) until resumed."""
+        self._subscriptions.get(name).paused = True
 
     def resume(self, name: str) -> None:
         """Deliver again; deliveries held while paused go back to the scheduler in order."""
-        sub = self._subscription(name)
+        sub = self._subscriptions.get(name)
         sub.paused = False
         # Held deliveries go back to the head of their queues, newest first, so they come out
         # in the order they were taken, ahead of what was published after them, with their age.
         while sub.parked:
-            delivery = sub.parked.pop()
-            event = delivery.event
-            self._scheduler.push_front(
-                delivery, event.priority, event.tenant, delivery.published_at
-            )
-            self._wake_worker()
+            self._deliverer.push_front(sub.parked.pop())
 
     def subscriptions(self) -> list[dict[str, Any]]:
-        return [sub.info() for sub in self._subscriptions.values()]
-
-    def _subscription(self, name: str) -> Subscription:
-        try:
-            return self._subscriptions[name]
-        except KeyError:
-            known = ", ".join(self._subscriptions) or "none"
-            raise SubscriptionError(f"no subscription '{name}' (known: {known})") from None
-
-    def _route(self, event_type: str) -> tuple[Subscription, ...]:
-        targets = self._routes.get(event_type)
-        if targets is None:
-            if len(self._routes) >= _ROUTE_CACHE_MAX:
-                self._routes.clear()
-            targets = tuple(s for s in self._subscriptions.values() if s.matches(event_type))
-            self._routes[event_type] = targets
-        return targets
+        return [sub.info() for sub in self._subscriptions]
 
     # publishing --------------------------------------------------------------------------------
 
@@ -420,40 +428,52 @@ class EventProcessor:
         *,
         tenant: str = "default",
         priority: Priority | str = Priority.NORMAL,
+        key: str | None = None,
         **fields: Any,
     ) -> str:
-        """Validate and admit one event; returns its id once it is queued (not yet handled).
+        """Validate and admit one event; returns its id.
 
-        ``fields`` are further envelope fields (source, correlation_id, metadata, id,
-        timestamp, version). Raises InvalidEvent, Backpressure or ProcessorClosed.
+        With a store it returns once the event is durable; without one, once it is queued.
+        ``key`` is an idempotency key, unique per tenant and source: publishing again with a
+        key already admitted (within the store's key retention) admits nothing and returns
+        the first event's id. ``fields`` are further envelope fields (source, correlation_id,
+        metadata, id, timestamp, version). Raises InvalidEvent, Backpressure or
+        ProcessorClosed.
         """
         event = Event.create(
             type, payload, limits=self.settings.limits, tenant=tenant, priority=priority, **fields
         )
-        await self._admit((event,))
-        return str(event.id)
+        ids = await self._admitter.admit((event,), (key,) if key is not None else None)
+        return ids[0]
 
-    async def publish_event(self, event: Event) -> str:
+    async def publish_event(self, event: Event, *, key: str | None = None) -> str:
         """Admit an already built envelope (e.g. one received from another service)."""
-        await self._admit((event,))
-        return str(event.id)
+        ids = await self._admitter.admit((event,), (key,) if key is not None else None)
+        return ids[0]
 
     async def publish_batch(self, items: Sequence[Mapping[str, Any] | Event]) -> list[str]:
         """Validate all, then admit all; if one is invalid none is admitted (InvalidBatch).
 
-        Each item is an Event or a mapping of envelope fields (``type`` required).
+        Each item is an Event or a mapping of envelope fields (``type`` required, ``key`` an
+        optional idempotency key).
         """
         events: list[Event] = []
+        keys: list[str | None] = []
         for index, item in enumerate(items):
             if isinstance(item, Event):
                 events.append(item)
+                keys.append(None)
                 continue
+            fields = dict(item)
+            key = fields.pop("key", None)
             try:
-                events.append(Event.parse(item, self.settings.limits))
+                events.append(Event.parse(fields, self.settings.limits))
+                if key is not None:
+                    self._admitter.identity(events[-1], key)
             except InvalidEvent as error:
                 raise InvalidBatch(index, error.field, error.reason) from None
-        await self._admit(events)
-        return [str(event.id) for event in events]
+            keys.append(key)
+        return await self._admitter.admit(events, keys)
 
     def publish_sync(
         self,
@@ -461,13 +481,14 @@ class EventProcessor:
         payload: Mapping[str, Any] | None = None,
         *,
         timeout: float | None = 30.0,
+        key: str | None = None,
         **fields: Any,
     ) -> str:
         """Publish from another thread (or non-async code) into the running processor.
 
         Validation runs in the calling thread; admission is handed to the processor's loop and
-        this call waits for it. Calling it from the loop's own thread would deadlock: that
-        raises EventCenterError instead.
+        this call waits for it (with a store: until the event is durable). Calling it from the
+        loop's own thread would deadlock: that raises EventCenterError instead.
         """
         loop = self._loop
         if loop is None or self._status != "running":
@@ -483,232 +504,62 @@ class EventProcessor:
                 "publish_sync called from the processor's own loop: use 'await publish(...)'"
             )
         event = Event.create(type, payload, limits=self.settings.limits, **fields)
-        future = asyncio.run_coroutine_threadsafe(self.publish_event(event), loop)
+        future = asyncio.run_coroutine_threadsafe(self.publish_event(event, key=key), loop)
         return future.result(timeout)
 
     async def redeliver(self, event: Event, subscription: str) -> None:
-        """Queue ``event`` again for one subscription, bypassing dedupe (dead-letter replay)."""
+        """Queue ``event`` again for one subscription, bypassing dedupe (no store only)."""
+        if self._store is not None:
+            raise EventCenterError("with a store, replay dead letters through the center")
         self._ensure_running()
-        sub = self._subscription(subscription)
-        await self._wait_for_space(1)
+        sub = self._subscriptions.get(subscription)
+        await self._admitter._wait_for_room(1)
         counts = self.metrics.counts(event.type, event.tenant, event.priority)
-        self._push(Delivery(event, sub, self._clock(), counts))
+        self._books.add(1)
+        counts.delivered += 1
+        self._backlog.place(Delivery(event, sub, self._clock(), counts))
 
-    async def _admit(self, events: Sequence[Event]) -> None:
+    async def replay(
+        self,
+        event: Event,
+        subscription: str,
+        letter_id: str,
+        claim: Callable[[int], Awaitable[object]],
+    ) -> None:
+        """Deliver a dead letter's event again (with a store).
+
+        ``claim(seq)`` must claim the letter and store its new delivery under ``seq`` in one
+        transaction (it raises ReplayRefused when the letter is not pending); the delivery is
+        then placed like any other.
+        """
         self._ensure_running()
-        routes = [self._route(event.type) for event in events]
-        await self._wait_for_space(sum(len(targets) for targets in routes))
-        # From here to the end there is no await: the space just found is still there.
-        now = self._clock()
-        for event, targets in zip(events, routes, strict=True):
-            counts = self.metrics.counts(event.type, event.tenant, event.priority)
-            if self._dedupe.is_duplicate(event.id, now):
-                counts.duplicates += 1
-                continue
-            counts.published += 1
-            routed = False
-            for sub in targets:
-                if sub.closed:
-                    continue
-                try:
-                    if not sub.wants(event):
-                        continue
-                except Exception as error:
-                    # A filter that raises must not lose the event or break the batch: the
-                    # delivery is queued marked failed and dead-lettered by a worker.
-                    failed = PermanentFailure(f"a filter of '{sub.name}' raised {error!r}")
-                    self._push(Delivery(event, sub, now, counts, failed))
-                else:
-                    self._push(Delivery(event, sub, now, counts))
-                routed = True
-            if not routed:
-                counts.unrouted += 1
-
-    def _push(self, delivery: Delivery) -> None:
-        delivery.counts.delivered += 1
-        self._pending += 1
-        self._idle.clear()
-        event = delivery.event
-        self._scheduler.push(delivery, event.priority, event.tenant, delivery.published_at)
-        self._wake_worker()
+        sub = self._subscriptions.get(subscription)
+        seq = self._admitter.next_seq
+        self._admitter.next_seq += 1
+        self._books.add(1)
+        try:
+            await claim(seq)
+        except BaseException:
+            self._books.end()
+            raise
+        counts = self.metrics.counts(event.type, event.tenant, event.priority)
+        counts.delivered += 1
+        self._backlog.place(
+            Delivery(event, sub, self._clock(), counts, seq=seq, replay_of=letter_id)
+        )
 
     def _ensure_running(self) -> None:
         if self._status == "running":
             return
-        if self._status == "new":
+        if self._status == "new" and self._store is None:
             self._start_workers()  # lazy start: the first publish inside a running loop
             return
+        if self._status == "new":
+            raise ProcessorClosed("start the center first: 'await center.start()'")
         raise ProcessorClosed(f"processor is {self._status}; events are no longer accepted")
 
-    async def _wait_for_space(self, needed: int) -> None:
-        limit = self.settings.max_queued
-        if needed > limit:
-            raise Backpressure(f"{needed} deliveries exceed the whole queue ({limit}, max_queued)")
-        if self._pending + needed <= limit:
-            return
-        timeout = self.settings.publish_timeout
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while self._pending + needed > limit:
-            self._ensure_running()
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                raise Backpressure(
-                    f"queue full ({self._pending}/{limit} deliveries) for {timeout}s;"
-                    " the event was not accepted"
-                )
-            self._space.clear()
-            try:
-                await asyncio.wait_for(self._space.wait(), remaining)
-            except TimeoutError:
-                continue
-
-    # delivering --------------------------------------------------------------------------------
-
-    def _wake_worker(self) -> None:
-        idle = self._idle_workers
-        while idle:
-            waiter = idle.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                return
-
-    async def _work(self) -> None:
-        scheduler = self._scheduler
-        clock = self._clock
-        idle = self._idle_workers
-        loop = asyncio.get_running_loop()
-        while True:
-            if not scheduler:
-                waiter: asyncio.Future[None] = loop.create_future()
-                idle.append(waiter)
-                await waiter
-                continue  # another worker may have taken the item meanwhile
-            delivery: Delivery | None = scheduler.pop(clock())
-            while delivery is not None:
-                sub = delivery.subscription
-                if sub.closed:
-                    self._discard(delivery)
-                    break
-                if not sub.can_run():
-                    sub.parked.append(delivery)
-                    break
-                await self._run(delivery)
-                delivery = sub.parked.popleft() if sub.parked and sub.can_run() else None
-
-    async def _run(self, delivery: Delivery) -> None:
-        if delivery.failure is not None:
-            await self._failed(delivery, delivery.failure)
-            return
-        sub = delivery.subscription
-        clock = self._clock
-        started = clock()
-        if delivery.attempt == 1:
-            self.metrics.dispatch.add(started - delivery.published_at)
-        sub.in_flight += 1
-        self._running.add(delivery)
-        try:
-            await sub.handler(delivery.event, self.context)
-        except Exception as error:
-            self._running.discard(delivery)
-            sub.in_flight -= 1
-            self.metrics.handler(sub.name).add(clock() - started)
-            await self._failed(delivery, error)
-            return
-        self._running.discard(delivery)
-        sub.in_flight -= 1
-        self.metrics.handler(sub.name).add(clock() - started)
-        delivery.counts.handled += 1
-        self._finish()
-
-    async def _failed(self, delivery: Delivery, error: Exception) -> None:
-        delivery.counts.failed += 1
-        event = delivery.event
-        retryable = not isinstance(error, PermanentFailure)
-        if (
-            retryable
-            and delivery.attempt < self.settings.max_attempts
-            and self._status == "running"
-        ):
-            delivery.counts.retried += 1
-            delay = backoff_delay(
-                delivery.attempt,
-                self.settings.backoff_base,
-                self.settings.backoff_max,
-                self._rng.random(),
-            )
-            log.warning(
-                "handler %s failed on %s %s (attempt %d), retrying in %.3fs: %r",
-                delivery.subscription.name,
-                event.type,
-                event.id,
-                delivery.attempt,
-                delay,
-                error,
-                extra=_log_fields(event),
-            )
-            delivery.attempt += 1
-            loop = asyncio.get_running_loop()
-            self._retrying[delivery] = loop.call_later(delay, self._requeue, delivery)
-            return
-        await self._dead_letter(delivery, error)
-
-    def _requeue(self, delivery: Delivery) -> None:
-        self._retrying.pop(delivery, None)
-        event = delivery.event
-        self._scheduler.push(delivery, event.priority, event.tenant, self._clock())
-        self._wake_worker()
-
-    async def _dead_letter(self, delivery: Delivery, error: BaseException) -> None:
-        event = delivery.event
-        delivery.counts.dead_lettered += 1
-        try:
-            letter = await self._dead_letters.add(
-                event, delivery.subscription.name, error, delivery.attempt
-            )
-        except asyncio.CancelledError:
-            # stop() cancelled the worker while the store was writing: keep it, then stop.
-            self._unrecorded.append((delivery, error))
-            raise
-        except Exception as store_error:  # kept in memory and reported, never dropped
-            self._unrecorded.append((delivery, error))
-            log.error(
-                "could not record dead letter of %s for %s (%r); event kept in memory: %s",
-                event.id,
-                delivery.subscription.name,
-                store_error,
-                event.model_dump_json(),
-                extra=_log_fields(event),
-            )
-        else:
-            log.warning(
-                "dead-lettered %s %s for %s after %d attempt(s) as %s: %r",
-                event.type,
-                event.id,
-                delivery.subscription.name,
-                delivery.attempt,
-                letter,
-                error,
-                extra=_log_fields(event),
-            )
-        finally:
-            self._finish()
-
-    def _discard(self, delivery: Delivery) -> None:
-        delivery.counts.discarded += 1
-        log.info(
-            "discarded %s %s: subscription %s was removed",
-            delivery.event.type,
-            delivery.event.id,
-            delivery.subscription.name,
-        )
-        self._finish()
-
-    def _finish(self) -> None:
-        self._pending -= 1
-        self._space.set()
-        if self._pending == 0:
-            self._idle.set()
+    def _ended(self, delivery: Delivery) -> None:
+        self._backlog.ended(delivery)
 
     # observing ---------------------------------------------------------------------------------
 
@@ -716,43 +567,27 @@ class EventProcessor:
         return self.metrics.snapshot({}).totals.get("handled", 0)
 
     def unrecorded_dead_letters(self) -> list[tuple[Event, str, BaseException]]:
-        """Dead letters the store could not take (kept here so they are not lost)."""
-        return [(d.event, d.subscription.name, e) for d, e in self._unrecorded]
+        """Dead letters the store could not take (without a store; kept so they are not lost)."""
+        return [(d.event, d.subscription.name, e) for d, e in self._deliverer.unrecorded]
 
     def queue_depths(self) -> dict[str, Any]:
         now = self._clock()
+        scheduler = self._deliverer.scheduler
+        subs = list(self._subscriptions)
         return {
-            "pending": self._pending,
-            "queued": len(self._scheduler),
-            "by_priority": {p.name: n for p, n in self._scheduler.depths().items()},
-            "by_tenant": self._scheduler.tenant_depths(),
-            "parked": sum(len(s.parked) for s in self._subscriptions.values()),
-            "in_flight": len(self._running),
-            "retrying": len(self._retrying),
-            "oldest_wait_ms": round(self._scheduler.oldest_wait(now) * 1000, 3),
+            "pending": self._books.pending,
+            "queued": len(scheduler),
+            "by_priority": {p.name: n for p, n in scheduler.depths().items()},
+            "by_tenant": scheduler.tenant_depths(),
+            "parked": sum(len(s.parked) for s in subs),
+            "in_flight": len(self._deliverer.running),
+            "retrying": len(self._deliverer.retrying),
+            "in_store": sum(sum(s.spilled) for s in subs),
+            "lag_by_subscription": {s.name: s.backlog for s in subs if s.backlog},
+            "redelivered_at_start": self._backlog.recovered,
+            "oldest_wait_ms": round(scheduler.oldest_wait(now) * 1000, 3),
         }
 
     def snapshot(self) -> MetricsSnapshot:
         """Counters per type/tenant/priority, queue depths and latency percentiles."""
         return self.metrics.snapshot(self.queue_depths())
-
-
-def _is_async_callable(handler: object) -> bool:
-    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
-        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
-    )
-
-
-def _default_name(handler: object) -> str:
-    module = getattr(handler, "__module__", None) or ""
-    qualname = getattr(handler, "__qualname__", None) or type(handler).__qualname__
-    return f"{module}.{qualname}" if module else qualname
-
-
-def _log_fields(event: Event) -> dict[str, Any]:
-    return {
-        "event_id": str(event.id),
-        "event_type": event.type,
-        "tenant": event.tenant,
-        "correlation_id": event.correlation_id,
-    }

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from eventcenter.domain.decisions import Transition
-from eventcenter.domain.fsm import ProcessorStateMachine
+from eventcenter.domain.fsm import LOAD_TESTING, ProcessorStateMachine
 from eventcenter.domain.ports import DecisionLog
 
 
@@ -38,6 +38,17 @@ class StateGuard:
 
     def allowed_triggers(self) -> list[str]:
         return self._machine.allowed_triggers()
+
+    def restore(self, state: str) -> None:
+        """Rebuild the machine in ``state`` (what the log last recorded), before any trigger."""
+        self._machine = ProcessorStateMachine(state, self._machine.load_test_cooldown)
+
+    async def recover_after_restart(self) -> Transition | None:
+        """End a state held by work that cannot have survived a restart (a load test), with a
+        recorded reason; returns that transition, or None when there was nothing to end."""
+        if self._machine.state != LOAD_TESTING:
+            return None
+        return await self.fire("abort", reason="interrupted by restart", correlation_id="restart")
 
     async def fire(self, trigger: str, *, reason: str, correlation_id: str) -> Transition:
         """Run ``trigger`` now and return once its transition is recorded."""

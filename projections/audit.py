@@ -16,6 +16,8 @@ PROCESSOR_TRANSITIONED = "ProcessorLog.Transitioned"
 PROCESSOR_DECIDED = "ProcessorLog.DecisionRecorded"
 LETTER_RECORDED = "DeadLetter.Recorded"
 LETTER_REPLAYED = "DeadLetter.Replayed"
+LETTER_CLAIMED = "DeadLetter.ReplayClaimed"
+LETTER_FAILED_AGAIN = "DeadLetter.ReplayFailed"
 
 
 def event_name(domain_event: object) -> str:
@@ -102,6 +104,8 @@ class DeadLetterRow:
     attempts: int
     status: str = "pending"
     replayed_at: datetime | None = None
+    replay_of: str = ""
+    failed_again_as: str = ""
 
     @property
     def event_type(self) -> str:
@@ -130,9 +134,15 @@ class DeadLetterIndex(Projection):
                 e.error_type,
                 e.error,
                 e.attempts,
+                replay_of=getattr(e, "replay_of", ""),
             )
-        elif name == LETTER_REPLAYED:
+        elif name == LETTER_CLAIMED:
+            row = self.letters.get(domain_event.originator_id)
+            if row is not None:
+                row.status = "replaying"
+        elif name in (LETTER_REPLAYED, LETTER_FAILED_AGAIN):
             row = self.letters.get(domain_event.originator_id)
             if row is not None:
                 row.status = "replayed"
                 row.replayed_at = domain_event.timestamp
+                row.failed_again_as = getattr(domain_event, "new_letter", "")

@@ -17,25 +17,32 @@ class CenterApplication(Application[UUID]):
     """Stores the processor log and dead letters. Its tables are ``center_events``,
     ``center_snapshots`` (eventsourcing names them after the application).
 
-    The processor log is snapshotted every ``snapshot_interval`` events, so loading it reads
-    one snapshot plus fewer than that many events, however long the history.
+    Snapshots are enabled but not taken by ``save``: the store writer takes one of the processor
+    log every ``snapshot_interval`` events, after the batch that crossed it has committed (a
+    snapshot that fails then cannot make a stored batch look failed). Loading the log reads one
+    snapshot plus a bounded tail, however long the history.
+
+    ``create_tables=False`` is for readers: they never create a table.
     """
 
     name = "center"
-    snapshotting_intervals = {ProcessorLog: 100}
+    is_snapshotting_enabled = True
 
-    def __init__(self, url: str, *, snapshot_interval: int = 100, cache_size: int = 1000) -> None:
+    def __init__(self, url: str, *, cache_size: int = 1000, create_tables: bool = True) -> None:
         env = {
             "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
             "SQLALCHEMY_URL": url,
-            "CREATE_TABLE": "y",
+            "CREATE_TABLE": "y" if create_tables else "n",
         }
         if cache_size:
             env["AGGREGATE_CACHE_MAXSIZE"] = str(cache_size)
         super().__init__(env=env)
-        # The library reads the interval from the instance; the class attribute only tells it
-        # that snapshots are wanted (so it builds the snapshot store).
-        self.__dict__["snapshotting_intervals"] = {ProcessorLog: snapshot_interval}
+
+    def create_tables(self) -> None:
+        """Create the events and snapshots tables if missing (writers only, at start)."""
+        self.recorder.create_table()  # type: ignore[attr-defined]
+        if self.snapshots is not None:
+            self.snapshots.recorder.create_table()  # type: ignore[attr-defined]
 
     def processor_log(self, name: str) -> ProcessorLog:
         """The processor log of center ``name``, created (unsaved) if it does not exist yet."""
@@ -44,6 +51,12 @@ class CenterApplication(Application[UUID]):
         except AggregateNotFoundError:
             return ProcessorLog(name)
         return log
+
+    def snapshot_processor_log(self, processor_log: ProcessorLog) -> None:
+        """Store a snapshot of ``processor_log`` as it is in memory (all its events stored)."""
+        assert self.snapshots is not None
+        snapshot_class = type(self).snapshot_class or ProcessorLog.Snapshot
+        self.snapshots.put([snapshot_class.take(processor_log)])
 
     def dead_letter(self, letter_id: UUID) -> DeadLetter:
         try:

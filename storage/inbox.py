@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import (
     BigInteger,
@@ -234,12 +235,12 @@ def load_orphans(session: Session, center: str, subscription: str, limit: int) -
 
 def purge(session: Session, center: str, before: float) -> tuple[int, int]:
     """Forget idempotency keys and decision causes older than ``before`` (epoch seconds)."""
-    keys = session.execute(
+    keys: Any = session.execute(
         delete(idempotency).where(
             idempotency.c.center == center, idempotency.c.accepted_at < before
         )
-    ).rowcount
-    old = session.execute(
+    )
+    old: Any = session.execute(
         delete(causes).where(causes.c.center == center, causes.c.recorded_at < before)
-    ).rowcount
-    return int(keys or 0), int(old or 0)
+    )
+    return int(keys.rowcount or 0), int(old.rowcount or 0)

@@ -1,173 +1,284 @@
-"""The decision writer: makes decisions durable off the event loop, many per transaction.
+"""The store writer: one thread commits everything the center writes, many commands per
+transaction (group commit), and the asyncio loop never waits on the database.
 
-eventsourcing is synchronous, and on PostgreSQL every save takes an exclusive table lock, so
-one save per decision would serialise the center on the database. Instead, callers hand
-commands to one writer thread through a queue; the thread applies every command waiting (up to
-``batch_max``) to the aggregates and saves them all with ONE ``app.save(...)``, then tells each
-caller its result. The asyncio loop never waits on the database, only on a future.
+Callers on the loop hand commands to the thread through a queue; the thread takes every command
+waiting (up to ``batch_max``), applies them all inside ONE transaction (inbox rows through
+SQLAlchemy Core, aggregate events through eventsourcing, which joins the same transaction), then
+tells each caller its result, once per batch and loop. So a dead letter is stored in the very
+transaction that settles its delivery, an admission's deliveries and its idempotency key commit
+together, and many concurrent publishes share one commit.
 
-The thread is the only writer of the processor log in this process, so it keeps that aggregate
-in memory instead of reloading it for every decision.
+Failures:
+
+- A store that cannot be reached (connection refused or cut, database locked) is *transient*:
+  the thread keeps the batch and retries it with exponential back-off and jitter until the
+  store answers; callers simply wait longer. ``available`` is False meanwhile. Nothing is
+  turned into an in-memory-only record.
+- Anything else fails the batch's commands one by one (each retried alone, so one bad command
+  does not fail the others) with :class:`RecordingFailed`.
+- A lost lease (another process became the active center) fails every command with
+  :class:`LeaseLost`; nothing more is written.
+
+Snapshots of the processor log are taken after a batch has committed, in their own
+transaction; a snapshot that fails is logged and never fails the batch (its events are stored).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import queue
+import random
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+import sqlalchemy.exc
+from eventsourcing import persistence as es_persistence
 from eventsourcing.domain import Aggregate
+from sqlalchemy import insert
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
 
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
+from eventcenter.domain.backoff import backoff_delay
 from eventcenter.domain.decisions import Decision, Transition
-from eventcenter.domain.errors import EventCenterError, ProcessorClosed, RecordingFailed
+from eventcenter.domain.errors import (
+    EventCenterError,
+    LeaseLost,
+    ProcessorClosed,
+    RecordingFailed,
+    StoreUnavailable,
+)
 from eventcenter.domain.event import Event
+from eventcenter.storage import inbox
 from eventcenter.storage.application import CenterApplication
 
-log = logging.getLogger("eventcenter.recording")
+log = logging.getLogger("eventcenter.storage")
 
-#: A command runs in the writer thread: it mutates aggregates and returns (result, touched).
-Apply = Callable[[], tuple[Any, list[Aggregate]]]
+_TRANSIENT = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    es_persistence.OperationalError,
+    es_persistence.InterfaceError,
+)
+
+
+def is_transient(error: BaseException) -> bool:
+    """True for failures that say "the store is not reachable now", not "this is wrong"."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, _TRANSIENT):
+            return True
+        if getattr(current, "connection_invalidated", False):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+@dataclass
+class Batch:
+    """What the commands of one transaction add up to (filled by ``Command.apply``)."""
+
+    center: str
+    known_idents: dict[str, str]
+    known_causes: set[str]
+    aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
+    delivery_rows: list[dict[str, Any]] = field(default_factory=list)
+    ident_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cause_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    settled: list[int] = field(default_factory=list)
+    attempts: dict[int, int] = field(default_factory=dict)
+    session: Session | None = None
+
+    def touch(self, aggregate: Aggregate) -> None:
+        self.aggregates[aggregate.id] = aggregate
+
+    def letter(self, writer: StoreWriter, letter_id: UUID) -> DeadLetter:
+        """The dead letter as this batch sees it (an earlier command may have changed it)."""
+        touched = self.aggregates.get(letter_id)
+        if isinstance(touched, DeadLetter):
+            return touched
+        return writer.app.dead_letter(letter_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """One accepted event: its deliveries (rows of ``center_deliveries``) and optional key."""
+
+    event_id: str
+    ident: str | None
+    rows: list[dict[str, Any]]
+
+
+class Command:
+    """One unit of work for the writer thread. ``apply`` runs inside the transaction."""
+
+    idents: Sequence[str] = ()
+    causes: Sequence[str] = ()
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> Any:
+        raise NotImplementedError
 
 
 @dataclass(slots=True)
-class _Command:
-    apply: Apply
-    done: Callable[[Any, BaseException | None], None]
+class _Pending:
+    command: Command
+    loop: asyncio.AbstractEventLoop | None
+    future: asyncio.Future[Any] | None
 
 
-class DecisionWriter:
-    """Implements the DecisionLog and DeadLetterStore ports on a :class:`CenterApplication`.
+class StoreWriter:
+    """Commits the center's writes off the loop; see the module docstring.
 
-    Use ``await record_transition(...)`` / ``record_decision`` / ``add`` / ``mark_replayed``
-    from the event loop. :meth:`close` saves what is queued and stops the thread.
+    Build it with no I/O; :meth:`open` (blocking, call it in a thread) creates the tables,
+    loads the processor log and starts the thread. ``fence`` is called with the transaction's
+    connection at the start of every write transaction (the lease's fencing check).
     """
 
-    def __init__(self, app: CenterApplication, center_name: str, batch_max: int = 500) -> None:
+    def __init__(
+        self,
+        app: CenterApplication,
+        center_name: str,
+        *,
+        batch_max: int = 500,
+        snapshot_interval: int = 100,
+        fence: Callable[[Connection], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+        backoff_base: float = 0.05,
+        backoff_max: float = 5.0,
+    ) -> None:
         self.app = app
+        self.center = center_name
         self.batch_max = batch_max
-        self._processor_log = app.processor_log(center_name)
-        self._log_stale = False  # a save failed: reload the log before the next command
-        self._center_name = center_name
-        self._queue: queue.SimpleQueue[_Command | None] = queue.SimpleQueue()
+        self.snapshot_interval = snapshot_interval
+        self._fence = fence
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._backoff = (backoff_base, backoff_max)
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._processor_log: ProcessorLog | None = None
+        self._log_stale = False
+        self._snapshot_version = 0
         self._closed = False
-        self.saves = 0  # transactions written (for benchmarks and metrics)
+        self._closing = threading.Event()
+        self._fenced: LeaseLost | None = None
+        self.available = True  # False while the store cannot be reached
+        self.outage_since: float | None = None
+        self.saves = 0  # transactions committed
         self.commands = 0
+        self.retries = 0  # batches retried after a transient failure
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the inbox tables, load the processor log, start the thread (blocking)."""
+        try:
+            with self._datastore.transaction(commit=True) as session:
+                inbox.create_tables(session.connection())
+            self._processor_log = self.app.processor_log(self.center)
+        except Exception as error:
+            raise StoreUnavailable(f"cannot open the store: {_short(error)}") from error
+        self._snapshot_version = self._processor_log.version
         self._thread = threading.Thread(target=self._run, name="eventcenter-writer", daemon=True)
         self._thread.start()
 
     @property
+    def _datastore(self) -> Any:
+        return self.app.recorder.datastore  # type: ignore[attr-defined]
+
+    @property
     def processor_state(self) -> str:
         """The state the processor log last recorded (the machine is rebuilt from it)."""
-        return self._processor_log.state
+        return self._current_log().state
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Commit what is queued, stop the thread. Later submissions raise ProcessorClosed.
+
+        While the store is unreachable the thread keeps retrying until ``timeout``; then what
+        is still queued fails with StoreUnavailable.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._closing.set()  # stop retrying: fail what is left
+            self._thread.join(5.0)
+            if self._thread.is_alive():
+                log.error("store writer did not finish within %.1fs", timeout)
 
     # ports (async) -----------------------------------------------------------------------------
 
     async def record_transition(self, transition: Transition) -> None:
-        await self._submit(self._transition_command(transition))
+        await self.submit(_RecordTransition(transition))
 
     async def record_decision(self, decision: Decision) -> None:
-        await self._submit(self._decision_command(decision))
+        await self.submit(_RecordDecision(decision))
 
     async def add(
         self, event: Event, subscription: str, error: BaseException, attempts: int
     ) -> UUID:
-        result: UUID = await self._submit(
-            self._dead_letter_command(event, subscription, error, attempts)
+        """The DeadLetterStore port: store a dead letter (no delivery row to settle)."""
+        result: UUID = await self.submit(
+            DeadLetterCommand(None, event.to_dict(), subscription, error, attempts, None)
         )
         return result
 
-    async def mark_replayed(self, letter_id: UUID, reason: str) -> None:
-        await self._submit(self._replayed_command(letter_id, reason))
-
-    def close(self, timeout: float = 30.0) -> None:
-        """Save what is queued, stop the thread. Later submissions raise ProcessorClosed."""
-        if self._closed:
-            return
-        self._closed = True
-        self._queue.put(None)
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            log.error("decision writer did not finish within %.1fs", timeout)
-
-    # commands ----------------------------------------------------------------------------------
-
-    def _current_log(self) -> ProcessorLog:
-        """The processor log, reloaded from the store after a failed save lost its events."""
-        if self._log_stale:
-            self._processor_log = self.app.processor_log(self._center_name)
-            self._log_stale = False
-        return self._processor_log
-
-    def _transition_command(self, transition: Transition) -> Apply:
-        def apply() -> tuple[None, list[Aggregate]]:
-            log = self._current_log()
-            log.transition(transition)
-            return None, [log]
-
-        return apply
-
-    def _decision_command(self, decision: Decision) -> Apply:
-        def apply() -> tuple[None, list[Aggregate]]:
-            log = self._current_log()
-            log.decide(decision)
-            return None, [log]
-
-        return apply
-
-    @staticmethod
-    def _dead_letter_command(
-        event: Event, subscription: str, error: BaseException, attempts: int
-    ) -> Apply:
-        envelope = event.to_dict()
-
-        def apply() -> tuple[UUID, list[Aggregate]]:
-            letter = DeadLetter(
-                envelope=envelope,
-                subscription=subscription,
-                error_type=type(error).__name__,
-                error=str(error) or repr(error),
-                attempts=attempts,
-            )
-            return letter.id, [letter]
-
-        return apply
-
-    def _replayed_command(self, letter_id: UUID, reason: str) -> Apply:
-        def apply() -> tuple[None, list[Aggregate]]:
-            letter = self.app.dead_letter(letter_id)
-            letter.replay(reason)
-            return None, [letter]
-
-        return apply
-
-    # plumbing ----------------------------------------------------------------------------------
-
-    async def _submit(self, apply: Apply) -> Any:
-        """Queue a command now (before any await, so order is kept) and wait for its save."""
-        if self._closed:
-            raise ProcessorClosed("the decision writer is closed")
+    async def submit(self, command: Command) -> Any:
+        """Queue ``command`` now (before any await, so order is kept) and wait for its commit."""
+        self._check_open()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-
-        def done(result: Any, error: BaseException | None) -> None:
-            loop.call_soon_threadsafe(_settle, future, result, error)
-
-        self._queue.put(_Command(apply, done))
+        self._queue.put(_Pending(command, loop, future))
         return await future
+
+    def post(self, command: Command) -> None:
+        """Queue ``command`` without waiting for it (failures are logged by the thread)."""
+        self._check_open()
+        self._queue.put(_Pending(command, None, None))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ProcessorClosed("the store writer is closed")
+        if self._fenced is not None:
+            raise self._fenced
+
+    def run_sync(self, command: Command) -> Any:
+        """Run one command in its own transaction from the calling thread (tools, start-up)."""
+        outcomes = self._attempt([_Pending(command, None, None)])
+        _, result, error = outcomes[0]
+        if error is not None:
+            raise error
+        return result
+
+    # the thread --------------------------------------------------------------------------------
+
+    def _current_log(self) -> ProcessorLog:
+        if self._processor_log is None or self._log_stale:
+            self._processor_log = self.app.processor_log(self.center)
+            self._log_stale = False
+        return self._processor_log
 
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            batch: list[_Command] = []
+            batch: list[_Pending] = []
             item = self._queue.get()
             while True:
-                if item is None:  # close() was called: finish this batch, then stop
+                if item is None:
                     stopping = True
                     break
                 batch.append(item)
@@ -178,48 +289,351 @@ class DecisionWriter:
                 except queue.Empty:
                     break
             if batch:
-                self._write(batch)
+                self._deliver(self._write(batch))
 
-    def _write(self, batch: list[_Command]) -> None:
-        outcomes: list[tuple[_Command, Any, BaseException | None]] = []
-        touched: dict[UUID, Aggregate] = {}
-        for command in batch:
+    def _write(self, batch: list[_Pending]) -> list[tuple[_Pending, Any, BaseException | None]]:
+        attempt = 0
+        while True:
             try:
-                result, aggregates = command.apply()
-            except EventCenterError as error:
-                outcomes.append((command, None, error))
-                continue
+                outcomes = self._attempt(batch)
+            except LeaseLost as lost:
+                self._fenced = lost
+                log.error("%s; nothing more is written by this process", lost)
+                return [(p, None, lost) for p in batch]
             except Exception as error:
-                outcomes.append((command, None, RecordingFailed(f"could not apply: {error!r}")))
+                if is_transient(error):
+                    attempt += 1
+                    if self._closing.is_set():
+                        failure = StoreUnavailable(f"store unavailable: {_short(error)}")
+                        return [(p, None, failure) for p in batch]
+                    self._outage(error, attempt)
+                    continue
+                if len(batch) > 1:  # find the command at fault: each alone
+                    return [out for pending in batch for out in self._write([pending])]
+                refused = RecordingFailed(f"the store refused the write: {_short(error)}")
+                refused.__cause__ = error
+                log.error("%s", refused)
+                return [(batch[0], None, refused)]
+            if not self.available:
+                log.warning(
+                    "store reachable again after %.1fs", time.monotonic() - (self.outage_since or 0)
+                )
+                self.available = True
+                self.outage_since = None
+            return outcomes
+
+    def _outage(self, error: BaseException, attempt: int) -> None:
+        if self.available:
+            self.available = False
+            self.outage_since = time.monotonic()
+            log.error("store unavailable, retrying with back-off: %s", _short(error))
+        self.retries += 1
+        delay = backoff_delay(attempt, *self._backoff, self._rng.random())
+        self._closing.wait(max(delay, 0.01))
+
+    def _attempt(self, batch: list[_Pending]) -> list[tuple[_Pending, Any, BaseException | None]]:
+        """Apply and commit ``batch`` in one transaction; raise if the transaction failed."""
+        commands = [p.command for p in batch]
+        idents = [i for c in commands for i in c.idents]
+        causes = [k for c in commands for k in c.causes]
+        state = Batch(self.center, {}, set())
+        outcomes: list[tuple[_Pending, Any, BaseException | None]] = []
+        try:
+            with self._datastore.transaction(commit=True) as session:
+                state.session = session
+                if self._fence is not None:
+                    self._fence(session.connection())
+                if idents:
+                    state.known_idents = inbox.known_identities(session, self.center, idents)
+                if causes:
+                    state.known_causes = inbox.known_causes(session, self.center, causes)
+                for pending in batch:
+                    try:
+                        result = pending.command.apply(self, state)
+                    except EventCenterError as error:
+                        outcomes.append((pending, None, error))
+                    else:
+                        outcomes.append((pending, result, None))
+                self._flush(session, state)
+        except BaseException:
+            self._forget(state)
+            raise
+        self.saves += 1
+        self.commands += len(batch)
+        self._snapshot(state)
+        return outcomes
+
+    def _flush(self, session: Session, state: Batch) -> None:
+        if state.delivery_rows:
+            session.execute(insert(inbox.deliveries), state.delivery_rows)
+        if state.ident_rows:
+            session.execute(insert(inbox.idempotency), list(state.ident_rows.values()))
+        if state.cause_rows:
+            session.execute(insert(inbox.causes), list(state.cause_rows.values()))
+        if state.settled:
+            inbox.delete_deliveries(session, self.center, state.settled)
+        if state.attempts:
+            inbox.set_attempts(session, self.center, state.attempts)
+        if state.aggregates:
+            self.app.save(*state.aggregates.values())
+
+    def _forget(self, state: Batch) -> None:
+        """A transaction failed: aggregates touched by it hold events that were not stored."""
+        self._log_stale = True
+        cache = self.app.repository.cache
+        if cache is not None:
+            for aggregate_id in state.aggregates:
+                with contextlib.suppress(KeyError):
+                    cache.get(aggregate_id, evict=True)
+
+    def _snapshot(self, state: Batch) -> None:
+        processor_log = self._processor_log
+        if processor_log is None or processor_log.id not in state.aggregates:
+            return
+        if processor_log.version - self._snapshot_version < self.snapshot_interval:
+            return
+        try:
+            self.app.snapshot_processor_log(processor_log)
+        except Exception as error:  # the batch is stored; a later snapshot will do
+            log.warning("snapshot of the processor log failed (events are stored): %r", error)
+        else:
+            self._snapshot_version = processor_log.version
+
+    def _deliver(self, outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
+        for pending, result, error in outcomes:
+            if pending.future is None or pending.loop is None:
+                if error is not None:
+                    log.error("a queued write failed: %s", error)
                 continue
-            for aggregate in aggregates:
-                touched[aggregate.id] = aggregate
-            outcomes.append((command, result, None))
-        if touched:
+            by_loop.setdefault(pending.loop, []).append((pending.future, result, error))
+        for loop, settled in by_loop.items():
             try:
-                self.app.save(*touched.values())
-            except Exception as save_error:
-                log.error("saving %d decisions failed: %r", len(outcomes), save_error)
-                failure = RecordingFailed(f"the event store refused the batch: {save_error!r}")
-                failure.__cause__ = save_error
-                outcomes = [(c, None, e or failure) for c, _, e in outcomes]
-                # Pending events were lost with the failed save: reload what is stored (lazily,
-                # so a store that is down fails the next command instead of this thread).
-                self._log_stale = True
-            else:
-                self.saves += 1
-        self.commands += len(outcomes)
-        for command, result, problem in outcomes:
-            try:
-                command.done(result, problem)
-            except RuntimeError as error:  # the caller's event loop is closed: nobody waits
-                log.warning("result of a decision could not be delivered: %r", error)
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError as error:  # the caller's loop is closed: nobody waits
+                log.warning("results of %d writes could not be delivered: %r", len(settled), error)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled meanwhile; the decision is saved regardless
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
+def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in settled:
+        if future.done():  # the caller was cancelled meanwhile; the write happened regardless
+            continue
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error)
+
+
+def _short(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+# commands ----------------------------------------------------------------------------------------
+
+
+class _RecordTransition(Command):
+    def __init__(self, transition: Transition) -> None:
+        self.transition = transition
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        processor_log = writer._current_log()
+        processor_log.transition(self.transition)
+        batch.touch(processor_log)
+
+
+class _RecordDecision(Command):
+    def __init__(self, decision: Decision) -> None:
+        self.decision = decision
+        self.causes = (decision.cause,) if decision.cause else ()
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> bool:
+        cause = self.decision.cause
+        if cause:
+            if cause in batch.known_causes or cause in batch.cause_rows:
+                return False  # recorded before for the same cause: once is enough
+            batch.cause_rows[cause] = {
+                "center": batch.center,
+                "cause": cause,
+                "recorded_at": writer._clock(),
+            }
+        processor_log = writer._current_log()
+        processor_log.decide(self.decision)
+        batch.touch(processor_log)
+        return True
+
+
+class AdmitCommand(Command):
+    """Store accepted events' deliveries; a known idempotency key admits nothing again.
+
+    The result lists, per admission, None when it was stored, or the id of the event that
+    was admitted earlier under the same key.
+    """
+
+    def __init__(self, admissions: Sequence[Admission]) -> None:
+        self.admissions = admissions
+        self.idents = [a.ident for a in admissions if a.ident is not None]
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> list[str | None]:
+        results: list[str | None] = []
+        for admission in self.admissions:
+            ident = admission.ident
+            if ident is not None:
+                earlier = batch.known_idents.get(ident)
+                if earlier is None and ident in batch.ident_rows:
+                    earlier = batch.ident_rows[ident]["event_id"]
+                if earlier is not None:
+                    results.append(earlier)
+                    continue
+                batch.ident_rows[ident] = {
+                    "center": batch.center,
+                    "ident": ident,
+                    "event_id": admission.event_id,
+                    "accepted_at": writer._clock(),
+                }
+            batch.delivery_rows.extend(admission.rows)
+            results.append(None)
+        return results
+
+
+class SettleCommand(Command):
+    """A delivery was handled: forget it (and end the replay it was part of, if any)."""
+
+    def __init__(self, seq: int, replay_of: str | None = None) -> None:
+        self.seq = seq
+        self.replay_of = replay_of
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        batch.settled.append(self.seq)
+        if self.replay_of:
+            letter = batch.letter(writer, UUID(self.replay_of))
+            if letter.status != DeadLetter.REPLAYED:
+                letter.replay("handled when replayed")
+                batch.touch(letter)
+
+
+class FlushCommand(Command):
+    """Nothing to write: its commit means everything queued before it is committed."""
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        return None
+
+
+class AttemptsCommand(Command):
+    """Remember how many handler attempts a delivery has failed (survives a restart)."""
+
+    def __init__(self, seq: int, attempts: int) -> None:
+        self.seq = seq
+        self.attempts = attempts
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        batch.attempts[self.seq] = self.attempts
+
+
+class DeadLetterCommand(Command):
+    """Store a dead letter and settle its delivery in the same transaction."""
+
+    def __init__(
+        self,
+        seq: int | None,
+        envelope: dict[str, Any],
+        subscription: str,
+        error: BaseException | str,
+        attempts: int,
+        replay_of: str | None,
+        error_type: str | None = None,
+    ) -> None:
+        self.seq = seq
+        self.envelope = envelope
+        self.subscription = subscription
+        self.error_type = error_type or type(error).__name__
+        self.error = str(error) or repr(error)
+        self.attempts = attempts
+        self.replay_of = replay_of
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> UUID:
+        letter = DeadLetter(
+            envelope=self.envelope,
+            subscription=self.subscription,
+            error_type=self.error_type,
+            error=self.error,
+            attempts=self.attempts,
+            replay_of=self.replay_of or "",
+        )
+        batch.touch(letter)
+        if self.seq is not None:
+            batch.settled.append(self.seq)
+        if self.replay_of:
+            old = batch.letter(writer, UUID(self.replay_of))
+            if old.status != DeadLetter.REPLAYED:
+                old.failed_again(str(letter.id))
+                batch.touch(old)
+        return letter.id
+
+
+class ClaimReplayCommand(Command):
+    """Claim a pending dead letter and admit its redelivery, in one transaction."""
+
+    def __init__(self, letter_id: UUID, reason: str, make_row: Callable[[DeadLetter], Any]) -> None:
+        self.letter_id = letter_id
+        self.reason = reason
+        self.make_row = make_row
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> Any:
+        letter = batch.letter(writer, self.letter_id)
+        letter.claim(self.reason)  # raises ReplayRefused unless pending
+        row, result = self.make_row(letter)
+        batch.delivery_rows.append(row)
+        batch.touch(letter)
+        return result
+
+
+class LoadCommand(Command):
+    """Read back a subscription's backlog (one priority, after a seq)."""
+
+    def __init__(self, subscription: str, priority: int, after: int, limit: int) -> None:
+        self.args = (subscription, priority, after, limit)
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> list[inbox.DeliveryRow]:
+        assert batch.session is not None
+        return inbox.load_backlog(batch.session, batch.center, *self.args)
+
+
+class PurgeCommand(Command):
+    """Forget idempotency keys and decision causes older than the retention."""
+
+    def __init__(self, before: float) -> None:
+        self.before = before
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> tuple[int, int]:
+        assert batch.session is not None
+        return inbox.purge(batch.session, batch.center, self.before)
+
+
+class SummaryCommand(Command):
+    def apply(self, writer: StoreWriter, batch: Batch) -> tuple[list[inbox.BacklogSummary], int]:
+        assert batch.session is not None
+        return inbox.summarize(batch.session, batch.center)
+
+
+class OrphansCommand(Command):
+    """Dead-letter up to ``limit`` deliveries of a subscription that is no longer registered."""
+
+    def __init__(self, subscription: str, limit: int) -> None:
+        self.subscription = subscription
+        self.limit = limit
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> int:
+        assert batch.session is not None
+        rows = inbox.load_orphans(batch.session, batch.center, self.subscription, self.limit)
+        for row in rows:
+            DeadLetterCommand(
+                row.seq,
+                json.loads(row.envelope),
+                row.subscription,
+                f"no subscription named '{row.subscription}' is registered any more",
+                row.attempts,
+                row.replay_of,
+                error_type="SubscriptionError",
+            ).apply(writer, batch)
+        return len(rows)

@@ -279,7 +279,7 @@ async def test_a_publish_waits_for_space_when_publish_timeout_allows(build: Buil
 # --- shutdown ------------------------------------------------------------------------------------
 
 
-async def test_stop_dead_letters_running_parked_and_queued_deliveries_as_interrupted(
+async def test_stop_dead_letters_what_never_ran_and_reports_what_was_running(
     build: Build,
 ) -> None:
     rig = await build(workers=2)
@@ -299,8 +299,12 @@ async def test_stop_dead_letters_running_parked_and_queued_deliveries_as_interru
 
     report = await rig.processor.stop(timeout=0)
 
-    expected = {running_1, parked, running_2, waiting}
+    # What never started is dead-lettered; what was running is cancelled and reported, never
+    # dead-lettered as if it had not run.
+    expected = {parked, waiting}
     assert set(report.dead_lettered) == expected
+    assert set(report.interrupted) == {running_1, running_2}
+    assert report.abandoned == []
     assert report.handled_while_stopping == 0
     assert not report.clean
     assert rig.processor.status == "stopped"

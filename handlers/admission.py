@@ -1,0 +1,234 @@
+"""Admission: from a validated event to its deliveries, durable before ``publish`` returns.
+
+For each event: the dedupe window drops an id seen recently; routing picks the subscriptions
+whose patterns match and that want it (priority floor, filters); then there is room or not:
+
+- without a store, at most ``max_queued`` deliveries are admitted and not ended; ``publish``
+  waits up to ``publish_timeout`` for room, then raises Backpressure;
+- with a store, each subscription may have at most ``max_backlog`` deliveries not ended (in
+  memory and in the store); past that ``publish`` waits, then raises Backpressure naming the
+  lagging subscription. The deliveries are committed to the store (many publishes share one
+  commit) before ``publish`` returns; an idempotency key already admitted returns the first
+  event's id and admits nothing again.
+
+A batch is all or nothing: if one event cannot be admitted, none is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+
+from eventcenter.domain.errors import Backpressure, InvalidEvent, PermanentFailure
+from eventcenter.domain.event import Event
+from eventcenter.domain.ports import AdmissionRecord, DeliveryStore, Target
+from eventcenter.handlers.books import Books
+from eventcenter.handlers.config import ProcessorSettings
+from eventcenter.handlers.dedupe import DedupeWindow
+from eventcenter.handlers.delivery import Delivery
+from eventcenter.handlers.metrics import Counts, ProcessorMetrics
+from eventcenter.handlers.subscriptions import Subscription, Subscriptions
+
+#: An event to admit: the event, its counters, its deliveries and its idempotency identity.
+_Planned = tuple[Event, Counts, list[Delivery], str | None]
+
+
+class Admitter:
+    """Turns events into deliveries; see the module docstring."""
+
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        *,
+        subscriptions: Subscriptions,
+        metrics: ProcessorMetrics,
+        books: Books,
+        clock: Callable[[], float],
+        store: DeliveryStore | None,
+        place: Callable[[Delivery], None],
+        ensure_running: Callable[[], None],
+    ) -> None:
+        self.settings = settings
+        self._subscriptions = subscriptions
+        self._metrics = metrics
+        self._books = books
+        self._clock = clock
+        self._store = store
+        self._place = place
+        self._ensure_running = ensure_running
+        self._dedupe = DedupeWindow(settings.dedupe_window, settings.dedupe_max_ids)
+        self.next_seq = 1
+
+    def identity(self, event: Event, key: str | None) -> str | None:
+        if key is None:
+            return None
+        limit = self.settings.max_key_length
+        if not isinstance(key, str) or not 0 < len(key) <= limit or "\n" in key:
+            raise InvalidEvent("key", f"must be 1 to {limit} characters without a newline")
+        return f"{event.tenant}\n{event.source}\n{key}"
+
+    async def admit(
+        self, events: Sequence[Event], keys: Sequence[str | None] | None = None
+    ) -> list[str]:
+        """Admit ``events`` (all or none); returns their ids (or the first ids of their keys)."""
+        self._ensure_running()
+        idents = [
+            self.identity(event, key)
+            for event, key in zip(events, keys or [None] * len(events), strict=True)
+        ]
+        routes = [self._subscriptions.route(event.type) for event in events]
+        if self._store is None:
+            await self._wait_for_room(sum(len(targets) for targets in routes))
+        else:
+            await self._wait_for_backlog(routes)
+        # From here to the commit there is no await: the room just found is still there.
+        now = self._clock()
+        planned: list[_Planned] = []
+        for event, targets, ident in zip(events, routes, idents, strict=True):
+            counts = self._metrics.counts(event.type, event.tenant, event.priority)
+            if ident is None and self._dedupe.is_duplicate(event.id, now):
+                counts.duplicates += 1
+                continue
+            planned.append((event, counts, self._deliveries(event, targets, counts, now), ident))
+        ids = [str(event.id) for event in events]
+        if self._store is None:
+            for event, counts, deliveries, _ in planned:
+                self._accepted(event, counts, deliveries)
+            return ids
+        return await self._commit(planned, ids)
+
+    def _deliveries(
+        self, event: Event, targets: tuple[Subscription, ...], counts: Counts, now: float
+    ) -> list[Delivery]:
+        deliveries = []
+        for sub in targets:
+            if sub.closed:
+                continue
+            try:
+                if not sub.wants(event):
+                    continue
+            except Exception as error:
+                # A filter that raises must not lose the event or break the batch: the
+                # delivery is admitted marked failed and dead-lettered by a worker.
+                failed = PermanentFailure(f"a filter of '{sub.name}' raised {error!r}")
+                deliveries.append(Delivery(event, sub, now, counts, failed))
+            else:
+                deliveries.append(Delivery(event, sub, now, counts))
+        return deliveries
+
+    def _accepted(self, event: Event, counts: Counts, deliveries: list[Delivery]) -> None:
+        counts.published += 1
+        if not deliveries:
+            counts.unrouted += 1
+            return
+        self._books.add(len(deliveries))
+        for delivery in deliveries:
+            counts.delivered += 1
+            self._place(delivery)
+
+    async def _commit(self, planned: list[_Planned], ids: list[str]) -> list[str]:
+        assert self._store is not None
+        records = []
+        for event, _, deliveries, ident in planned:
+            for delivery in deliveries:
+                delivery.seq = self.next_seq
+                self.next_seq += 1
+            records.append(
+                AdmissionRecord(
+                    event=event,
+                    envelope=event.model_dump_json(),
+                    targets=tuple(
+                        Target(
+                            d.seq or 0,
+                            d.subscription.name,
+                            str(d.failure) if d.failure is not None else None,
+                        )
+                        for d in deliveries
+                    ),
+                    ident=ident,
+                )
+            )
+        # Reserve the backlog now, so concurrent publishes see it while this one commits.
+        reserved = [d for _, _, deliveries, _ in planned for d in deliveries]
+        self._books.add(len(reserved))
+        try:
+            earlier = await self._store.admit(records)
+        except BaseException:
+            for _ in reserved:
+                self._books.end()
+            for event, *_ in planned:
+                self._dedupe.forget(event.id)
+            raise
+        first: dict[str, str] = {}
+        for (event, counts, deliveries, _), known in zip(planned, earlier, strict=True):
+            if known is not None:  # the key was admitted before: nothing new was stored
+                counts.duplicates += 1
+                first[str(event.id)] = known
+                for _ in deliveries:
+                    self._books.end()
+                continue
+            counts.published += 1
+            if not deliveries:
+                counts.unrouted += 1
+            for delivery in deliveries:
+                counts.delivered += 1
+                self._place(delivery)
+        return [first.get(event_id, event_id) for event_id in ids]
+
+    async def _wait_for_room(self, needed: int) -> None:
+        limit = self.settings.max_queued
+        if needed > limit:
+            raise Backpressure(f"{needed} deliveries exceed the whole queue ({limit}, max_queued)")
+        books = self._books
+        await self._wait(
+            lambda: books.pending + needed <= limit,
+            lambda: f"queue full ({books.pending}/{limit} deliveries)",
+        )
+
+    async def _wait_for_backlog(self, routes: list[tuple[Subscription, ...]]) -> None:
+        needed: dict[Subscription, int] = {}
+        for targets in routes:
+            for sub in targets:
+                needed[sub] = needed.get(sub, 0) + 1
+        limit = self.settings.max_backlog
+
+        def lagging() -> Subscription | None:
+            for sub, n in needed.items():
+                if sub.backlog + n > limit:
+                    return sub
+            return None
+
+        for sub, n in needed.items():
+            if n > limit:
+                raise Backpressure(
+                    f"{n} deliveries for '{sub.name}' exceed its whole backlog ({limit})"
+                )
+
+        def why() -> str:
+            sub = lagging()
+            name = sub.name if sub else "?"
+            backlog = sub.backlog if sub else 0
+            return (
+                f"subscription '{name}' is lagging: {backlog} deliveries not ended"
+                f" (max_backlog {limit})"
+            )
+
+        await self._wait(lambda: lagging() is None, why)
+
+    async def _wait(self, room: Callable[[], bool], why: Callable[[], str]) -> None:
+        if room():
+            return
+        timeout = self.settings.publish_timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        space = self._books.space
+        while not room():
+            self._ensure_running()
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise Backpressure(f"{why()} for {timeout}s; the event was not accepted")
+            space.clear()
+            try:
+                await asyncio.wait_for(space.wait(), remaining)
+            except TimeoutError:
+                continue

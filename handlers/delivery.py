@@ -1,0 +1,361 @@
+"""Running deliveries: worker tasks take deliveries from the scheduler and run their handlers.
+
+- A subscription runs at most ``max_in_flight`` deliveries at once; further ones are parked on
+  it, so a slow handler holds a few workers and the others keep serving everyone else.
+- Each attempt runs under the subscription's timeout; a timed-out attempt is a failure
+  (:class:`HandlerTimeout`).
+- Each attempt gets its own copy of the payload and metadata: a handler that mutates them
+  changes nothing for other subscribers, later retries or the stored dead letter.
+- A failure is retried with exponential back-off and full jitter up to ``max_attempts``
+  handler failures; then (or at once for PermanentFailure) the delivery is dead-lettered. A
+  failure of the store (RecordingFailed, StoreUnavailable) is not the handler's: it is retried
+  without counting an attempt.
+- With a durable store, the end of each delivery (handled or dead-lettered) is queued to the
+  store; a crash before that commit means the delivery runs again after the restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import random
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from eventcenter.domain.backoff import backoff_delay
+from eventcenter.domain.errors import (
+    HandlerTimeout,
+    PermanentFailure,
+    RecordingFailed,
+    StoreUnavailable,
+)
+from eventcenter.domain.event import Event
+from eventcenter.domain.ports import DeadLetterStore, DeliveryStore
+from eventcenter.handlers.config import ProcessorSettings
+from eventcenter.handlers.context import CauseScope, Context, current_scope
+from eventcenter.handlers.metrics import Counts, ProcessorMetrics
+from eventcenter.handlers.scheduling import PriorityScheduler
+from eventcenter.handlers.subscriptions import Subscription
+
+log = logging.getLogger("eventcenter.processor")
+
+_STORE_FAILURES = (RecordingFailed, StoreUnavailable)
+
+
+class Delivery:
+    """One event on its way to one subscription."""
+
+    __slots__ = (
+        "attempt",
+        "counts",
+        "event",
+        "failure",
+        "published_at",
+        "replay_of",
+        "seq",
+        "subscription",
+    )
+
+    def __init__(
+        self,
+        event: Event,
+        subscription: Subscription,
+        published_at: float,
+        counts: Counts,
+        failure: PermanentFailure | None = None,
+        seq: int | None = None,
+        replay_of: str | None = None,
+        attempt: int = 1,
+    ) -> None:
+        self.event = event
+        self.subscription = subscription
+        self.published_at = published_at
+        self.counts = counts
+        self.attempt = attempt
+        self.failure = failure
+        self.seq = seq  # its row in the durable store (None without a store)
+        self.replay_of = replay_of  # the dead letter this delivery replays
+
+
+def isolated(event: Event) -> Event:
+    """``event`` with its own copy of payload and metadata (what one handler attempt gets)."""
+    if not event.payload and not event.metadata:
+        return event
+    return event.model_copy(
+        update={
+            "payload": copy.deepcopy(event.payload),
+            "metadata": copy.deepcopy(event.metadata),
+        }
+    )
+
+
+class Deliverer:
+    """The workers and their ready-queue; every admitted delivery ends in :meth:`finish`.
+
+    ``on_end`` is told when a delivery leaves memory (handled, dead-lettered, discarded), so
+    the owner can account for it and refill from the store.
+    """
+
+    def __init__(
+        self,
+        settings: ProcessorSettings,
+        *,
+        metrics: ProcessorMetrics,
+        context: Context,
+        clock: Callable[[], float],
+        rng: random.Random,
+        store: DeliveryStore | None,
+        dead_letters: DeadLetterStore,
+        on_end: Callable[[Delivery], None],
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.context = context
+        self._clock = clock
+        self._rng = rng
+        self.store = store
+        self._dead_letters = dead_letters
+        self._on_end = on_end
+        self.scheduler: PriorityScheduler[Delivery] = PriorityScheduler(settings.max_wait())
+        self.running: dict[Delivery, asyncio.Task[Any] | None] = {}
+        self.retrying: dict[Delivery, asyncio.TimerHandle] = {}
+        self.unrecorded: list[tuple[Delivery, BaseException]] = []
+        self.workers: list[asyncio.Task[None]] = []
+        self._idle_workers: deque[asyncio.Future[None]] = deque()
+        self.accepting = True  # False once stop() ends the workers' intake
+        self.retrying_allowed = True  # False once stop() began
+        self.quiet = asyncio.Event()  # set when no handler runs (stop() waits on it)
+
+    # queue -------------------------------------------------------------------------------------
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.workers = [
+            loop.create_task(self._work(), name=f"eventcenter-worker-{i}")
+            for i in range(self.settings.workers)
+        ]
+
+    def push(self, delivery: Delivery) -> None:
+        event = delivery.event
+        self.scheduler.push(delivery, event.priority, event.tenant, delivery.published_at)
+        self.wake_worker()
+
+    def push_front(self, delivery: Delivery) -> None:
+        event = delivery.event
+        self.scheduler.push_front(delivery, event.priority, event.tenant, delivery.published_at)
+        self.wake_worker()
+
+    def wake_worker(self) -> None:
+        idle = self._idle_workers
+        while idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    # workers -----------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        scheduler = self.scheduler
+        clock = self._clock
+        idle = self._idle_workers
+        loop = asyncio.get_running_loop()
+        while True:
+            if not scheduler or not self.accepting:
+                waiter: asyncio.Future[None] = loop.create_future()
+                idle.append(waiter)
+                await waiter
+                continue  # another worker may have taken the item meanwhile
+            delivery: Delivery | None = scheduler.pop(clock())
+            while delivery is not None:
+                sub = delivery.subscription
+                if sub.closed:
+                    self.discard(delivery)
+                    break
+                if not sub.can_run():
+                    sub.parked.append(delivery)
+                    break
+                await self._run(delivery)
+                if not self.accepting:
+                    break
+                delivery = sub.parked.popleft() if sub.parked and sub.can_run() else None
+
+    async def _run(self, delivery: Delivery) -> None:
+        if delivery.failure is not None:
+            await self._give_up(delivery, delivery.failure)
+            return
+        sub = delivery.subscription
+        clock = self._clock
+        started = clock()
+        if delivery.attempt == 1:
+            self.metrics.dispatch.add(started - delivery.published_at)
+        sub.in_flight += 1
+        self.running[delivery] = asyncio.current_task()
+        token = None
+        if self.store is not None:
+            scope = CauseScope(str(delivery.event.id), sub.name)
+            token = current_scope.set(scope)
+        try:
+            if sub.timeout is None:
+                await sub.handler(isolated(delivery.event), self.context)
+            else:
+                try:
+                    async with asyncio.timeout(sub.timeout):
+                        await sub.handler(isolated(delivery.event), self.context)
+                except TimeoutError as timed_out:
+                    raise HandlerTimeout(
+                        f"handler '{sub.name}' ran longer than {sub.timeout:g}s"
+                    ) from timed_out
+        except Exception as error:
+            self._left(delivery, started)
+            await self._failed(delivery, error)
+            return
+        finally:
+            if token is not None:
+                current_scope.reset(token)
+        self._left(delivery, started)
+        delivery.counts.handled += 1
+        if self.store is not None and delivery.seq is not None:
+            self.store.settle(delivery.seq, delivery.replay_of)
+        self.finish(delivery)
+
+    def _left(self, delivery: Delivery, started: float) -> None:
+        sub = delivery.subscription
+        running = self.running
+        running.pop(delivery, None)
+        if not running:
+            self.quiet.set()
+        sub.in_flight -= 1
+        self.metrics.handler(sub.name).add(self._clock() - started)
+
+    # failures ----------------------------------------------------------------------------------
+
+    async def _failed(self, delivery: Delivery, error: Exception) -> None:
+        store_failure = isinstance(error, _STORE_FAILURES) or (
+            isinstance(error, HandlerTimeout)
+            and self.store is not None
+            and not self.store.available
+        )
+        if not store_failure:
+            delivery.counts.failed += 1
+        retryable = not isinstance(error, PermanentFailure)
+        if retryable and (store_failure or delivery.attempt < self.settings.max_attempts):
+            if not self.retrying_allowed and self.store is not None:
+                # Stopping with a store: the delivery stays there and runs after a restart.
+                if not store_failure and delivery.seq is not None:
+                    self.store.record_attempts(delivery.seq, delivery.attempt)
+                self.finish(delivery)
+                return
+            if self.retrying_allowed:
+                self._retry_later(delivery, error, store_failure)
+                return
+        await self._give_up(delivery, error)
+
+    def _retry_later(self, delivery: Delivery, error: Exception, store_failure: bool) -> None:
+        event = delivery.event
+        delivery.counts.retried += 1
+        attempt = delivery.attempt
+        delay = backoff_delay(
+            attempt, self.settings.backoff_base, self.settings.backoff_max, self._rng.random()
+        )
+        if not store_failure:
+            delivery.attempt += 1
+            if self.store is not None and delivery.seq is not None:
+                self.store.record_attempts(delivery.seq, attempt)
+        log.warning(
+            "handler %s failed on %s %s (attempt %d%s), retrying in %.3fs: %r",
+            delivery.subscription.name,
+            event.type,
+            event.id,
+            attempt,
+            ", the store's failure: not counted" if store_failure else "",
+            delay,
+            error,
+            extra=log_fields(event),
+        )
+        loop = asyncio.get_running_loop()
+        self.retrying[delivery] = loop.call_later(delay, self.requeue, delivery)
+
+    def requeue(self, delivery: Delivery) -> None:
+        self.retrying.pop(delivery, None)
+        event = delivery.event
+        self.scheduler.push(delivery, event.priority, event.tenant, self._clock())
+        self.wake_worker()
+
+    async def _give_up(self, delivery: Delivery, error: BaseException) -> None:
+        """Dead-letter ``delivery``: durably with its settlement, or through the port."""
+        event = delivery.event
+        delivery.counts.dead_lettered += 1
+        log.warning(
+            "dead-lettering %s %s for %s after %d attempt(s): %r",
+            event.type,
+            event.id,
+            delivery.subscription.name,
+            delivery.attempt,
+            error,
+            extra=log_fields(event),
+        )
+        if self.store is not None and delivery.seq is not None:
+            self.store.dead_letter(
+                delivery.seq,
+                event.to_dict(),
+                delivery.subscription.name,
+                error,
+                delivery.attempt,
+                delivery.replay_of,
+            )
+            self.finish(delivery)
+            return
+        try:
+            await self._dead_letters.add(event, delivery.subscription.name, error, delivery.attempt)
+        except asyncio.CancelledError:
+            self.unrecorded.append((delivery, error))
+            raise
+        except Exception as store_error:  # kept in memory and reported, never dropped
+            self.unrecorded.append((delivery, error))
+            log.error(
+                "could not record dead letter of %s for %s (%r); event kept in memory: %s",
+                event.id,
+                delivery.subscription.name,
+                store_error,
+                event.model_dump_json(),
+                extra=log_fields(event),
+            )
+        finally:
+            self.finish(delivery)
+
+    def discard(self, delivery: Delivery) -> None:
+        """Its subscription was removed: with a store the delivery is dead-lettered."""
+        if self.store is not None and delivery.seq is not None:
+            delivery.counts.dead_lettered += 1
+            self.store.dead_letter(
+                delivery.seq,
+                delivery.event.to_dict(),
+                delivery.subscription.name,
+                PermanentFailure(f"subscription '{delivery.subscription.name}' was removed"),
+                delivery.attempt,
+                delivery.replay_of,
+            )
+            self.finish(delivery)
+            return
+        delivery.counts.discarded += 1
+        log.info(
+            "discarded %s %s: subscription %s was removed",
+            delivery.event.type,
+            delivery.event.id,
+            delivery.subscription.name,
+        )
+        self.finish(delivery)
+
+    def finish(self, delivery: Delivery) -> None:
+        self._on_end(delivery)
+
+
+def log_fields(event: Event) -> dict[str, Any]:
+    return {
+        "event_id": str(event.id),
+        "event_type": event.type,
+        "tenant": event.tenant,
+        "correlation_id": event.correlation_id,
+    }

@@ -1,0 +1,170 @@
+"""Subscriptions: who listens to what, and the bookkeeping of each one's deliveries."""
+
+from __future__ import annotations
+
+import inspect
+from collections import OrderedDict, deque
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from eventcenter.domain.errors import SubscriptionError
+from eventcenter.domain.event import Event
+from eventcenter.domain.priority import Priority
+from eventcenter.handlers.base import EventFilter, HandlerFunc
+from eventcenter.handlers.patterns import Pattern
+
+if TYPE_CHECKING:
+    from eventcenter.handlers.delivery import Delivery
+
+_PRIORITIES = len(Priority)
+
+
+class Subscription:
+    """A handler with what it listens to and its delivery bookkeeping (one object per name).
+
+    ``buffered`` counts this subscription's deliveries held in memory (queued, parked, running
+    or waiting for a retry). With a durable store, deliveries beyond ``memory_window`` stay in
+    the store only: ``spilled[priority]`` counts them and ``cursor[priority]`` is the highest
+    seq of that priority already taken into memory; they are read back in seq order as room
+    frees up.
+    """
+
+    __slots__ = (
+        "buffered",
+        "closed",
+        "cursor",
+        "filters",
+        "handler",
+        "in_flight",
+        "loading",
+        "max_in_flight",
+        "name",
+        "parked",
+        "patterns",
+        "paused",
+        "priority_min",
+        "spilled",
+        "timeout",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        patterns: tuple[Pattern, ...],
+        handler: HandlerFunc,
+        filters: tuple[EventFilter, ...],
+        priority_min: Priority,
+        max_in_flight: int,
+        timeout: float | None,
+    ) -> None:
+        self.name = name
+        self.patterns = patterns
+        self.handler = handler
+        self.filters = filters
+        self.priority_min = priority_min
+        self.max_in_flight = max_in_flight
+        self.timeout = timeout
+        self.paused = False
+        self.closed = False
+        self.in_flight = 0
+        self.parked: deque[Delivery] = deque()
+        self.buffered = 0
+        self.spilled = [0] * _PRIORITIES
+        self.cursor = [0] * _PRIORITIES
+        self.loading = False
+
+    def matches(self, event_type: str) -> bool:
+        return any(p.matches(event_type) for p in self.patterns)
+
+    def wants(self, event: Event) -> bool:
+        """Priority floor and filters (patterns were checked by routing)."""
+        if event.priority > self.priority_min:
+            return False
+        return all(accept(event) for accept in self.filters)
+
+    def can_run(self) -> bool:
+        return not self.paused and self.in_flight < self.max_in_flight
+
+    @property
+    def backlog(self) -> int:
+        """Deliveries accepted for this subscription and not ended (memory and store)."""
+        return self.buffered + sum(self.spilled)
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "patterns": [p.text for p in self.patterns],
+            "priority_min": self.priority_min.name,
+            "paused": self.paused,
+            "in_flight": self.in_flight,
+            "parked": len(self.parked),
+            "buffered": self.buffered,
+            "backlog": self.backlog,
+            "timeout": self.timeout,
+        }
+
+
+class Subscriptions:
+    """The registry: subscriptions by name, and routing of event types to them.
+
+    Routes are cached per event type in a bounded LRU (evicting one entry at a time), and the
+    cache is dropped when a subscription is added or removed.
+    """
+
+    def __init__(self, route_cache_size: int = 10_000) -> None:
+        self._by_name: dict[str, Subscription] = {}
+        self._routes: OrderedDict[str, tuple[Subscription, ...]] = OrderedDict()
+        self._route_cache_size = route_cache_size
+
+    def __iter__(self) -> Iterator[Subscription]:
+        return iter(self._by_name.values())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._by_name
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def add(self, subscription: Subscription) -> None:
+        if subscription.name in self._by_name:
+            raise SubscriptionError(
+                f"subscription '{subscription.name}' already exists; pass another name="
+            )
+        self._by_name[subscription.name] = subscription
+        self._routes.clear()
+
+    def remove(self, name: str) -> Subscription:
+        sub = self.get(name)
+        sub.closed = True
+        del self._by_name[name]
+        self._routes.clear()
+        return sub
+
+    def get(self, name: str) -> Subscription:
+        try:
+            return self._by_name[name]
+        except KeyError:
+            known = ", ".join(self._by_name) or "none"
+            raise SubscriptionError(f"no subscription '{name}' (known: {known})") from None
+
+    def route(self, event_type: str) -> tuple[Subscription, ...]:
+        routes = self._routes
+        targets = routes.get(event_type)
+        if targets is None:
+            targets = tuple(s for s in self._by_name.values() if s.matches(event_type))
+            routes[event_type] = targets
+            if len(routes) > self._route_cache_size:
+                routes.popitem(last=False)
+        return targets
+
+
+def is_async_callable(handler: object) -> bool:
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(
+        getattr(handler, "__call__", None)  # noqa: B004 - async callable objects
+    )
+
+
+def default_name(handler: object) -> str:
+    module = getattr(handler, "__module__", None) or ""
+    qualname = getattr(handler, "__qualname__", None) or type(handler).__qualname__
+    return f"{module}.{qualname}" if module else qualname

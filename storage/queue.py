@@ -1,0 +1,98 @@
+"""The DeliveryStore port on the store writer: the processor's durable inbox and queue."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from eventcenter.domain.ports import AdmissionRecord, BacklogCount, StoredDelivery
+from eventcenter.storage.writer import (
+    Admission,
+    AdmitCommand,
+    AttemptsCommand,
+    DeadLetterCommand,
+    FlushCommand,
+    LoadCommand,
+    OrphansCommand,
+    SettleCommand,
+    StoreWriter,
+    SummaryCommand,
+)
+
+
+class DurableDeliveries:
+    """Implements :class:`~eventcenter.domain.ports.DeliveryStore` with :class:`StoreWriter`."""
+
+    def __init__(self, writer: StoreWriter, clock: Callable[[], float] = time.time) -> None:
+        self.writer = writer
+        self.center = writer.center
+        self._clock = clock
+
+    @property
+    def available(self) -> bool:
+        return self.writer.available
+
+    def rows(self, record: AdmissionRecord) -> list[dict[str, Any]]:
+        event = record.event
+        now = self._clock()
+        return [
+            {
+                "center": self.center,
+                "seq": target.seq,
+                "subscription": target.subscription,
+                "priority": int(event.priority),
+                "tenant": event.tenant,
+                "event_id": str(event.id),
+                "envelope": record.envelope,
+                "attempts": 0,
+                "failure": target.failure,
+                "replay_of": record.replay_of,
+                "admitted_at": now,
+            }
+            for target in record.targets
+        ]
+
+    async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]:
+        admissions = [Admission(str(r.event.id), r.ident, self.rows(r)) for r in records]
+        result: list[str | None] = await self.writer.submit(AdmitCommand(admissions))
+        return result
+
+    def settle(self, seq: int, replay_of: str | None) -> None:
+        self.writer.post(SettleCommand(seq, replay_of))
+
+    def record_attempts(self, seq: int, attempts: int) -> None:
+        self.writer.post(AttemptsCommand(seq, attempts))
+
+    def dead_letter(
+        self,
+        seq: int,
+        envelope: dict[str, Any],
+        subscription: str,
+        error: BaseException,
+        attempts: int,
+        replay_of: str | None,
+    ) -> None:
+        self.writer.post(DeadLetterCommand(seq, envelope, subscription, error, attempts, replay_of))
+
+    async def load(
+        self, subscription: str, priority: int, after: int, limit: int
+    ) -> list[StoredDelivery]:
+        rows = await self.writer.submit(LoadCommand(subscription, priority, after, limit))
+        return [
+            StoredDelivery(
+                r.seq, r.subscription, r.priority, r.envelope, r.attempts, r.failure, r.replay_of
+            )
+            for r in rows
+        ]
+
+    async def summary(self) -> tuple[list[BacklogCount], int]:
+        counts, top = await self.writer.submit(SummaryCommand())
+        return [BacklogCount(c.subscription, c.priority, c.count, c.first_seq) for c in counts], top
+
+    async def flush(self) -> None:
+        await self.writer.submit(FlushCommand())
+
+    async def dead_letter_orphans(self, subscription: str, limit: int) -> int:
+        count: int = await self.writer.submit(OrphansCommand(subscription, limit))
+        return count
