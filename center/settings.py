@@ -44,6 +44,7 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     shutdown_timeout = 10.0               # seconds stop() waits for running work
     shutdown_grace = 1.0                  # seconds cancelled handlers get to unwind
     handler_timeout = 30.0                # seconds one handler attempt may run
+    timeout_tick = 0.1                    # seconds between checks for attempts past it
     memory_window = 1000                  # a subscription's deliveries held in memory
     max_backlog = 100000                  # a subscription's unfinished deliveries at most
     max_key_length = 200                  # characters in an idempotency key

@@ -40,6 +40,9 @@ class ProcessorSettings(BaseModel):
     handler_timeout: float | None = Field(
         30.0, gt=0, description="seconds one handler attempt may run; None: no limit"
     )
+    timeout_tick: float = Field(
+        0.1, gt=0, le=5, description="seconds between checks for attempts past their timeout"
+    )
     memory_window: int = Field(
         1000, ge=1, description="a subscription's deliveries held in memory (durable store)"
     )

@@ -2,8 +2,8 @@
 
 - A subscription runs at most ``max_in_flight`` deliveries at once; further ones are parked on
   it, so a slow handler holds a few workers and the others keep serving everyone else.
-- Each attempt runs under the subscription's timeout; a timed-out attempt is a failure
-  (:class:`HandlerTimeout`).
+- Each attempt runs under the subscription's timeout; a timed-out attempt is cancelled (within
+  ``timeout_tick`` of its deadline) and is a failure (:class:`HandlerTimeout`).
 - Each attempt gets its own copy of the payload and metadata: a handler that mutates them
   changes nothing for other subscribers, later retries or the stored dead letter.
 - A failure is retried with exponential back-off and full jitter up to ``max_attempts``
@@ -50,12 +50,14 @@ class Delivery:
     __slots__ = (
         "attempt",
         "counts",
+        "deadline",
         "event",
         "failure",
         "published_at",
         "replay_of",
         "seq",
         "subscription",
+        "timed_out",
     )
 
     def __init__(
@@ -77,6 +79,8 @@ class Delivery:
         self.failure = failure
         self.seq = seq  # its row in the durable store (None without a store)
         self.replay_of = replay_of  # the dead letter this delivery replays
+        self.deadline: float | None = None  # when the running attempt times out
+        self.timed_out = False
 
 
 def isolated(event: Event) -> Event:
@@ -123,6 +127,7 @@ class Deliverer:
         self.retrying: dict[Delivery, asyncio.TimerHandle] = {}
         self.unrecorded: list[tuple[Delivery, BaseException]] = []
         self.workers: list[asyncio.Task[None]] = []
+        self.watchdog: asyncio.Task[None] | None = None
         self._idle_workers: deque[asyncio.Future[None]] = deque()
         self.accepting = True  # False once stop() ends the workers' intake
         self.retrying_allowed = True  # False once stop() began
@@ -135,6 +140,31 @@ class Deliverer:
             loop.create_task(self._work(), name=f"eventcenter-worker-{i}")
             for i in range(self.settings.workers)
         ]
+        self.watchdog = loop.create_task(self._watch(), name="eventcenter-watchdog")
+
+    async def _watch(self) -> None:
+        """Cancel attempts that ran past their deadline.
+
+        One task checks the running attempts every ``timeout_tick`` seconds, instead of a
+        timer per attempt (a timer costs about as much as the rest of a delivery): a timed-out
+        attempt is cancelled at most ``timeout_tick`` after its deadline.
+        """
+        tick = self.settings.timeout_tick
+        while True:
+            await asyncio.sleep(tick)
+            self.expire(self._clock())
+
+    def expire(self, now: float) -> int:
+        """Cancel the running attempts whose deadline is past ``now``; returns how many."""
+        expired = 0
+        for delivery, task in list(self.running.items()):
+            deadline = delivery.deadline
+            if deadline is not None and now >= deadline and not delivery.timed_out:
+                if task is not None and not task.done():
+                    delivery.timed_out = True
+                    task.cancel()
+                    expired += 1
+        return expired
 
     def push(self, delivery: Delivery) -> None:
         event = delivery.event
@@ -191,22 +221,25 @@ class Deliverer:
         if delivery.attempt == 1:
             self.metrics.dispatch.add(started - delivery.published_at)
         sub.in_flight += 1
-        self.running[delivery] = asyncio.current_task()
+        task = asyncio.current_task()
+        self.running[delivery] = task
+        timeout = sub.timeout
+        delivery.deadline = None if timeout is None else started + timeout
+        delivery.timed_out = False
         token = None
         if self.store is not None:
             scope = CauseScope(str(delivery.event.id), sub.name)
             token = current_scope.set(scope)
         try:
-            if sub.timeout is None:
+            try:
                 await sub.handler(isolated(delivery.event), self.context)
-            else:
-                try:
-                    async with asyncio.timeout(sub.timeout):
-                        await sub.handler(isolated(delivery.event), self.context)
-                except TimeoutError as timed_out:
-                    raise HandlerTimeout(
-                        f"handler '{sub.name}' ran longer than {sub.timeout:g}s"
-                    ) from timed_out
+            except asyncio.CancelledError:
+                if not delivery.timed_out or task is None:
+                    raise  # stop() cancelled the worker
+                task.uncancel()
+                raise HandlerTimeout(f"handler '{sub.name}' ran longer than {timeout:g}s") from None
+            if delivery.timed_out and task is not None:
+                task.uncancel()  # it finished anyway, swallowing the watchdog's cancellation
         except Exception as error:
             self._left(delivery, started)
             await self._failed(delivery, error)

@@ -273,6 +273,8 @@ class EventProcessor:
 
     async def _stop_workers(self, report: ShutdownReport) -> None:
         deliverer = self._deliverer
+        if deliverer.watchdog is not None:
+            deliverer.watchdog.cancel()
         interrupted = {d: str(d.event.id) for d in deliverer.running}
         workers = deliverer.workers
         for worker in workers:
@@ -547,6 +549,11 @@ class EventProcessor:
         self._backlog.place(
             Delivery(event, sub, self._clock(), counts, seq=seq, replay_of=letter_id)
         )
+
+    def check_timeouts(self) -> int:
+        """Cancel running attempts past their timeout now (the watchdog does it every
+        ``timeout_tick``); returns how many. For tests on a fake clock, and operators."""
+        return self._deliverer.expire(self._clock())
 
     def _ensure_running(self) -> None:
         if self._status == "running":

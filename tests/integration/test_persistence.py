@@ -9,10 +9,17 @@ from pathlib import Path
 import pytest
 
 from eventcenter.center.app import EventCenter
+from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings, RecordingSettings
 from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.domain.decisions import Decision
-from eventcenter.domain.errors import DeadLetterNotFound, RecordingFailed, ReplayRefused
+from eventcenter.domain.errors import (
+    CenterLocked,
+    DeadLetterNotFound,
+    RecordingFailed,
+    ReplayRefused,
+    StoreNotFound,
+)
 from eventcenter.domain.event import Event
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
@@ -389,3 +396,43 @@ async def test_a_refused_save_fails_its_callers_and_the_writer_recovers(
         writer.close()
     kinds = [getattr(e, "kind", None) for _, e in app.read_events() if hasattr(e, "kind")]
     assert kinds == ["first", "second", "third"], "the refused decision is not half-stored"
+
+
+async def test_a_second_center_of_the_same_name_refuses_and_readers_work_beside_it(
+    running: EventCenter, database_url: str, tmp_path: Path
+) -> None:
+    await running.processor.state.fire("begin_adjustment", reason="spike", correlation_id="c1")
+    second = EventCenter(settings_for(database_url, tmp_path))
+    with pytest.raises(CenterLocked, match="default"):
+        await second.start()
+    second.close()
+    reader = CenterReader(settings_for(database_url, tmp_path))
+    try:
+        trail = await asyncio.to_thread(reader.decisions)
+    finally:
+        reader.close()
+    assert [row.summary for row in trail] == ["stable -> adjusting (begin_adjustment)"]
+    assert running.processor.status == "running"
+
+
+def test_a_reader_never_creates_a_store(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    with pytest.raises(StoreNotFound, match="no store at"):
+        CenterReader(CenterSettings(data_dir=missing))
+    assert not missing.exists()
+
+
+async def test_a_load_test_interrupted_by_a_restart_is_ended_with_a_recorded_reason(
+    database_url: str, tmp_path: Path
+) -> None:
+    first = EventCenter(settings_for(database_url, tmp_path))
+    async with first:
+        await first.processor.state.fire("begin_load_test", reason="deploy", correlation_id="d1")
+    second = EventCenter(settings_for(database_url, tmp_path))
+    async with second:
+        assert second.processor.state.state == "stable"
+        trail = await asyncio.to_thread(second.decisions)
+    assert [(row.summary, row.reason) for row in trail][-1] == (
+        "load_testing -> stable (abort)",
+        "interrupted by restart",
+    )
