@@ -159,11 +159,16 @@ class Deliverer:
         expired = 0
         for delivery, task in list(self.running.items()):
             deadline = delivery.deadline
-            if deadline is not None and now >= deadline and not delivery.timed_out:
-                if task is not None and not task.done():
-                    delivery.timed_out = True
-                    task.cancel()
-                    expired += 1
+            if (
+                deadline is not None
+                and now >= deadline
+                and not delivery.timed_out
+                and task is not None
+                and not task.done()
+            ):
+                delivery.timed_out = True
+                task.cancel()
+                expired += 1
         return expired
 
     def push(self, delivery: Delivery) -> None:
