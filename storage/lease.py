@@ -226,7 +226,8 @@ class Lease:
     def token(self) -> int | None:
         """The fencing token of the latest acquisition (None before the first one).
 
-        Strictly increasing across acquisitions of this center on this store, by any process.
+        Strictly increasing across acquisitions of this center on this store, by any process,
+        for as long as its ``center_leases`` row is kept (never delete it to "unlock").
         """
         return self._token
 
