@@ -10,7 +10,9 @@ refused transactions, lost events, state machines that drift apart. The store ar
   name in different schemas of one database do not exclude each other. Session locks need a
   session: they do not work through a pooler in transaction mode (pgbouncer), connect directly.
 - **SQLite**: an exclusive ``flock`` on ``<database file>.<center>.lock`` next to the database
-  (or in ``lock_dir``); the kernel releases it when the holding process dies. A database in
+  (or in ``lock_dir``); the kernel releases it when the holding process dies. The file stays
+  after release (deleting it would let two processes lock two different files). ``flock`` is
+  not reliable on network file systems: keep the SQLite file on a local disk. A database in
   memory belongs to one process, so its lease is always granted and fences nothing.
 
 A lock says who holds the lease *now*. It cannot stop a holder that lost its lock without
@@ -98,6 +100,8 @@ POLL_INTERVAL_S = 0.5
 
 STORE_TIMEOUT_S = 10.0
 """How long the store may stay silent before the lease connection counts as dead."""
+
+_LIBPQ_DRIVERS = frozenset({"psycopg2", "psycopg"})
 
 _CENTER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
@@ -205,6 +209,7 @@ class Lease:
         self._mutex = threading.Lock()
         self._token: int | None = None
         self._held = False
+        self._lost: LeaseLost | None = None  # why the lease was lost, until the next acquire
 
     # state --------------------------------------------------------------------------------
 
@@ -221,7 +226,8 @@ class Lease:
     def token(self) -> int | None:
         """The fencing token of the latest acquisition (None before the first one).
 
-        Strictly increasing across acquisitions of this center on this store, by any process.
+        Strictly increasing across acquisitions of this center on this store, by any process,
+        for as long as its ``center_leases`` row is kept (never delete it to "unlock").
         """
         return self._token
 
@@ -257,6 +263,7 @@ class Lease:
                 raise self._unavailable(error) from None
             self._token = token
             self._held = True
+            self._lost = None
         log.info(
             "lease taken: center %r on %s by %s, token %d",
             self.center,
@@ -317,7 +324,7 @@ class Lease:
         """
         token = self._token
         if not self._held or token is None:
-            raise LeaseLost(f"center '{self.center}' on {self.store}: this process holds no lease")
+            raise self._not_held()
         if not self._guard.shared:
             return
         if isinstance(connection, Session):
@@ -327,7 +334,8 @@ class Lease:
         )
         if result.rowcount != 1:
             self._held = False
-            raise self._lost(token, _read_holder(connection, self.center))
+            self._lost = self._lost_to(token, _read_holder(connection, self.center))
+            raise self._lost
 
     def check(self) -> None:
         """Verify that the lease is still held; call it every few seconds while holding it.
@@ -344,9 +352,7 @@ class Lease:
         with self._mutex:
             token = self._token
             if not self._held or token is None:
-                raise LeaseLost(
-                    f"center '{self.center}' on {self.store}: this process holds no lease"
-                )
+                raise self._not_held()
             try:
                 if not self._guard.still_locked():
                     log.warning(
@@ -370,7 +376,8 @@ class Lease:
         except DBAPIError:
             current = None
         self._guard.unlock()
-        return self._lost(token, current)
+        self._lost = self._lost_to(token, current)
+        return self._lost
 
     # messages -----------------------------------------------------------------------------
 
@@ -386,7 +393,12 @@ class Lease:
             " or let this one wait for the lease as a standby"
         )
 
-    def _lost(self, token: int, current: LeaseHolder | None) -> LeaseLost:
+    def _not_held(self) -> LeaseLost:
+        if self._lost is not None:
+            return LeaseLost(*self._lost.args)
+        return LeaseLost(f"center '{self.center}' on {self.store}: this process holds no lease")
+
+    def _lost_to(self, token: int, current: LeaseHolder | None) -> LeaseLost:
         now = f"token {current.token}, {current.holder}" if current is not None else "unknown"
         log.error("lease of center %r on %s lost (ours: token %d)", self.center, self.store, token)
         return LeaseLost(
@@ -445,18 +457,19 @@ class _AdvisoryLock:
             "tcp_keepalives_interval": keepalive_interval,
             "tcp_keepalives_count": 3,
         }
+        libpq_options: dict[str, int] = {
+            "connect_timeout": max(2, round(timeout)),  # libpq's shortest is 2 s
+            "keepalives": 1,
+            "keepalives_idle": keepalive_idle,
+            "keepalives_interval": keepalive_interval,
+            "keepalives_count": 3,
+            "tcp_user_timeout": round(timeout * 1000),  # unacknowledged data: give up (ms)
+        }
         self._engine: Engine = create_engine(
             url,
             poolclass=NullPool,
             isolation_level="AUTOCOMMIT",
-            connect_args={
-                "connect_timeout": max(2, round(timeout)),
-                "keepalives": 1,
-                "keepalives_idle": keepalive_idle,
-                "keepalives_interval": keepalive_interval,
-                "keepalives_count": 3,
-                "tcp_user_timeout": round(timeout * 1000),
-            },
+            connect_args=libpq_options if url.get_driver_name() in _LIBPQ_DRIVERS else {},
         )
         self._center = center
         self._store = store

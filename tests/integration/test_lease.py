@@ -227,8 +227,8 @@ def test_fence_raises_lease_lost_once_another_took_the_lease(
         lease.fence(connection)
 
     assert not lease.held
-    with pytest.raises(LeaseLost):
-        lease.check()
+    with pytest.raises(LeaseLost, match="lease token 1 is no longer current"):
+        lease.check()  # says again why, without asking the store
 
 
 def test_check_raises_lease_lost_once_another_took_the_lease(
@@ -346,6 +346,16 @@ def test_postgres_leases_of_one_name_in_two_schemas_are_independent(
     there = leases(pg_proxy.direct_url).acquire()
 
     assert (here.held, there.held) == (True, True)
+
+
+@postgres_only
+def test_a_search_path_without_an_existing_schema_is_unavailable(
+    database_url: str, leases: LeaseFactory
+) -> None:
+    url = database_url.rsplit("search_path%3D", 1)[0] + "search_path%3Dno_such_schema"
+
+    with pytest.raises(StoreUnavailable, match="no schema of its search_path exists"):
+        leases(url).acquire()
 
 
 def test_advisory_keys_are_stable_signed_64_bit_integers() -> None:
