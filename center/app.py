@@ -10,6 +10,7 @@ takes the center's lease, opens the store, reads back unfinished work and starts
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,12 @@ from uuid import UUID
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.aggregates import DeadLetter
-from eventcenter.domain.errors import DeadLetterNotFound, EventCenterError, StoreUnavailable
+from eventcenter.domain.errors import (
+    DeadLetterNotFound,
+    EventCenterError,
+    LeaseLost,
+    StoreUnavailable,
+)
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import (
     AdmissionRecord,
@@ -38,6 +44,11 @@ from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.lease import Lease
 from eventcenter.storage.queue import DurableDeliveries
 from eventcenter.storage.writer import ClaimReplayCommand, PurgeCommand, StoreWriter
+
+log = logging.getLogger("eventcenter.center")
+
+#: Seconds between checks that this process still holds the center's lease.
+LEASE_CHECK_S = 5.0
 
 
 def bootstrap(
@@ -140,7 +151,7 @@ class EventCenter:
         self.processor.state.restore(self.writer.processor_state)
         await self.processor.start()
         await self.processor.state.recover_after_restart()
-        self._purger = asyncio.get_running_loop().create_task(self._purge_forever())
+        self._purger = asyncio.get_running_loop().create_task(self._housekeeping())
 
     def _open(self) -> None:
         self.settings.ensure_data_dir()
@@ -158,19 +169,33 @@ class EventCenter:
             raise
         self._opened = True
 
-    async def _purge_forever(self) -> None:
+    async def _housekeeping(self) -> None:
+        """Check the lease every few seconds (a lost one stops the center); forget idempotency
+        keys and decision causes older than ``key_retention``."""
         retention = self.settings.recording.key_retention
+        purge_every = min(retention / 10, 3600.0)
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time() + purge_every
         while True:
-            await asyncio.sleep(min(retention / 10, 3600.0))
-            before = self.writer._clock() - retention
+            await asyncio.sleep(LEASE_CHECK_S)
             try:
-                await self.writer.submit(PurgeCommand(before))
-            except EventCenterError:
-                continue
+                await asyncio.to_thread(self.lease.check)
+            except LeaseLost as lost:
+                log.error("%s: stopping this center", lost)
+                await self.stop()
+                return
+            except StoreUnavailable as error:
+                log.warning("lease not checked: %s", error)
+            if loop.time() >= next_purge:
+                next_purge = loop.time() + purge_every
+                try:
+                    await self.writer.submit(PurgeCommand(self.writer._clock() - retention))
+                except EventCenterError as error:
+                    log.warning("purging old idempotency keys failed: %s", error)
 
     async def stop(self, timeout: float | None = None) -> ShutdownReport:
         """Stop the processor, commit what is queued, close the store, release the lease."""
-        if self._purger is not None:
+        if self._purger is not None and self._purger is not asyncio.current_task():
             self._purger.cancel()
         report = await self.processor.stop(timeout)
         await asyncio.to_thread(self.close)
