@@ -1,4 +1,4 @@
-"""In-memory implementations of the decision log and dead-letter ports.
+"""In-memory implementations of the decision log, dead-letter and delivery store ports.
 
 For library use without persistence, for benchmarks and for tests of handler logic. They keep
 everything in lists for the life of the process; the center uses the event-sourced ones.
@@ -6,11 +6,16 @@ everything in lists for the life of the process; the center uses the event-sourc
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
 from uuid import UUID, uuid4
 
 from eventcenter.domain.decisions import Decision, Transition
+from eventcenter.domain.errors import SubscriptionError
 from eventcenter.domain.event import Event
+from eventcenter.domain.ports import AdmissionRecord, BacklogCount, StoredDelivery
 
 
 @dataclass
@@ -19,11 +24,16 @@ class MemoryDecisionLog:
 
     transitions: list[Transition] = field(default_factory=list)
     decisions: list[Decision] = field(default_factory=list)
+    causes: set[str] = field(default_factory=set)
 
     async def record_transition(self, transition: Transition) -> None:
         self.transitions.append(transition)
 
     async def record_decision(self, decision: Decision) -> None:
+        if decision.cause:
+            if decision.cause in self.causes:
+                return  # recorded before for the same cause: once is enough
+            self.causes.add(decision.cause)
         self.decisions.append(decision)
 
 
@@ -48,3 +58,93 @@ class MemoryDeadLetters:
         letter = MemoryDeadLetter(uuid4(), event, subscription, error, attempts)
         self.letters.append(letter)
         return letter.id
+
+
+@dataclass
+class MemoryDeliveryStore:
+    """The DeliveryStore port in memory: the same contract as the durable store (the contract
+    tests run both), for tests of the processor's durable paths without a database. Nothing
+    survives the process."""
+
+    rows: dict[int, StoredDelivery] = field(default_factory=dict)
+    idents: dict[str, str] = field(default_factory=dict)
+    letters: list[MemoryDeadLetter] = field(default_factory=list)
+    attempts: dict[int, int] = field(default_factory=dict)
+    available: bool = True
+
+    async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]:
+        results: list[str | None] = []
+        for record in records:
+            if record.ident is not None:
+                earlier = self.idents.get(record.ident)
+                if earlier is not None:
+                    results.append(earlier)
+                    continue
+                self.idents[record.ident] = str(record.event.id)
+            for target in record.targets:
+                self.rows[target.seq] = StoredDelivery(
+                    target.seq,
+                    target.subscription,
+                    int(record.event.priority),
+                    record.envelope,
+                    0,
+                    target.failure,
+                    record.replay_of,
+                )
+            results.append(None)
+        return results
+
+    def settle(self, seq: int, replay_of: str | None) -> None:
+        self.rows.pop(seq, None)
+
+    def record_attempts(self, seq: int, attempts: int) -> None:
+        row = self.rows.get(seq)
+        if row is not None:
+            self.rows[seq] = replace(row, attempts=attempts)
+
+    def dead_letter(
+        self,
+        seq: int,
+        envelope: dict[str, Any],
+        subscription: str,
+        error: BaseException,
+        attempts: int,
+        replay_of: str | None,
+    ) -> None:
+        self.rows.pop(seq, None)
+        event = Event.model_validate(envelope)
+        self.letters.append(MemoryDeadLetter(uuid4(), event, subscription, error, attempts))
+
+    async def load(
+        self, subscription: str, priority: int, after: int, limit: int
+    ) -> list[StoredDelivery]:
+        found = sorted(
+            (
+                row
+                for row in self.rows.values()
+                if row.subscription == subscription and row.priority == priority and row.seq > after
+            ),
+            key=lambda row: row.seq,
+        )
+        return found[:limit]
+
+    async def summary(self) -> tuple[list[BacklogCount], int]:
+        groups: dict[tuple[str, int], list[int]] = {}
+        for row in self.rows.values():
+            groups.setdefault((row.subscription, row.priority), []).append(row.seq)
+        counts = [
+            BacklogCount(sub, priority, len(seqs), min(seqs))
+            for (sub, priority), seqs in sorted(groups.items())
+        ]
+        return counts, max(self.rows, default=0)
+
+    async def flush(self) -> None:
+        return None
+
+    async def dead_letter_orphans(self, subscription: str, limit: int) -> int:
+        seqs = sorted(seq for seq, row in self.rows.items() if row.subscription == subscription)
+        for seq in seqs[:limit]:
+            row = self.rows[seq]
+            error = SubscriptionError(f"no subscription named '{subscription}' is registered")
+            self.dead_letter(seq, json.loads(row.envelope), subscription, error, row.attempts, None)
+        return len(seqs[:limit])

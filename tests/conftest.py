@@ -122,8 +122,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     dropped with everything in it afterwards. Tests must close what they open.
 
     A test that needs one backend only parametrizes it indirectly:
-    ``@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)``.
+    ``@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)``. Port contract
+    tests also ask for ``"memory"``: then it is ``memory://`` and they build the in-memory fake.
     """
+    if request.param == "memory":
+        yield "memory://"
+        return
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/center.db"
         return
