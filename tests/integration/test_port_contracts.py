@@ -54,12 +54,14 @@ async def ports(database_url: str) -> AsyncIterator[Ports]:
     await asyncio.to_thread(writer.open)
 
     def recorded() -> list[str]:
-        return [e.reason for _, e in app.read_events() if type(e).__name__ == "DecisionRecorded"]
+        events: list[Any] = [e for _, e in app.read_events()]
+        return [e.reason for e in events if type(e).__name__ == "DecisionRecorded"]
 
     def letters() -> list[tuple[str, str, int]]:
+        events: list[Any] = [e for _, e in app.read_events()]
         return [
             (e.envelope["id"], e.subscription, e.attempts)
-            for _, e in app.read_events()
+            for e in events
             if type(e).__qualname__ == "DeadLetter.Recorded"
         ]
 
