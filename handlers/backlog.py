@@ -72,6 +72,8 @@ class Backlog:
             if not sub.spilled[priority]:
                 sub.cursor[priority] = (delivery.seq or 1) - 1
             sub.spilled[priority] += 1
+            if not sub.loading and sub.buffered <= self.window // 2:
+                self._start_load(sub)
             return
         sub.buffered += 1
         self._deliverer.push(delivery)
@@ -124,10 +126,17 @@ class Backlog:
                         self._books.end()
                     sub.spilled[priority] = 0
         except EventCenterError as error:
-            log.error("reading the backlog of '%s' failed: %s", sub.name, error)
+            log.error("reading the backlog of '%s' failed, retrying in 1s: %s", sub.name, error)
+            sub.loading = False
+            asyncio.get_running_loop().call_later(1.0, self._retry_load, sub)
+            return
         finally:
             sub.loading = False
         if any(sub.spilled) and sub.buffered <= self.window // 2 and not sub.closed:
+            self._start_load(sub)
+
+    def _retry_load(self, sub: Subscription) -> None:
+        if not sub.loading and not sub.closed and any(sub.spilled):
             self._start_load(sub)
 
     def _take(self, sub: Subscription, row: StoredDelivery) -> None:
