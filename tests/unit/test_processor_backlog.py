@@ -33,9 +33,7 @@ def durable(store: MemoryDeliveryStore, **settings: Any) -> EventProcessor:
     )
 
 
-async def test_a_lagging_subscriptions_backlog_waits_in_the_store_and_comes_back_priority_first() -> (
-    None
-):
+async def test_a_lagging_backlog_waits_in_the_store_and_comes_back_priority_first() -> None:
     store = MemoryDeliveryStore()
     processor = durable(store, memory_window=2)
     gate = asyncio.Event()
@@ -86,7 +84,7 @@ async def test_backpressure_names_the_lagging_subscription_and_spares_the_others
         await processor.publish("slow.job")
     for n in range(10):  # another subscription is not held up by the lagging one
         await processor.publish("fast.job")
-        await until(lambda: len(handled) == n + 1)
+        await until(lambda n=n: len(handled) == n + 1)
     gate.set()
     await asyncio.wait_for(processor.join(), GUARD_S)
     await processor.stop(timeout=0)
