@@ -150,7 +150,6 @@ class EventCenter:
         await asyncio.to_thread(self._open)
         self.processor.state.restore(self.writer.processor_state)
         await self.processor.start()
-        await self.processor.state.recover_after_restart()
         self._purger = asyncio.get_running_loop().create_task(self._housekeeping())
 
     def _open(self) -> None:

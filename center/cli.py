@@ -6,16 +6,25 @@ import asyncio
 import importlib
 import json
 import logging
+import os
+import shlex
+import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
+import eventsourcing.persistence
+import sqlalchemy.exc
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.engine import make_url
+from typer.core import TyperGroup
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.demo import DemoResult, run_demo
@@ -23,7 +32,39 @@ from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 
-app = typer.Typer(help="eventcenter: an event-sourced processing center.", no_args_is_help=True)
+#: Exit codes: 1 when a command could not do its work (store unreachable, replay failed), 2 when
+#: it was called wrongly (bad option, setting or --handlers); usage errors of typer also exit 2.
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+#: SQLAlchemy URL of the store the running command uses, so that a database error caught above
+#: the command can name it. Set by :func:`_settings`.
+_store_url: ContextVar[str | None] = ContextVar("eventcenter_cli_store_url", default=None)
+
+#: Raised by SQLAlchemy (or by eventsourcing, which wraps it) when the database cannot be used.
+_STORE_ERRORS = (sqlalchemy.exc.OperationalError, eventsourcing.persistence.OperationalError)
+
+
+class _Commands(TyperGroup):
+    """Every command runs inside :meth:`invoke`: one place turns errors into one line.
+
+    An :class:`EventCenterError` (or a database error the library did not translate yet) becomes
+    ``error: <message>`` on stderr and exit code 1, without a traceback. Anything else is a bug
+    and keeps its traceback.
+    """
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click.Context (a private module)
+        try:
+            return super().invoke(ctx)
+        except EventCenterError as error:
+            _fail(str(error), EXIT_FAILED)
+        except _STORE_ERRORS as error:
+            _fail(_store_problem(error, _store_url.get()), EXIT_FAILED)
+
+
+app = typer.Typer(
+    cls=_Commands, help="eventcenter: an event-sourced processing center.", no_args_is_help=True
+)
 letters_app = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
 app.add_typer(letters_app, name="dead-letters")
 
@@ -47,18 +88,44 @@ def _settings(config: Path | None, url: str | None, data_dir: Path | None) -> Ce
     if data_dir:
         overrides["data_dir"] = data_dir
     try:
-        return CenterSettings.load(config, **overrides)
+        settings = CenterSettings.load(config, **overrides)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         field = ".".join(str(p) for p in first["loc"])
         _fail(f"invalid setting '{field}': {first['msg']}")
     except EventCenterError as error:
         _fail(str(error))
+    _store_url.set(settings.effective_url)
+    return settings
 
 
-def _fail(message: str) -> NoReturn:
-    errors.print(f"[red]error:[/] {message}")
-    raise typer.Exit(2)
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print ``error: <message>`` as one line on stderr (taken literally) and exit."""
+    errors.print(Text.assemble(("error:", "red"), " ", _one_line(message)), soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(message.split())
+
+
+def _shown_url(url: str) -> str:
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _store_problem(error: Exception, url: str | None) -> str:
+    """What went wrong with the database, naming its URL without the password."""
+    cause: BaseException = error
+    while not isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.__cause__ is not None:
+        cause = cause.__cause__  # eventsourcing wraps the SQLAlchemy error
+    detail = str(getattr(cause, "orig", None) or cause)
+    where = "the database"
+    if url is not None:
+        where = _shown_url(url)
+        password = make_url(url).password
+        if password:
+            detail = detail.replace(str(password), "***")
+    return f"cannot use the store at {where}: {_one_line(detail)}"
 
 
 def main() -> None:
@@ -95,7 +162,7 @@ def demo(
     )
     console.print(
         f"[bold]eventcenter demo[/]: {events} events from 3 tenants at ~{rate:.0f}/s,"
-        f" store {make_url(settings.effective_url).render_as_string(hide_password=True)}"
+        f" store {escape(_shown_url(settings.effective_url))}"
     )
     with Progress(
         TextColumn("[progress.description]{task.description}"),
@@ -114,6 +181,28 @@ def demo(
             run_demo(settings, events=events, rate=rate, seed=seed, progress=progress)
         )
     _print_demo(result)
+    if result.dead_letters:
+        hint = _replay_hint(str(result.dead_letters[0].id), config, database_url, data_dir)
+        console.print(Text(f"replay a dead letter: {hint}"), soft_wrap=True)
+
+
+def _replay_hint(
+    letter_id: str, config: Path | None, database_url: str | None, data_dir: Path | None
+) -> str:
+    """The replay command for the demo's store, ready to run from the same directory.
+
+    It repeats the options the demo was given (a URL's password is masked, so that one must
+    be typed again) and registers the demo's handlers, to which the letters belong.
+    """
+    words = ["eventcenter", "dead-letters", "replay", letter_id]
+    words += ["--handlers", "eventcenter.center.demo:register_demo_handlers"]
+    if config is not None:
+        words += ["--config", str(config)]
+    if database_url:
+        words += ["--database-url", _shown_url(database_url)]
+    if data_dir is not None:
+        words += ["--data-dir", str(data_dir)]
+    return shlex.join(words)
 
 
 def _print_demo(result: DemoResult) -> None:
@@ -133,14 +222,10 @@ def _print_demo(result: DemoResult) -> None:
         for column in columns:
             table.add_column(column.replace("_", " "), justify="right")
         for name, counts in snap[key].items():
-            table.add_row(name, *(str(counts.get(c, 0)) for c in columns))
+            table.add_row(Text(str(name)), *(str(counts.get(c, 0)) for c in columns))
         console.print(table)
 
-    console.print(
-        _letters_table(
-            result.dead_letters, "Dead letters (replay: eventcenter dead-letters replay ID)"
-        )
-    )
+    console.print(_letters_table(result.dead_letters, "Dead letters"))
     console.print(_decisions_table(result.decisions, "Recorded decisions, in order"))
     console.print(
         f"processor state at the end: [bold]{result.final_state}[/];"
@@ -201,39 +286,49 @@ def replay_letters(
     """Hand dead letters back to their subscriptions and wait for the outcome."""
     register = _import_register(handlers) if handlers else None
     settings = _settings(config, database_url, data_dir)
-    code = asyncio.run(_replay(settings, letter_ids, register))
-    raise typer.Exit(code)
+    if asyncio.run(_replay(settings, letter_ids, register)):
+        raise typer.Exit(EXIT_FAILED)
 
 
 async def _replay(
     settings: CenterSettings,
     letter_ids: list[str],
     register: Callable[[EventCenter], object] | None,
-) -> int:
+) -> bool:
+    """Replay each letter and wait for the outcome; True if any of them failed (again)."""
     center = EventCenter(settings)
-    if register is not None:
-        register(center)
+    try:
+        if register is not None:
+            register(center)
+    except BaseException:
+        center.close()
+        raise
     failed = 0
     async with center:
         for letter_id in letter_ids:
             try:
                 event = await center.replay_dead_letter(letter_id, reason="replayed from CLI")
             except EventCenterError as error:
-                errors.print(f"[red]{letter_id}[/]: {error}")
+                line = Text.assemble((letter_id, "red"), ": ", _one_line(str(error)))
+                errors.print(line, soft_wrap=True)
                 failed += 1
                 continue
-            console.print(f"{letter_id}: {event.type} {event.id} queued again")
+            console.print(Text(f"{letter_id}: {event.type} {event.id} queued again"))
         await center.processor.join()
         dead = center.processor.snapshot().totals.get("dead_lettered", 0)
     if dead:
         console.print(f"[yellow]{dead} replayed event(s) failed again and are new dead letters[/]")
-    return 1 if failed or dead else 0
+    return bool(failed or dead)
 
 
 def _import_register(spec: str) -> Callable[[EventCenter], object]:
+    """Load ``module:function``; modules in the working directory are found, as with -m."""
     module_name, _, attribute = spec.partition(":")
     if not module_name or not attribute:
         _fail(f"--handlers must look like module:function, got {spec!r}")
+    cwd = os.getcwd()
+    if sys.path[:1] != [cwd]:
+        sys.path.insert(0, cwd)
     try:
         register = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as error:
@@ -260,40 +355,45 @@ def decisions(
 
 
 def _letters_table(rows: list[DeadLetterRow], title: str, *, with_status: bool = False) -> Table:
+    """One row per letter; the id is never folded, so it can be copied whole at 80 columns.
+
+    The other facts share a second column that folds, which keeps the table readable on a
+    narrow terminal. Every text comes from users or handlers and is shown literally.
+    """
     table = Table(title=title, title_justify="left")
-    columns = ["id", "at (UTC)", "type", "tenant", "subscription", "tries", "reason"]
-    if with_status:
-        columns.insert(2, "status")
-    for column in columns:
-        table.add_column(column, overflow="fold")
+    table.add_column("id, at (UTC)", no_wrap=True, min_width=36)
+    what = "event -> subscription, tries" + (", status" if with_status else "") + "; reason"
+    table.add_column(what, overflow="fold")
     for row in rows:
-        cells = [
-            str(row.id),
-            row.at.strftime("%Y-%m-%d %H:%M:%S"),
-            row.event_type,
-            row.tenant,
-            row.subscription,
-            str(row.attempts),
-            f"{row.error_type}: {row.error}",
-        ]
+        tries = f"{row.attempts} {'try' if row.attempts == 1 else 'tries'}"
+        facts = f"{row.event_type} ({row.tenant}) -> {row.subscription}, {tries}"
         if with_status:
-            cells.insert(2, row.status)
-        table.add_row(*cells)
+            facts += f", {row.status}"
+        table.add_row(
+            Text(f"{row.id}\n{row.at.strftime('%Y-%m-%d %H:%M:%S')}"),
+            Text.assemble(facts, "\n", (f"{row.error_type}: {row.error}", "italic")),
+        )
     return table
 
 
 def _decisions_table(rows: list[DecisionRow], title: str) -> Table:
+    """Transitions and decisions in order; reasons are shown literally (no markup)."""
     table = Table(title=title, title_justify="left")
-    for column in ("#", "at (UTC)", "kind"):
-        table.add_column(column, no_wrap=True)
+    table.add_column("#", no_wrap=True)
+    table.add_column("at (UTC)", width=12, overflow="fold")  # the date above the time
+    table.add_column("kind", no_wrap=True)
     table.add_column("what, why, tenant and correlation id", overflow="fold")
     for row in rows:
-        what = f"{row.summary}\n" if row.summary else ""
         tenant = f"{row.tenant} " if row.tenant else ""
         table.add_row(
             str(row.position),
-            row.at.strftime("%H:%M:%S.%f")[:-3],
-            row.kind,
-            f"{what}[italic]{row.reason}[/]\n[dim]{tenant}{row.correlation_id[:8]}[/]",
+            Text(row.at.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]),
+            Text(row.kind),
+            Text.assemble(
+                f"{row.summary}\n" if row.summary else "",
+                (row.reason, "italic"),
+                "\n",
+                (f"{tenant}{row.correlation_id[:8]}", "dim"),
+            ),
         )
     return table

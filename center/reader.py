@@ -16,7 +16,7 @@ from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import StoreNotFound, StoreUnavailable
 from eventcenter.projections.audit import DeadLetterIndex, DeadLetterRow, DecisionRow, DecisionTrail
 from eventcenter.storage.application import CenterApplication
-from eventcenter.storage.writer import is_transient
+from eventcenter.storage.writer import is_transient, short_error
 
 
 class CenterReader:
@@ -48,7 +48,9 @@ class CenterReader:
             except Exception as error:
                 shown = self.settings.shown_url
                 if is_transient(error):
-                    raise StoreUnavailable(f"cannot reach the store {shown}: {error}") from None
+                    raise StoreUnavailable(
+                        f"cannot use the store at {shown}: {short_error(error)}"
+                    ) from None
                 raise StoreNotFound(
                     f"no eventcenter store at {shown} (its tables are missing)"
                 ) from None

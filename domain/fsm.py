@@ -3,12 +3,14 @@
 The machine is pure and synchronous: :meth:`ProcessorStateMachine.fire` checks the trigger's
 source state and guards and switches state in one step, with no await in between, so two
 asyncio tasks can never both start a load test. The caller records the returned
-:class:`Transition` as an event and calls :meth:`rollback` if that recording fails.
+:class:`Transition` as an event and calls :meth:`rollback` if that recording fails; the caller
+also makes sure no other trigger fires before the recording ends (handlers/state.py holds a lock
+for that), so the transition to roll back is always the latest one.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from transitions import Machine, MachineError
 
@@ -47,6 +49,15 @@ TRANSITIONS: list[dict[str, Any]] = [
 TRIGGERS = tuple(dict.fromkeys(t["trigger"] for t in TRANSITIONS))
 
 
+class _Before(NamedTuple):
+    """Everything :meth:`ProcessorStateMachine.fire` changes, as it was before ``transition``."""
+
+    transition: Transition
+    state: str
+    holder: str | None
+    last_load_test_end: float | None
+
+
 class ProcessorStateMachine:
     """State of the processor with its transition table. ``fsm_state`` holds the state name.
 
@@ -62,7 +73,7 @@ class ProcessorStateMachine:
         self.load_test_cooldown = load_test_cooldown
         self.last_load_test_end: float | None = None
         self.holder: str | None = None  # correlation id of the work that entered this state
-        self._undo: tuple[Transition, str | None, float | None] | None = None
+        self._before_latest: _Before | None = None
         self._machine = Machine(
             model=self,
             states=STATES,
@@ -84,7 +95,7 @@ class ProcessorStateMachine:
     def fire(self, trigger: str, *, now: float, reason: str, correlation_id: str) -> Transition:
         """Run ``trigger`` or raise :class:`TransitionRefused` saying why it cannot run now."""
         source = self.fsm_state
-        before = (self.holder, self.last_load_test_end)
+        holder, last_end = self.holder, self.last_load_test_end
         if trigger not in TRIGGERS:
             raise TransitionRefused(
                 trigger, source, f"unknown trigger; known: {', '.join(TRIGGERS)}"
@@ -102,21 +113,25 @@ class ProcessorStateMachine:
         dest = self.fsm_state
         self.holder = None if dest == STABLE else correlation_id
         transition = Transition(trigger, source, dest, reason, correlation_id)
-        self._undo = (transition, *before)
+        self._before_latest = _Before(transition, source, holder, last_end)
         return transition
 
     def rollback(self, transition: Transition) -> None:
-        """Undo ``transition`` (its recording failed): back to its source state and holder.
+        """Undo ``transition`` (its recording failed) exactly: state, holder and cool-down clock.
 
-        Exact for the latest transition; for an older one (another trigger fired since) only
-        the state is restored, if the machine is still in that transition's destination.
+        Only the latest transition can be undone, once: undoing an older one would have to
+        guess what the later ones changed. Anything else raises ValueError (a caller's bug).
         """
-        if self.fsm_state != transition.dest:
-            return
-        self._machine.set_state(transition.source, model=self)
-        if self._undo is not None and self._undo[0] is transition:
-            _, self.holder, self.last_load_test_end = self._undo
-            self._undo = None
+        before = self._before_latest
+        if before is None or before.transition is not transition:
+            raise ValueError(
+                f"cannot roll back {transition.trigger!r} ({transition.source} ->"
+                f" {transition.dest}): only the latest transition can be rolled back, once"
+            )
+        self._machine.set_state(before.state, model=self)
+        self.holder = before.holder
+        self.last_load_test_end = before.last_load_test_end
+        self._before_latest = None
 
     def _why_not(self, trigger: str) -> str:
         if self.fsm_state == LOAD_TESTING and trigger == "begin_load_test":

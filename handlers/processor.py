@@ -28,6 +28,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from uuid import uuid4
 
 from eventcenter.domain.errors import (
     EventCenterError,
@@ -179,10 +180,17 @@ class EventProcessor:
             return
         if self._status != "new":
             raise ProcessorClosed(f"processor is {self._status}; build a new one to run again")
-        if self._store is not None:
-            self._status = "starting"
-            top = await self._backlog.recover()
-            self._admitter.next_seq = top + 1
+        self._status = "starting"
+        try:
+            # State held by work that cannot have survived a restart (a load test) is ended,
+            # with the reason recorded, before any handler runs.
+            await self.state.recover(correlation_id=f"start-{uuid4()}")
+            if self._store is not None:
+                top = await self._backlog.recover()
+                self._admitter.next_seq = top + 1
+        except BaseException:
+            self._status = "new"
+            raise
         self._start_workers()
 
     def _start_workers(self) -> None:

@@ -187,7 +187,7 @@ class StoreWriter:
                 inbox.create_tables(session.connection())
             self._processor_log = self.app.processor_log(self.center)
         except Exception as error:
-            raise StoreUnavailable(f"cannot open the store: {_short(error)}") from error
+            raise StoreUnavailable(f"cannot open the store: {short_error(error)}") from error
         self._snapshot_version = self._processor_log.version
         self._thread = threading.Thread(target=self._run, name="eventcenter-writer", daemon=True)
         self._thread.start()
@@ -304,13 +304,13 @@ class StoreWriter:
                 if is_transient(error):
                     attempt += 1
                     if self._closing.is_set():
-                        failure = StoreUnavailable(f"store unavailable: {_short(error)}")
+                        failure = StoreUnavailable(f"store unavailable: {short_error(error)}")
                         return [(p, None, failure) for p in batch]
                     self._outage(error, attempt)
                     continue
                 if len(batch) > 1:  # find the command at fault: each alone
                     return [out for pending in batch for out in self._write([pending])]
-                refused = RecordingFailed(f"the store refused the write: {_short(error)}")
+                refused = RecordingFailed(f"the store refused the write: {short_error(error)}")
                 refused.__cause__ = error
                 log.error("%s", refused)
                 return [(batch[0], None, refused)]
@@ -326,7 +326,7 @@ class StoreWriter:
         if self.available:
             self.available = False
             self.outage_since = time.monotonic()
-            log.error("store unavailable, retrying with back-off: %s", _short(error))
+            log.error("store unavailable, retrying with back-off: %s", short_error(error))
         self.retries += 1
         delay = backoff_delay(attempt, *self._backoff, self._rng.random())
         self._closing.wait(max(delay, 0.01))
@@ -424,7 +424,7 @@ def _settle_all(settled: list[tuple[asyncio.Future[Any], Any, BaseException | No
             future.set_exception(error)
 
 
-def _short(error: BaseException) -> str:
+def short_error(error: BaseException) -> str:
     text = str(getattr(error, "orig", None) or error).strip().splitlines()
     return text[0] if text else type(error).__name__
 

@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import shlex
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from eventcenter import Event, EventCenter, PermanentFailure
+from eventcenter.handlers import Context
+
 SCRIPT = Path(sys.executable).parent / "eventcenter"
+HINT = "replay a dead letter: "
+MARKUP = "[/] [bold]not bold[/bold] [red]"  # rich markup a user may type; must stay literal
 
 
-def run(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
+def run(
+    *args: str, cwd: Path, check: bool = True, columns: int = 200
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": str(columns), "NO_COLOR": "1"}
     env.pop("EVENTCENTER_CONFIG", None)
     result = subprocess.run(
         [str(SCRIPT), *args],
@@ -73,31 +83,36 @@ def test_demo_runs_on_the_embedded_default_and_summarises_what_it_decided(
     }
 
 
-def test_replaying_a_dead_letter_hands_it_back_to_its_handler(tmp_path: Path) -> None:
-    run("demo", "--events", "300", "--rate", "3000", cwd=tmp_path)
-    before = letters(tmp_path, "--status", "pending")
-    target = before[0]
-    replay = run(
-        "dead-letters",
-        "replay",
-        target["id"],
-        "--handlers",
-        "eventcenter.center.demo:register_demo_handlers",
+def test_the_replay_command_the_demo_prints_works_as_printed(tmp_path: Path) -> None:
+    demo = run("demo", "--events", "300", "--rate", "3000", "--data-dir", "store", cwd=tmp_path)
+    assert not (tmp_path / "data").exists(), "the demo used the data dir it was given"
+    hints = [line for line in demo.stdout.splitlines() if line.startswith(HINT)]
+    assert len(hints) == 1
+    command = shlex.split(hints[0].removeprefix(HINT))
+    assert command[:3] == ["eventcenter", "dead-letters", "replay"]
+    target_id = command[3]
+
+    replay = subprocess.run(
+        [str(SCRIPT), *command[1:]],
         cwd=tmp_path,
+        env={**os.environ, "NO_COLOR": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
         check=False,
     )
-    assert f"{target['id']}: {target['event']['type']}" in replay.stdout
+    before = {row["id"]: row for row in letters(tmp_path, "--data-dir", "store")}
+    target = before[target_id]
+    assert f"{target_id}: {target['event']['type']}" in replay.stdout, replay.stderr
     # The demo's dead letters fail for good (expired card, alert without rule, bad payload):
     # the replay fails again, says so, and leaves a new pending letter for the same event.
     assert replay.returncode == 1
     assert "failed again" in replay.stdout
-    after = letters(tmp_path)
-    replayed = [row for row in after if row["id"] == target["id"]]
-    assert replayed[0]["status"] == "replayed"
+    assert target["status"] == "replayed"
     again = [
         row
-        for row in after
-        if row["event"]["id"] == target["event"]["id"] and row["id"] != target["id"]
+        for row in before.values()
+        if row["event"]["id"] == target["event"]["id"] and row["id"] != target_id
     ]
     assert len(again) == 1
     assert again[0]["status"] == "pending"
@@ -120,3 +135,139 @@ def test_bad_settings_are_reported_with_the_field_name(tmp_path: Path) -> None:
 
 def test_version_prints_the_installed_version(tmp_path: Path) -> None:
     assert run("version", cwd=tmp_path).stdout.startswith("eventcenter 0.")
+
+
+# --- errors: one line, exit code 1, no traceback ------------------------------------------------
+
+
+def test_an_unreachable_database_is_one_line_naming_the_url_without_its_password(
+    tmp_path: Path,
+) -> None:
+    url = "postgresql+psycopg2://ops:s3cret@127.0.0.1:1/center"  # nothing listens on port 1
+    for command in (["decisions"], ["dead-letters", "list"]):
+        result = run(*command, "--database-url", url, cwd=tmp_path, check=False)
+        assert result.returncode == 1
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert result.stderr.startswith("error: cannot use the store at ")
+        assert "postgresql+psycopg2://ops:***@127.0.0.1:1/center" in result.stderr
+        assert "s3cret" not in result.stderr
+        assert "Connection refused" in result.stderr
+
+
+def test_a_library_error_is_one_literal_line_with_exit_code_1(tmp_path: Path) -> None:
+    (tmp_path / "bad_patterns.py").write_text(
+        "async def handle(event, ctx):\n"
+        "    pass\n"
+        "\n"
+        "def register(center):\n"
+        f"    center.processor.subscribe('orders..{MARKUP}', handle)\n"
+    )
+    result = run(
+        "dead-letters",
+        "replay",
+        "00000000-0000-0000-0000-000000000000",
+        "--handlers",
+        "bad_patterns:register",
+        cwd=tmp_path,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("error: ")
+    assert f"orders..{MARKUP}" in result.stderr
+
+
+def test_bad_usage_still_exits_2(tmp_path: Path) -> None:
+    result = run("dead-letters", "list", "--status", "lost", cwd=tmp_path, check=False)
+    assert result.returncode == 2
+    assert result.stderr == "error: --status must be pending or replayed, not 'lost'\n"
+
+
+# --- user text is shown literally ---------------------------------------------------------------
+
+
+def store_with_markup(data_dir: Path, letters: int = 1) -> list[datetime]:
+    """Dead letters and decisions whose texts look like rich markup, made by the library.
+
+    Returns when each decision was recorded.
+    """
+
+    async def review(event: Event, ctx: Context) -> None:
+        await ctx.decide("order.review", f"customer wrote {event.payload['note']}", event)
+        raise PermanentFailure(
+            f"cannot parse note {event.payload['note']}: the order stays open until someone"
+            " fixes the note by hand and replays it"
+        )
+
+    async def main() -> list[datetime]:
+        center = EventCenter.from_url(f"sqlite:///{data_dir}/center.db", builtin_handlers=False)
+        center.processor.subscribe("orders.*", review, name="review-notes-of-orders")
+        async with center:
+            for number in range(letters):
+                await center.publish("orders.created", {"note": MARKUP, "n": number}, tenant="acme")
+            await center.processor.join()
+            trail = await asyncio.to_thread(center.decisions)
+        return [row.at for row in trail]
+
+    data_dir.mkdir()
+    return asyncio.run(main())
+
+
+def test_reasons_and_errors_that_look_like_markup_are_shown_literally(tmp_path: Path) -> None:
+    store_with_markup(tmp_path / "data")
+    listed = run("dead-letters", "list", cwd=tmp_path)
+    assert f"PermanentFailure: cannot parse note {MARKUP}" in listed.stdout
+    trail = run("decisions", cwd=tmp_path)
+    assert f"customer wrote {MARKUP}" in trail.stdout
+
+
+def test_decisions_show_the_date_and_the_time(tmp_path: Path) -> None:
+    (decided_at,) = store_with_markup(tmp_path / "data")
+    out = run("decisions", cwd=tmp_path, columns=80).stdout
+    assert decided_at.strftime("%Y-%m-%d") in out
+    assert decided_at.strftime("%H:%M:%S.%f")[:-3] in out
+
+
+def test_dead_letter_ids_stay_whole_on_one_line_at_80_columns(tmp_path: Path) -> None:
+    store_with_markup(tmp_path / "data", letters=3)
+    ids = [row["id"] for row in letters(tmp_path)]
+    assert len(ids) == 3
+    lines = run("dead-letters", "list", cwd=tmp_path, columns=80).stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    for letter_id in ids:
+        assert any(letter_id in line for line in lines), f"{letter_id} was folded"
+
+
+# --- --handlers finds modules in the working directory -----------------------------------------
+
+
+def test_handlers_are_imported_from_the_working_directory(tmp_path: Path) -> None:
+    async def flaky(event: Event, ctx: Context) -> None:
+        raise PermanentFailure("downstream was down")
+
+    async def fail_once() -> str:
+        center = EventCenter.from_url(
+            f"sqlite:///{tmp_path}/data/center.db", builtin_handlers=False
+        )
+        center.processor.subscribe("orders.*", flaky, name="fulfil")
+        async with center:
+            await center.publish("orders.created", {"order": 42}, tenant="acme")
+            await center.processor.join()
+        return str(center.dead_letters()[0].id)
+
+    (tmp_path / "data").mkdir()
+    letter_id = asyncio.run(fail_once())
+    (tmp_path / "shop_handlers.py").write_text(
+        "async def fulfil(event, ctx):\n"
+        "    await ctx.decide('order.fulfilled', 'downstream is back', event)\n"
+        "\n"
+        "def register(center):\n"
+        "    center.processor.subscribe('orders.*', fulfil, name='fulfil')\n"
+    )
+    replay = run(
+        "dead-letters", "replay", letter_id, "--handlers", "shop_handlers:register", cwd=tmp_path
+    )
+    assert f"{letter_id}: orders.created" in replay.stdout
+    assert [row["status"] for row in letters(tmp_path)] == ["replayed"]
+    assert "downstream is back" in run("decisions", cwd=tmp_path).stdout

@@ -287,3 +287,59 @@ def test_any_trigger_sequence_keeps_state_equal_to_the_last_successful_destinati
         assert machine.state == expected
         assert (machine.holder is None) == (expected == STABLE)
     assert machine.state == expected
+
+
+def test_only_the_latest_transition_can_be_rolled_back() -> None:
+    machine = ProcessorStateMachine()
+    older = fire(machine, "begin_adjustment")
+    fire(machine, "settle")
+    with pytest.raises(ValueError, match="only the latest transition"):
+        machine.rollback(older)
+    assert machine.state == STABLE
+
+
+def test_a_transition_is_rolled_back_once() -> None:
+    machine = ProcessorStateMachine()
+    transition = fire(machine, "begin_adjustment")
+    machine.rollback(transition)
+    with pytest.raises(ValueError, match="once"):
+        machine.rollback(transition)
+    assert machine.state == STABLE
+
+
+def test_rollback_of_a_finished_load_test_restores_the_cool_down_clock() -> None:
+    machine = ProcessorStateMachine(load_test_cooldown=30.0)
+    fire(machine, "begin_load_test", now=0.0, correlation_id="p1")
+    machine.rollback(fire(machine, "finish_load_test", now=10.0, correlation_id="p1"))
+    assert (machine.state, machine.holder, machine.last_load_test_end) == (LOAD_TESTING, "p1", None)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    initial=st.sampled_from(list(DESIGN)),
+    sequence=st.lists(
+        st.tuples(st.sampled_from(ALL_TRIGGERS), st.floats(0.0, 20.0), st.booleans()),
+        max_size=40,
+    ),
+)
+def test_rollback_is_exact_the_machine_equals_one_that_only_saw_the_kept_transitions(
+    initial: str, sequence: list[tuple[str, float, bool]]
+) -> None:
+    machine = ProcessorStateMachine(initial=initial, load_test_cooldown=5.0)
+    reference = ProcessorStateMachine(initial=initial, load_test_cooldown=5.0)
+    now = 0.0
+    for number, (trigger, elapsed, recorded) in enumerate(sequence):
+        now += elapsed
+        outcome = attempt(machine, trigger, now=now, correlation_id=f"c{number}")
+        if isinstance(outcome, TransitionRefused):
+            continue
+        if recorded:
+            fire(reference, trigger, now=now, correlation_id=f"c{number}")
+        else:
+            machine.rollback(outcome)
+        assert (machine.state, machine.holder, machine.last_load_test_end) == (
+            reference.state,
+            reference.holder,
+            reference.last_load_test_end,
+        )
+        assert machine.allowed_triggers() == reference.allowed_triggers()
