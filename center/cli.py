@@ -28,6 +28,7 @@ from typer.core import TyperGroup
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.demo import DemoResult, run_demo
+from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
@@ -182,7 +183,11 @@ def demo(
         )
     _print_demo(result)
     if result.dead_letters:
-        hint = _replay_hint(str(result.dead_letters[0].id), config, database_url, data_dir)
+        # A letter that failed for good (a permanent failure) shows the whole story when
+        # replayed: it fails again and becomes a new letter linked to this one.
+        permanent = [r for r in result.dead_letters if r.error_type == "PermanentFailure"]
+        letter = (permanent or result.dead_letters)[0]
+        hint = _replay_hint(str(letter.id), config, database_url, data_dir)
         console.print(Text(f"replay a dead letter: {hint}"), soft_wrap=True)
 
 
@@ -242,13 +247,13 @@ def list_letters(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """List dead letters, oldest first."""
-    if status not in (None, "pending", "replayed"):
-        _fail(f"--status must be pending or replayed, not {status!r}")
-    center = EventCenter(_settings(config, database_url, data_dir), builtin_handlers=False)
+    if status not in (None, "pending", "replaying", "replayed"):
+        _fail(f"--status must be pending, replaying or replayed, not {status!r}")
+    reader = CenterReader(_settings(config, database_url, data_dir))
     try:
-        rows = center.dead_letters(status)
+        rows = reader.dead_letters(status)
     finally:
-        center.close()
+        reader.close()
     if as_json:
         for row in rows:
             print(
@@ -304,6 +309,7 @@ async def _replay(
         center.close()
         raise
     failed = 0
+    replayed: list[str] = []
     async with center:
         for letter_id in letter_ids:
             try:
@@ -313,12 +319,17 @@ async def _replay(
                 errors.print(line, soft_wrap=True)
                 failed += 1
                 continue
+            replayed.append(letter_id)
             console.print(Text(f"{letter_id}: {event.type} {event.id} queued again"))
         await center.processor.join()
-        dead = center.processor.snapshot().totals.get("dead_lettered", 0)
-    if dead:
-        console.print(f"[yellow]{dead} replayed event(s) failed again and are new dead letters[/]")
-    return bool(failed or dead)
+        outcomes = await asyncio.to_thread(lambda: [center.letter_status(i) for i in replayed])
+    again = [
+        (letter_id, o.failed_again_as) for letter_id, o in zip(replayed, outcomes, strict=True)
+    ]
+    again = [(letter_id, new) for letter_id, new in again if new]
+    for letter_id, new in again:
+        console.print(Text(f"{letter_id}: failed again; new dead letter {new}", style="yellow"))
+    return bool(failed or again)
 
 
 def _import_register(spec: str) -> Callable[[EventCenter], object]:
@@ -346,11 +357,11 @@ def decisions(
     last: Annotated[int, typer.Option(min=1, help="show the last N")] = 50,
 ) -> None:
     """Show the audit trail: state transitions and decisions, in recorded order."""
-    center = EventCenter(_settings(config, database_url, data_dir), builtin_handlers=False)
+    reader = CenterReader(_settings(config, database_url, data_dir))
     try:
-        rows = center.decisions()[-last:]
+        rows = reader.decisions()[-last:]
     finally:
-        center.close()
+        reader.close()
     console.print(_decisions_table(rows, f"last {len(rows)} decision(s)"))
 
 

@@ -181,7 +181,7 @@ def test_a_library_error_is_one_literal_line_with_exit_code_1(tmp_path: Path) ->
 def test_bad_usage_still_exits_2(tmp_path: Path) -> None:
     result = run("dead-letters", "list", "--status", "lost", cwd=tmp_path, check=False)
     assert result.returncode == 2
-    assert result.stderr == "error: --status must be pending or replayed, not 'lost'\n"
+    assert result.stderr == "error: --status must be pending, replaying or replayed, not 'lost'\n"
 
 
 # --- user text is shown literally ---------------------------------------------------------------
