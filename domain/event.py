@@ -203,7 +203,7 @@ def _key_count(text: bytes) -> int:
 
     (Counting ``":`` would be cheaper but wrong: a string may start with a colon.)
     """
-    return _shape(text).count(b":")
+    return _shape(text).count(b":") if b":" in text else 0
 
 
 #: A non-finite float as pickle writes it: opcode ``G`` (BINFLOAT), then the IEEE 754 double big
@@ -462,9 +462,10 @@ class Event(BaseModel):
         changes nothing for other subscribers, retries or the stored dead letter. The copy is
         an orjson round trip (tuples become lists); every other field is immutable and shared.
         """
-        return self.model_copy(
-            update={"payload": _copy_json(self.payload), "metadata": _copy_json(self.metadata)}
-        )
+        clone = self.__copy__()  # shallow, with its own __dict__ (cheaper than model_copy)
+        clone.__dict__["payload"] = _copy_json(self.payload)
+        clone.__dict__["metadata"] = _copy_json(self.metadata)
+        return clone
 
 
 def _validated(data: Mapping[str, Any], context: EnvelopeLimits | _Decoded) -> Event:
