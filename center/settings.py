@@ -53,9 +53,14 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     [processor.limits]
     max_type_length = 128                 # characters in an event's type
     max_name_length = 128                 # characters in source, tenant
-    max_payload_bytes = 65536             # bytes of the payload as JSON
-    max_metadata_bytes = 8192             # bytes of metadata as JSON
-    max_depth = 16                        # nesting depth of payload and metadata
+    max_correlation_id_length = 128       # characters in correlation_id (at least 36)
+    max_version_length = 64               # characters in version
+    max_payload_bytes = 65536             # bytes of the payload as compact JSON
+    max_metadata_bytes = 8192             # bytes of metadata as compact JSON
+    max_depth = 16                        # nesting depth of payload and metadata (1-128)
+    max_body_bytes = 262144               # bytes of one raw JSON envelope (HTTP body)
+    max_batch_bytes = 4194304             # bytes of a raw JSON array of envelopes
+    max_batch_events = 1000               # envelopes in one JSON batch
 
     [recording]
     batch_max = 500                       # decisions saved in one transaction at most

@@ -19,7 +19,7 @@ from eventcenter.domain.errors import (
     SubscriptionError,
     TransitionRefused,
 )
-from eventcenter.domain.event import EnvelopeLimits, Event
+from eventcenter.domain.event import EnvelopeLimits, Event, parse_json, parse_json_batch
 from eventcenter.domain.fsm import ProcessorStateMachine
 from eventcenter.domain.priority import Priority
 
@@ -44,4 +44,6 @@ __all__ = [
     "SubscriptionError",
     "Transition",
     "TransitionRefused",
+    "parse_json",
+    "parse_json_batch",
 ]
