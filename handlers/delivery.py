@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import random
 from collections import deque
@@ -87,12 +86,7 @@ def isolated(event: Event) -> Event:
     """``event`` with its own copy of payload and metadata (what one handler attempt gets)."""
     if not event.payload and not event.metadata:
         return event
-    return event.model_copy(
-        update={
-            "payload": copy.deepcopy(event.payload),
-            "metadata": copy.deepcopy(event.metadata),
-        }
-    )
+    return event.fresh_copy()
 
 
 class Deliverer:
