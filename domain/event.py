@@ -462,10 +462,21 @@ class Event(BaseModel):
         changes nothing for other subscribers, retries or the stored dead letter. The copy is
         an orjson round trip (tuples become lists); every other field is immutable and shared.
         """
-        clone = self.__copy__()  # shallow, with its own __dict__ (cheaper than model_copy)
-        clone.__dict__["payload"] = _copy_json(self.payload)
-        clone.__dict__["metadata"] = _copy_json(self.metadata)
+        # A shallow clone built by hand: BaseModel.__copy__ also copies private and extra state
+        # this model does not have, and costs twice as much.
+        clone = _new_event(Event)
+        fields = self.__dict__.copy()
+        fields["payload"] = _copy_json(self.payload)
+        fields["metadata"] = _copy_json(self.metadata)
+        _set(clone, "__dict__", fields)
+        _set(clone, "__pydantic_fields_set__", self.__pydantic_fields_set__)
+        _set(clone, "__pydantic_extra__", None)
+        _set(clone, "__pydantic_private__", None)
         return clone
+
+
+_new_event = object.__new__
+_set = object.__setattr__
 
 
 def _validated(data: Mapping[str, Any], context: EnvelopeLimits | _Decoded) -> Event:

@@ -72,13 +72,16 @@ class Admitter:
     ) -> list[str]:
         """Admit ``events`` (all or none); returns their ids (or the first ids of their keys)."""
         self._ensure_running()
-        idents = [
-            self.identity(event, key)
-            for event, key in zip(events, keys or [None] * len(events), strict=True)
-        ]
-        routes = [self._subscriptions.route(event.type) for event in events]
+        if keys is None:
+            idents: list[str | None] = [None] * len(events)
+        else:
+            idents = [self.identity(e, k) for e, k in zip(events, keys, strict=True)]
+        route = self._subscriptions.route
+        routes = [route(event.type) for event in events]
         if self._store is None:
-            await self._wait_for_room(sum(len(targets) for targets in routes))
+            needed = sum(len(targets) for targets in routes)
+            if self._books.pending + needed > self.settings.max_queued:
+                await self._wait_for_room(needed)
         else:
             await self._wait_for_backlog(routes)
         # From here to the commit there is no await: the room just found is still there.
