@@ -40,6 +40,7 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     max_wait_low = 1.0                    # ageing bound for LOW, seconds
     shutdown_timeout = 10.0               # seconds stop() waits for the queue
     load_test_cooldown = 0.0              # seconds between two load tests
+    route_cache_size = 10000              # event types whose routes are cached (LRU)
 
     [processor.limits]
     max_type_length = 128                 # characters in an event's type

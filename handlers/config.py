@@ -33,6 +33,9 @@ class ProcessorSettings(BaseModel):
     max_wait_low: float | None = Field(1.0, ge=0, description="ageing bound for LOW, s")
     shutdown_timeout: float = Field(10.0, ge=0, description="seconds stop() waits for the queue")
     load_test_cooldown: float = Field(0.0, ge=0, description="seconds between two load tests")
+    route_cache_size: int = Field(
+        10_000, ge=1, description="event types whose routes are cached (least recently used go)"
+    )
     limits: EnvelopeLimits = Field(default_factory=EnvelopeLimits)
 
     @model_validator(mode="after")

@@ -50,15 +50,13 @@ from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
 from eventcenter.handlers.dedupe import DedupeWindow
 from eventcenter.handlers.metrics import Counts, MetricsSnapshot, ProcessorMetrics
-from eventcenter.handlers.patterns import Pattern, compile_pattern
+from eventcenter.handlers.patterns import Pattern, RouteCache, RouteIndex, compile_pattern
 from eventcenter.handlers.scheduling import PriorityScheduler
 from eventcenter.handlers.state import StateGuard
 
 log = logging.getLogger("eventcenter.processor")
 
 F = TypeVar("F", bound=HandlerFunc)
-
-_ROUTE_CACHE_MAX = 10_000
 
 
 class Subscription:
@@ -183,7 +181,8 @@ class EventProcessor:
         self._dedupe = DedupeWindow(self.settings.dedupe_window, self.settings.dedupe_max_ids)
         self.metrics = ProcessorMetrics()
         self._subscriptions: dict[str, Subscription] = {}
-        self._routes: dict[str, tuple[Subscription, ...]] = {}
+        self._index = RouteIndex()
+        self._routes = RouteCache(self._resolve_route, self.settings.route_cache_size)
         self._pending = 0
         self._running: set[Delivery] = set()
         self._retrying: dict[Delivery, asyncio.TimerHandle] = {}
@@ -316,6 +315,7 @@ class EventProcessor:
         self._subscriptions[name] = Subscription(
             name, patterns, handler, tuple(filters), Priority.parse(priority_min), limit
         )
+        self._index.add(name, patterns)
         self._routes.clear()
         return name
 
@@ -370,6 +370,7 @@ class EventProcessor:
         sub = self._subscription(name)
         sub.closed = True
         del self._subscriptions[name]
+        self._index.remove(name)
         self._routes.clear()
         while sub.parked:
             self._discard(sub.parked.popleft())
@@ -403,13 +404,11 @@ class EventProcessor:
             raise SubscriptionError(f"no subscription '{name}' (known: {known})") from None
 
     def _route(self, event_type: str) -> tuple[Subscription, ...]:
-        targets = self._routes.get(event_type)
-        if targets is None:
-            if len(self._routes) >= _ROUTE_CACHE_MAX:
-                self._routes.clear()
-            targets = tuple(s for s in self._subscriptions.values() if s.matches(event_type))
-            self._routes[event_type] = targets
-        return targets
+        return self._routes.lookup(event_type)
+
+    def _resolve_route(self, event_type: str) -> tuple[Subscription, ...]:
+        subscriptions = self._subscriptions
+        return tuple(subscriptions[name] for name in self._index.match(event_type))
 
     # publishing --------------------------------------------------------------------------------
 
