@@ -36,6 +36,15 @@ class ProcessorSettings(BaseModel):
     route_cache_size: int = Field(
         10_000, ge=1, description="event types whose routes are cached (least recently used go)"
     )
+    metrics_max_types: int = Field(
+        1000, ge=1, description="event types counted by name; the rest as '(other)'"
+    )
+    metrics_max_tenants: int = Field(
+        1000, ge=1, description="tenants counted by name; the rest as '(other)'"
+    )
+    metrics_max_series: int = Field(
+        10_000, ge=1, description="(type, tenant, priority) counters kept by name at most"
+    )
     limits: EnvelopeLimits = Field(default_factory=EnvelopeLimits)
 
     @model_validator(mode="after")

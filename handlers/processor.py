@@ -179,7 +179,11 @@ class EventProcessor:
         self._dead_letters = dead_letters
         self._scheduler: PriorityScheduler[Delivery] = PriorityScheduler(self.settings.max_wait())
         self._dedupe = DedupeWindow(self.settings.dedupe_window, self.settings.dedupe_max_ids)
-        self.metrics = ProcessorMetrics()
+        self.metrics = ProcessorMetrics(
+            max_types=self.settings.metrics_max_types,
+            max_tenants=self.settings.metrics_max_tenants,
+            max_series=self.settings.metrics_max_series,
+        )
         self._subscriptions: dict[str, Subscription] = {}
         self._index = RouteIndex()
         self._routes = RouteCache(self._resolve_route, self.settings.route_cache_size)
