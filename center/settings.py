@@ -49,6 +49,10 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     max_backlog = 100000                  # a subscription's unfinished deliveries at most
     max_key_length = 200                  # characters in an idempotency key
     load_test_cooldown = 0.0              # seconds between two load tests
+    route_cache_size = 10000              # event types whose routes are cached (LRU)
+    metrics_max_types = 1000              # event types counted by name; the rest as '(other)'
+    metrics_max_tenants = 1000            # tenants counted by name; the rest as '(other)'
+    metrics_max_series = 10000            # (type, tenant, priority) counters kept at most
 
     [processor.limits]
     max_type_length = 128                 # characters in an event's type

@@ -51,6 +51,18 @@ class ProcessorSettings(BaseModel):
     )
     max_key_length: int = Field(200, ge=1, description="characters in an idempotency key")
     load_test_cooldown: float = Field(0.0, ge=0, description="seconds between two load tests")
+    route_cache_size: int = Field(
+        10_000, ge=1, description="event types whose routes are cached (least recently used go)"
+    )
+    metrics_max_types: int = Field(
+        1000, ge=1, description="event types counted by name; the rest as '(other)'"
+    )
+    metrics_max_tenants: int = Field(
+        1000, ge=1, description="tenants counted by name; the rest as '(other)'"
+    )
+    metrics_max_series: int = Field(
+        10_000, ge=1, description="(type, tenant, priority) counters kept by name at most"
+    )
     limits: EnvelopeLimits = Field(default_factory=EnvelopeLimits)
 
     @model_validator(mode="after")

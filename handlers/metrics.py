@@ -1,15 +1,28 @@
 """Processor metrics: counters per event type, tenant and priority, queue depths, latencies.
 
 Counting is on the hot path, so it is plain attribute increments on one small object per
-(type, tenant, priority); everything else (sums, percentiles) happens when a snapshot is taken.
+*series* (type, tenant, priority); everything else (sums, percentiles) happens when a snapshot
+is taken.
+
+Memory and snapshot cost are bounded, however many types and tenants pass through: the first
+``max_types`` types and ``max_tenants`` tenants seen are counted under their own names, later
+ones under the label :data:`OTHER`; and once ``max_series`` series exist, a new pair of known
+type and known tenant is counted under (type, OTHER), so ``by_type`` stays exact for every known
+type. So there are at most ``max_series + 4 * (max_types + 1)`` series, and totals and
+``by_priority`` are always exact. ``OTHER`` cannot be mistaken for a real name: types and
+tenants do not contain parentheses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 
 from eventcenter.domain.priority import Priority
+
+#: The label that types and tenants beyond the caps are counted under.
+OTHER = "(other)"
 
 COUNTERS = (
     "published",
@@ -39,10 +52,6 @@ class Counts:
         self.retried = 0  # retries scheduled
         self.dead_lettered = 0  # deliveries given up on, kept as dead letters
         self.discarded = 0  # deliveries of a removed subscription
-
-    def add_to(self, total: dict[str, int]) -> None:
-        for name in COUNTERS:
-            total[name] = total.get(name, 0) + getattr(self, name)
 
 
 class LatencyWindow:
@@ -107,20 +116,71 @@ class MetricsSnapshot:
         }
 
 
-class ProcessorMetrics:
-    """The live metrics the processor updates; :meth:`snapshot` copies them out."""
+_values = attrgetter(*COUNTERS)
 
-    def __init__(self, window: int = 4096) -> None:
-        self._counts: dict[tuple[str, str, Priority], Counts] = {}
+Series = tuple[str, str, Priority]
+
+
+class ProcessorMetrics:
+    """The live metrics the processor updates; :meth:`snapshot` copies them out.
+
+    ``max_types``, ``max_tenants`` and ``max_series`` bound what is kept (see the module
+    docstring); memory is O(max_series + max_types + max_tenants) and so is :meth:`snapshot`.
+    """
+
+    def __init__(
+        self,
+        window: int = 4096,
+        *,
+        max_types: int = 1000,
+        max_tenants: int = 1000,
+        max_series: int = 10_000,
+    ) -> None:
+        for name, cap in (
+            ("max_types", max_types),
+            ("max_tenants", max_tenants),
+            ("max_series", max_series),
+        ):
+            if cap < 1:
+                raise ValueError(f"{name} must be at least 1, got {cap}")
+        self.max_types = max_types
+        self.max_tenants = max_tenants
+        self.max_series = max_series
+        # Keyed by the labels; for known type and tenant that is the key counts() looks up.
+        self._series: dict[Series, Counts] = {}
+        self._types: set[str] = set()
+        self._tenants: set[str] = set()
         self.dispatch = LatencyWindow(window)
         self.handlers: dict[str, LatencyWindow] = {}
         self._window = window
 
     def counts(self, type: str, tenant: str, priority: Priority) -> Counts:
-        key = (type, tenant, priority)
-        counts = self._counts.get(key)
+        """The counters to update for an event of ``type``, ``tenant`` and ``priority``.
+
+        One dict lookup when the type and tenant are counted under their own names and the
+        series exists; beyond the caps, three (the labels, then the series).
+        """
+        counts = self._series.get((type, tenant, priority))
         if counts is None:
-            counts = self._counts[key] = Counts()
+            counts = self._labelled(type, tenant, priority)
+        return counts
+
+    def series_count(self) -> int:
+        """How many series are kept (bounded, see the module docstring)."""
+        return len(self._series)
+
+    def _labelled(self, type: str, tenant: str, priority: Priority) -> Counts:
+        type_label = _label(type, self._types, self.max_types)
+        tenant_label = _label(tenant, self._tenants, self.max_tenants)
+        series = self._series
+        key = (type_label, tenant_label, priority)
+        counts = series.get(key)
+        if counts is None:
+            if len(series) >= self.max_series and tenant_label != OTHER:
+                key = (type_label, OTHER, priority)
+                counts = series.get(key)
+            if counts is None:
+                counts = series[key] = Counts()
         return counts
 
     def handler(self, name: str) -> LatencyWindow:
@@ -130,21 +190,37 @@ class ProcessorMetrics:
         return window
 
     def snapshot(self, queue: dict[str, Any]) -> MetricsSnapshot:
-        totals: dict[str, int] = {}
-        by_type: dict[str, dict[str, int]] = {}
-        by_tenant: dict[str, dict[str, int]] = {}
-        by_priority: dict[str, dict[str, int]] = {}
-        for (type_, tenant, priority), counts in self._counts.items():
-            counts.add_to(totals)
-            counts.add_to(by_type.setdefault(type_, {}))
-            counts.add_to(by_tenant.setdefault(tenant, {}))
-            counts.add_to(by_priority.setdefault(priority.name, {}))
+        """Sums per type, tenant and priority: O(series), one pass and C-level sums."""
+        rows: list[tuple[int, ...]] = []
+        by_type: dict[str, list[tuple[int, ...]]] = {}
+        by_tenant: dict[str, list[tuple[int, ...]]] = {}
+        by_priority: dict[Priority, list[tuple[int, ...]]] = {}
+        for (type_, tenant, priority), counts in self._series.items():
+            row = _values(counts)
+            rows.append(row)
+            by_type.setdefault(type_, []).append(row)
+            by_tenant.setdefault(tenant, []).append(row)
+            by_priority.setdefault(priority, []).append(row)
         return MetricsSnapshot(
-            totals=totals,
-            by_type=dict(sorted(by_type.items())),
-            by_tenant=dict(sorted(by_tenant.items())),
-            by_priority={p.name: by_priority[p.name] for p in Priority if p.name in by_priority},
+            totals=_summed(rows) if rows else {},
+            by_type={label: _summed(by_type[label]) for label in sorted(by_type)},
+            by_tenant={label: _summed(by_tenant[label]) for label in sorted(by_tenant)},
+            by_priority={p.name: _summed(by_priority[p]) for p in Priority if p in by_priority},
             queue=queue,
             dispatch_latency=self.dispatch.summary(),
             handler_latency={name: w.summary() for name, w in sorted(self.handlers.items())},
         )
+
+
+def _label(name: str, known: set[str], cap: int) -> str:
+    """``name`` if it is (or can still become) one of the ``cap`` names counted by name."""
+    if name in known:
+        return name
+    if len(known) < cap:
+        known.add(name)
+        return name
+    return OTHER
+
+
+def _summed(rows: list[tuple[int, ...]]) -> dict[str, int]:
+    return dict(zip(COUNTERS, map(sum, zip(*rows, strict=True)), strict=True))

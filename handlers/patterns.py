@@ -27,17 +27,31 @@ offending segment, when the pattern is compiled, not when the first event arrive
 A pattern without wildcards is matched by comparing strings, a pattern with wildcards by one
 regular expression compiled with the pattern. ``#`` alone matches any string; other patterns
 expect a valid type (the event envelope validated it) and never match across a ``.``.
+
+Routing many subscriptions: :class:`RouteIndex` answers "which subscriptions want this type"
+without trying every pattern. Literal patterns sit in a dict; wildcard patterns in a trie of
+segments, walked once per type, so a lookup costs O(segments x trie branches that still match)
+however many subscriptions there are. :class:`RouteCache` keeps the answers for the most
+recently routed types, a bounded LRU that evicts one entry at a time.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from eventcenter.domain.errors import InvalidPattern
+from eventcenter.domain.errors import InvalidPattern, SubscriptionError
 from eventcenter.domain.event import SEGMENT
 
-__all__ = ["Pattern", "compile_pattern"]
+if TYPE_CHECKING:
+    from functools import _lru_cache_wrapper
+
+__all__ = ["Pattern", "RouteCache", "RouteIndex", "compile_pattern"]
+
+V = TypeVar("V")
 
 _LITERAL = re.compile(SEGMENT)
 _ONE = "*"
@@ -148,3 +162,159 @@ def _to_regex(segments: list[str]) -> re.Pattern[str]:
 def _sequence(block: list[str]) -> str:
     """Regex for consecutive fixed segments: literals and ``*``, joined by dots."""
     return r"\.".join(SEGMENT if segment == _ONE else re.escape(segment) for segment in block)
+
+
+class _Node:
+    """A trie node: the next segments (a literal, ``*`` or ``#``) and the names ending here."""
+
+    __slots__ = ("children", "names")
+
+    def __init__(self) -> None:
+        self.children: dict[str, _Node] = {}
+        self.names: set[str] = set()
+
+
+class RouteIndex:
+    """Subscription names by pattern: which names want an event type, without a scan.
+
+    ``add(name, patterns)`` registers a name (each name once), ``remove(name)`` forgets it, and
+    ``match(event_type)`` returns the names with at least one pattern that matches, in the order
+    they were added. It agrees with ``any(p.matches(event_type) for p in patterns)`` for every
+    valid type (property-tested).
+
+    Literal patterns are one dict lookup. Wildcard patterns share a trie keyed by segment, where
+    ``*`` and ``#`` are children like literals (a type's segments cannot be ``*`` or ``#``, so
+    they never collide). A walk carries the set of (node, position) states still alive; ``#``
+    fans out to every later position, and states are visited once, so the cost is
+    O(segments x live states), independent of how many subscriptions miss.
+    """
+
+    __slots__ = ("_added", "_literals", "_order", "_patterns", "_root", "_wildcards")
+
+    def __init__(self) -> None:
+        self._added = 0
+        self._order: dict[str, int] = {}  # name -> registration number
+        self._patterns: dict[str, tuple[Pattern, ...]] = {}
+        self._literals: dict[str, set[str]] = {}  # pattern text -> names
+        self._root = _Node()
+        self._wildcards = 0  # wildcard patterns in the trie: none means no walk at all
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._order
+
+    def add(self, name: str, patterns: Iterable[Pattern | str]) -> None:
+        """Register ``name`` for ``patterns`` (texts are compiled, and refused if invalid)."""
+        if name in self._order:
+            raise SubscriptionError(f"'{name}' is already routed; remove it first")
+        compiled = tuple(  # each pattern once: a repeat would match nothing more
+            dict.fromkeys(p if isinstance(p, Pattern) else compile_pattern(p) for p in patterns)
+        )
+        self._order[name] = self._added
+        self._added += 1
+        self._patterns[name] = compiled
+        for pattern in compiled:
+            if pattern.has_wildcards:
+                node = self._root
+                for segment in pattern.text.split("."):
+                    node = node.children.setdefault(segment, _Node())
+                node.names.add(name)
+                self._wildcards += 1
+            else:
+                self._literals.setdefault(pattern.text, set()).add(name)
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` and prune what only it used; SubscriptionError if unknown."""
+        try:
+            patterns = self._patterns.pop(name)
+        except KeyError:
+            raise SubscriptionError(f"'{name}' is not routed") from None
+        del self._order[name]
+        for pattern in patterns:
+            if pattern.has_wildcards:
+                self._remove_wildcard(pattern.text.split("."), name)
+                self._wildcards -= 1
+            else:
+                names = self._literals[pattern.text]
+                names.discard(name)
+                if not names:
+                    del self._literals[pattern.text]
+
+    def match(self, event_type: str) -> tuple[str, ...]:
+        """The names whose patterns match ``event_type`` (a valid type), in the order added."""
+        found = self._literals.get(event_type)
+        if self._wildcards:
+            walked = self._walk(event_type.split("."))
+            if found is None:
+                found = walked
+            elif walked:
+                found = found | walked
+        if not found:
+            return ()
+        if len(found) == 1:
+            return tuple(found)
+        return tuple(sorted(found, key=self._order.__getitem__))
+
+    def _walk(self, segments: list[str]) -> set[str]:
+        found: set[str] = set()
+        end = len(segments)
+        pending: list[tuple[_Node, int]] = [(self._root, 0)]
+        seen: set[tuple[_Node, int]] = set()
+        while pending:
+            state = pending.pop()
+            node, position = state
+            if state in seen:
+                continue
+            seen.add(state)
+            children = node.children
+            anything = children.get("#")
+            if anything is not None:  # zero or more segments: every later position
+                pending.extend((anything, later) for later in range(position, end + 1))
+            if position == end:
+                found.update(node.names)
+                continue
+            child = children.get(segments[position])
+            if child is not None:
+                pending.append((child, position + 1))
+            one = children.get("*")
+            if one is not None:
+                pending.append((one, position + 1))
+        return found
+
+    def _remove_wildcard(self, segments: list[str], name: str) -> None:
+        path = [self._root]
+        for segment in segments:
+            path.append(path[-1].children[segment])
+        path[-1].names.discard(name)
+        for depth in range(len(segments), 0, -1):  # prune nodes that lead nowhere any more
+            node = path[depth]
+            if node.names or node.children:
+                break
+            del path[depth - 1].children[segments[depth - 1]]
+
+
+class RouteCache(Generic[V]):
+    """``resolve(event_type)`` remembered for the most recently used types, ``size`` at most.
+
+    ``lookup(event_type)`` returns the remembered answer, or calls ``resolve`` and remembers it.
+    Past ``size`` types the least recently used one is forgotten, one per new type, so a stream
+    of ever new types costs one eviction each instead of emptying the cache. ``clear`` is for
+    when the answers change (a subscription added or removed). A hit costs one C-level call
+    (``functools.lru_cache``), about what a dict lookup does.
+    """
+
+    __slots__ = ("lookup", "size")
+
+    def __init__(self, resolve: Callable[[str], V], size: int = 10_000) -> None:
+        if size < 1:
+            raise ValueError(f"a route cache needs room for at least 1 entry, got {size}")
+        self.size = size
+        self.lookup: _lru_cache_wrapper[V] = lru_cache(maxsize=size)(resolve)
+
+    def __len__(self) -> int:
+        return self.lookup.cache_info().currsize
+
+    def clear(self) -> None:
+        self.lookup.cache_clear()

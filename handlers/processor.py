@@ -112,8 +112,12 @@ class EventProcessor:
         self.settings = settings or ProcessorSettings()
         self._clock = clock
         self._store = store
-        self.metrics = ProcessorMetrics()
-        self._subscriptions = Subscriptions()
+        self.metrics = ProcessorMetrics(
+            max_types=self.settings.metrics_max_types,
+            max_tenants=self.settings.metrics_max_tenants,
+            max_series=self.settings.metrics_max_series,
+        )
+        self._subscriptions = Subscriptions(self.settings.route_cache_size)
         self._books = Books()
         self._status = "new"
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -23,11 +23,24 @@ have earlier deadlines. So a flood of HIGH items delays LOW work by ``w``, not f
 of CRITICAL items does starve everything else, by design: CRITICAL means "before anything
 else", and the processor's queue bound limits how many CRITICAL items can be waiting.
 
-Cost: ``push`` and ``pop`` are O(1) amortised. Finding the oldest item of a priority scans the
-tenants that have items of that priority (O(tenants)); the scheduler keeps a lower bound on the
-earliest deadline and only scans when ``now`` reaches it, so in the common case (a few tenants,
-nothing overdue) a pop does no scan at all. ``tenant_depths`` and ``oldest_wait`` scan too;
-they are meant for metrics, not for every pop.
+Cost, with n the tenants that have items pending in one priority (a *lane*):
+
+* ``push`` and ``push_front``: O(1), plus O(log n) when a tenant joins a lane that keeps a heap
+  (below) or an item older than its tenant's head is put back.
+* ``pop`` while nothing is overdue: O(1) amortised. The scheduler keeps a lower bound on the
+  earliest deadline and does not look for overdue items until ``now`` reaches it.
+* ``pop`` by rule b: O(log n) amortised, O(n) at worst. Each lane finds its oldest item as the
+  top of a binary heap of its tenants' heads keyed by (push time, place in the turn order), so
+  that on equal push times the tenant whose turn comes first is taken. The heap is kept
+  lazily: an entry whose key grew (its tenant's turn came, or its head was taken) is refreshed
+  only if it reaches the top, entries of tenants that left are dropped when they surface, and a
+  key that shrank (an older item put back) gets a new entry at once. Once the work owed exceeds
+  a quarter of the lane's tenants (plus 64), the heap is dropped and rebuilt, in O(n), the next
+  time it is needed. A lane with at most 8 tenants compares their heads directly instead. The
+  turn order is a FIFO of tenants that skips those an aged take emptied, rebuilt once they
+  outnumber the others.
+* ``oldest_wait``: one look per lane, as in a pop by rule b. ``tenant_depths``: O(tenants with
+  items pending), which the processor bounds by ``max_queued``. Memory: O(pending items).
 """
 
 from __future__ import annotations
@@ -35,6 +48,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Mapping
+from heapq import heapify, heappop, heappush, heapreplace
 from typing import Generic, TypeVar
 
 from eventcenter.domain.priority import Priority
@@ -56,74 +70,219 @@ class _Entry(Generic[T]):
         self.pushed_at = pushed_at
 
 
-class _Lane(Generic[T]):
-    """The pending items of one priority: a FIFO per tenant, and the tenants' turn order.
+class _Tenant(Generic[T]):
+    """One tenant's FIFO within a lane, its place in the turn order, and its heap entry.
 
-    ``turns`` holds exactly the tenants that have items in this lane, each once, in the order
-    they will be served; a tenant with no items left is dropped from both ``queues`` and
-    ``turns``.
+    ``turn`` orders the tenants of a lane: the turn order is ascending ``turn`` (a tenant sent to
+    the back gets a number above all others, one put at the front a number below all others).
+    While the lane keeps a heap, ``entry`` is the heap entry this tenant owns,
+    ``(tracked, turn then, self)``, and its key is never above the tenant's current key (head's
+    push time, ``turn``). A tenant whose queue ran empty has left the lane for good: its queue
+    stays empty and ``entry`` is None (if the tenant comes back, it gets a new object).
     """
 
-    __slots__ = ("max_wait", "queues", "size", "turns")
+    __slots__ = ("entry", "name", "queue", "tracked", "turn")
+
+    def __init__(self, name: str, turn: int) -> None:
+        self.name = name
+        self.turn = turn
+        self.queue: deque[_Entry[T]] = deque()
+        self.entry: _HeapEntry[T] | None = None
+        self.tracked = 0.0  # the push time in ``entry``
+
+
+_HeapEntry = tuple[float, int, _Tenant[T]]
+
+#: Heap work owed, or stale turn slots, tolerated beyond a share of the tenants.
+_SLACK = 64
+#: Up to this many tenants, a lane finds its oldest head by comparing them all: for so few,
+#: that is cheaper than keeping a heap up to date.
+_SCAN_MAX = 8
+
+
+class _Lane(Generic[T]):
+    """The pending items of one priority: a FIFO per tenant, the turn order, the heads' heap.
+
+    ``queues`` holds exactly the tenants that have items in this lane. ``turns`` holds each of
+    them once, in the order they will be served, plus tenants that left out of turn (an aged take
+    emptied them), which are skipped. ``heap`` holds every tenant's owned entry (see
+    :class:`_Tenant`) plus *debts*: entries of tenants that left or got a newer entry (dropped
+    when they surface) and owned entries below their tenant's key (refreshed when they
+    surface). ``debt`` counts them from above. Once it passes a quarter of the tenants (plus a
+    constant) the heap is dropped (None) and nothing maintains it until :meth:`oldest` rebuilds
+    it, in O(tenants): that rebuild is paid for by the debts, and a lane that is never asked for
+    its oldest item (nothing overdue) does no heap work at all. A lane that runs empty starts
+    again without a heap.
+    """
+
+    __slots__ = ("back", "debt", "front", "heap", "max_wait", "queues", "size", "turns")
 
     def __init__(self, max_wait: float | None) -> None:
         self.max_wait = max_wait
-        self.queues: dict[str, deque[_Entry[T]]] = {}
-        self.turns: deque[str] = deque()
+        self.queues: dict[str, _Tenant[T]] = {}
+        self.turns: deque[_Tenant[T]] = deque()
+        self.heap: list[_HeapEntry[T]] | None = None
+        self.debt = 0
         self.size = 0
+        self.back = 0  # the next turn number at the back of the line
+        self.front = -1  # the next turn number at the front of the line
 
     def push(self, entry: _Entry[T], tenant: str) -> None:
-        queue = self.queues.get(tenant)
-        if queue is None:
-            self.queues[tenant] = deque((entry,))
-            self.turns.append(tenant)
+        state = self.queues.get(tenant)
+        if state is None:
+            state = self.queues[tenant] = _Tenant(tenant, self.back)
+            self.back += 1
+            state.queue.append(entry)
+            self.turns.append(state)
+            if self.heap is not None:
+                self._track(state, entry.pushed_at, self.heap)
         else:
-            queue.append(entry)
+            state.queue.append(entry)
         self.size += 1
 
     def push_front(self, entry: _Entry[T], tenant: str) -> None:
-        queue = self.queues.get(tenant)
-        if queue is None:
-            self.queues[tenant] = deque((entry,))
-            self.turns.appendleft(tenant)
+        state = self.queues.get(tenant)
+        heap = self.heap
+        if state is None:
+            state = self.queues[tenant] = _Tenant(tenant, self.front)
+            self.front -= 1
+            state.queue.append(entry)
+            self.turns.appendleft(state)
+            if heap is not None:
+                self._track(state, entry.pushed_at, heap)
         else:
-            queue.appendleft(entry)
+            state.queue.appendleft(entry)
+            if heap is not None:
+                self._moved(state, entry.pushed_at, heap, turned=False)
         self.size += 1
 
     def take_next(self) -> _Entry[T]:
         """The head of the tenant whose turn it is; that tenant goes to the back of the line."""
-        tenant = self.turns.popleft()
-        queue = self.queues[tenant]
+        turns = self.turns
+        state = turns.popleft()
+        while not state.queue:  # left out of turn
+            state = turns.popleft()
+        queue = state.queue
         entry = queue.popleft()
+        self.size -= 1
         if queue:
-            self.turns.append(tenant)
+            state.turn = self.back
+            self.back += 1
+            turns.append(state)
+            if self.heap is not None:
+                self._moved(state, queue[0].pushed_at, self.heap, turned=True)
         else:
-            del self.queues[tenant]
-        self.size -= 1
+            self._leave(state)
         return entry
 
-    def take_from(self, tenant: str) -> _Entry[T]:
-        """The head of ``tenant``'s queue, out of turn: the turn order stays as it was."""
-        queue = self.queues[tenant]
+    def take_from(self, state: _Tenant[T]) -> _Entry[T]:
+        """The head of ``state``'s queue, out of turn: the turn order stays as it was."""
+        queue = state.queue
         entry = queue.popleft()
-        if not queue:
-            del self.queues[tenant]
-            self.turns.remove(tenant)
         self.size -= 1
+        if queue:
+            if self.heap is not None:
+                self._moved(state, queue[0].pushed_at, self.heap, turned=False)
+        else:
+            self._leave(state)
+            turns = self.turns
+            if len(turns) > 2 * len(self.queues) + _SLACK:
+                self.turns = deque(other for other in turns if other.queue)
         return entry
 
-    def oldest(self) -> tuple[str, _Entry[T]] | None:
-        """The tenant holding the oldest item and that item (O(tenants)); None if empty.
+    def oldest(self) -> _Tenant[T] | None:
+        """The tenant holding the oldest head; None if the lane is empty.
 
-        Each tenant's queue is FIFO, so its head is its oldest item. On equal push times the
-        tenant whose turn comes first wins.
+        On equal push times the tenant whose turn comes first wins. Entries of tenants that
+        left, or that a newer entry replaced, are dropped; an entry whose tenant's key grew is
+        replaced by one with the current key; until the top entry is current: it is the
+        smallest key, since no entry is above its tenant's current key. Either way this does at
+        most ``debt`` heap operations or one rebuild, so O(tenants) at worst and O(log tenants)
+        amortised.
         """
-        best: tuple[str, _Entry[T]] | None = None
-        for tenant in self.turns:
-            head = self.queues[tenant][0]
-            if best is None or head.pushed_at < best[1].pushed_at:
-                best = (tenant, head)
-        return best
+        queues = self.queues
+        if len(queues) <= _SCAN_MAX:  # a few tenants: compare them all, no heap needed
+            best: _Tenant[T] | None = None
+            best_at = math.inf
+            for state in queues.values():
+                pushed_at = state.queue[0].pushed_at
+                if (
+                    best is None
+                    or pushed_at < best_at
+                    or (pushed_at == best_at and state.turn < best.turn)
+                ):
+                    best = state
+                    best_at = pushed_at
+            return best
+        heap = self.heap
+        if heap is None:
+            heap = self._rebuild_heap()
+        while heap:
+            top = heap[0]
+            state = top[2]
+            if state.entry is not top:
+                heappop(heap)
+                self.debt -= 1
+                continue
+            pushed_at = state.queue[0].pushed_at
+            if top[0] == pushed_at and top[1] == state.turn:
+                return state
+            state.tracked = pushed_at
+            state.entry = fresh = (pushed_at, state.turn, state)
+            heapreplace(heap, fresh)
+            self.debt -= 1
+        return None
+
+    def drain(self) -> list[T]:
+        """Every item in round-robin order; the lane is empty afterwards."""
+        items: list[T] = []
+        while self.size:  # the last tenant to leave resets the turn order and the heap
+            items.append(self.take_next().item)
+        return items
+
+    def _track(self, state: _Tenant[T], pushed_at: float, heap: list[_HeapEntry[T]]) -> None:
+        """Give ``state`` a heap entry with its current key."""
+        state.tracked = pushed_at
+        state.entry = entry = (pushed_at, state.turn, state)
+        heappush(heap, entry)
+
+    def _moved(
+        self, state: _Tenant[T], pushed_at: float, heap: list[_HeapEntry[T]], *, turned: bool
+    ) -> None:
+        """``state``'s head changed, to one pushed at ``pushed_at``, or its turn grew."""
+        if pushed_at < state.tracked:  # the key shrank (push_front): a new entry, at once
+            self._track(state, pushed_at, heap)
+            self._owe()  # the old entry is a debt now
+        elif turned or pushed_at > state.tracked:
+            self._owe()  # the key grew: the entry is refreshed if it ever surfaces
+
+    def _leave(self, state: _Tenant[T]) -> None:
+        """``state``'s queue ran empty: it leaves the lane (its entry becomes a debt)."""
+        del self.queues[state.name]
+        state.entry = None
+        if not self.size:  # nothing left: no heap entry or turn slot matters any more
+            self.turns.clear()
+            self.heap = None
+            self.debt = 0
+        elif self.heap is not None:
+            self._owe()
+
+    def _owe(self) -> None:
+        self.debt += 1
+        if self.debt > (len(self.queues) >> 2) + _SLACK:
+            self.heap = None  # cheaper to rebuild than to pay the debts one by one
+
+    def _rebuild_heap(self) -> list[_HeapEntry[T]]:
+        """One current entry per tenant, O(tenants)."""
+        heap: list[_HeapEntry[T]] = []
+        for state in self.queues.values():
+            state.tracked = pushed_at = state.queue[0].pushed_at
+            state.entry = entry = (pushed_at, state.turn, state)
+            heap.append(entry)
+        heapify(heap)
+        self.heap = heap
+        self.debt = 0
+        return heap
 
 
 class PriorityScheduler(Generic[T]):
@@ -144,10 +303,10 @@ class PriorityScheduler(Generic[T]):
         )
         self._size = 0
         # A lower bound on the earliest deadline of any pending item: until ``now`` reaches it,
-        # nothing can be overdue and rule b needs no scan. Taking items only moves the true
-        # earliest deadline later, so the bound stays valid; only a push into an empty lane can
-        # bring it earlier (items pushed behind others have later deadlines, as now never
-        # decreases).
+        # nothing can be overdue and rule b need not look at the lanes' heaps. Taking items only
+        # moves the true earliest deadline later, so the bound stays valid; only a push into an
+        # empty lane (or push_front) can bring it earlier: items pushed behind others have later
+        # deadlines, as now never decreases.
         self._next_check = math.inf
 
     def __len__(self) -> int:
@@ -205,8 +364,7 @@ class PriorityScheduler(Generic[T]):
         """
         drained: list[T] = []
         for lane in self._lanes:
-            while lane.size:
-                drained.append(lane.take_next().item)
+            drained.extend(lane.drain())
         self._size = 0
         self._next_check = math.inf
         return drained
@@ -216,20 +374,26 @@ class PriorityScheduler(Generic[T]):
         return {priority: self._lanes[priority].size for priority in Priority}
 
     def tenant_depths(self) -> dict[str, int]:
-        """Pending items per tenant, across priorities; tenants with nothing pending are absent."""
+        """Pending items per tenant, across priorities; tenants with nothing pending are absent.
+
+        O(tenants with pending items), at most O(len(self)).
+        """
         depths: dict[str, int] = {}
         for lane in self._lanes:
-            for tenant, queue in lane.queues.items():
-                depths[tenant] = depths.get(tenant, 0) + len(queue)
+            for tenant, state in lane.queues.items():
+                depths[tenant] = depths.get(tenant, 0) + len(state.queue)
         return depths
 
     def oldest_wait(self, now: float) -> float:
-        """Seconds the oldest pending item has waited at ``now``; 0.0 when nothing is pending."""
+        """Seconds the oldest pending item has waited at ``now``; 0.0 when nothing is pending.
+
+        "Oldest" compares the heads of the tenants' queues, as rule b does.
+        """
         oldest = math.inf
         for lane in self._lanes:
             found = lane.oldest()
-            if found is not None and found[1].pushed_at < oldest:
-                oldest = found[1].pushed_at
+            if found is not None and found.queue[0].pushed_at < oldest:
+                oldest = found.queue[0].pushed_at
         return 0.0 if oldest == math.inf else max(0.0, now - oldest)
 
     def _take_overdue(self, now: float) -> _Entry[T] | None:
@@ -238,7 +402,7 @@ class PriorityScheduler(Generic[T]):
         Also resets the lower bound on deadlines to the exact earliest one found.
         """
         earliest = math.inf
-        chosen: tuple[_Lane[T], str] | None = None
+        chosen: tuple[_Lane[T], _Tenant[T]] | None = None
         for priority in _AGED:
             lane = self._lanes[priority]
             if not lane.size or lane.max_wait is None:
@@ -246,11 +410,10 @@ class PriorityScheduler(Generic[T]):
             found = lane.oldest()
             if found is None:
                 continue
-            tenant, head = found
-            deadline = head.pushed_at + lane.max_wait
+            deadline = found.queue[0].pushed_at + lane.max_wait
             if deadline < earliest:  # strict: on a tie the higher priority, seen first, wins
                 earliest = deadline
-                chosen = (lane, tenant)
+                chosen = (lane, found)
         self._next_check = earliest
         if chosen is None or now < earliest:
             return None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +11,7 @@ from eventcenter.domain.errors import SubscriptionError
 from eventcenter.domain.event import Event
 from eventcenter.domain.priority import Priority
 from eventcenter.handlers.base import EventFilter, HandlerFunc
-from eventcenter.handlers.patterns import Pattern
+from eventcenter.handlers.patterns import Pattern, RouteCache, RouteIndex
 
 if TYPE_CHECKING:
     from eventcenter.handlers.delivery import Delivery
@@ -107,14 +107,18 @@ class Subscription:
 class Subscriptions:
     """The registry: subscriptions by name, and routing of event types to them.
 
-    Routes are cached per event type in a bounded LRU (evicting one entry at a time), and the
-    cache is dropped when a subscription is added or removed.
+    Routing uses an index of the patterns (a miss costs O(segments x matching branches), not
+    O(subscriptions)); routes are cached per event type in a bounded LRU that evicts one entry
+    at a time, dropped when a subscription is added or removed.
     """
 
     def __init__(self, route_cache_size: int = 10_000) -> None:
         self._by_name: dict[str, Subscription] = {}
-        self._routes: OrderedDict[str, tuple[Subscription, ...]] = OrderedDict()
-        self._route_cache_size = route_cache_size
+        self._index = RouteIndex()
+        self._routes: RouteCache[tuple[Subscription, ...]] = RouteCache(
+            self._resolve, route_cache_size
+        )
+        self.route = self._routes.lookup
 
     def __iter__(self) -> Iterator[Subscription]:
         return iter(self._by_name.values())
@@ -131,12 +135,14 @@ class Subscriptions:
                 f"subscription '{subscription.name}' already exists; pass another name="
             )
         self._by_name[subscription.name] = subscription
+        self._index.add(subscription.name, subscription.patterns)
         self._routes.clear()
 
     def remove(self, name: str) -> Subscription:
         sub = self.get(name)
         sub.closed = True
         del self._by_name[name]
+        self._index.remove(name)
         self._routes.clear()
         return sub
 
@@ -147,15 +153,9 @@ class Subscriptions:
             known = ", ".join(self._by_name) or "none"
             raise SubscriptionError(f"no subscription '{name}' (known: {known})") from None
 
-    def route(self, event_type: str) -> tuple[Subscription, ...]:
-        routes = self._routes
-        targets = routes.get(event_type)
-        if targets is None:
-            targets = tuple(s for s in self._by_name.values() if s.matches(event_type))
-            routes[event_type] = targets
-            if len(routes) > self._route_cache_size:
-                routes.popitem(last=False)
-        return targets
+    def _resolve(self, event_type: str) -> tuple[Subscription, ...]:
+        by_name = self._by_name
+        return tuple(by_name[name] for name in self._index.match(event_type))
 
 
 def is_async_callable(handler: object) -> bool:

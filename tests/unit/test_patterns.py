@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventcenter.domain.errors import EventCenterError, InvalidPattern
-from eventcenter.handlers.patterns import Pattern, compile_pattern
+from eventcenter.domain.errors import EventCenterError, InvalidPattern, SubscriptionError
+from eventcenter.handlers.patterns import Pattern, RouteCache, RouteIndex, compile_pattern
 
 MATCHES = [
     # literals
@@ -269,3 +270,176 @@ def test_replacing_segments_of_a_type_by_wildcards_still_matches_it(
     if data.draw(st.booleans()):  # and a '#' in place of no segment at all
         pattern.insert(data.draw(st.integers(min_value=0, max_value=len(pattern))), "#")
     assert compile_pattern(".".join(pattern)).matches(".".join(parts))
+
+
+# --- the route index ---------------------------------------------------------------------------
+
+small_subscriptions = st.lists(
+    st.lists(small_patterns.map(".".join), min_size=1, max_size=3), min_size=0, max_size=12
+)
+
+
+def expected_names(
+    subscriptions: dict[str, list[str]], order: list[str], event_type: str
+) -> tuple[str, ...]:
+    """What trying every pattern of every subscription in turn gives."""
+    return tuple(
+        name
+        for name in order
+        if any(compile_pattern(text).matches(event_type) for text in subscriptions[name])
+    )
+
+
+@given(small_subscriptions, st.lists(small_types.map(".".join), min_size=1, max_size=10))
+def test_the_index_matches_what_trying_every_pattern_matches(
+    subscriptions: list[list[str]], event_types: list[str]
+) -> None:
+    index = RouteIndex()
+    named = {f"s{number}": texts for number, texts in enumerate(subscriptions)}
+    for name, texts in named.items():
+        index.add(name, texts)
+    for event_type in event_types:
+        assert index.match(event_type) == expected_names(named, list(named), event_type)
+
+
+@given(
+    small_subscriptions,
+    st.lists(st.integers(0, 11), max_size=8),
+    st.lists(small_types.map(".".join), min_size=1, max_size=10),
+)
+def test_the_index_still_agrees_after_removing_and_adding_back(
+    subscriptions: list[list[str]], removals: list[int], event_types: list[str]
+) -> None:
+    index = RouteIndex()
+    named = {f"s{number}": texts for number, texts in enumerate(subscriptions)}
+    order = list(named)
+    for name, texts in named.items():
+        index.add(name, texts)
+    for number in removals:
+        name = f"s{number}"
+        if name in index:
+            index.remove(name)
+            order.remove(name)
+        elif name in named:  # removed before: it comes back at the end of the order
+            index.add(name, named[name])
+            order.append(name)
+    assert len(index) == len(order)
+    for event_type in event_types:
+        assert index.match(event_type) == expected_names(named, order, event_type)
+
+
+def test_the_index_returns_names_in_the_order_they_were_added() -> None:
+    index = RouteIndex()
+    index.add("late-literal", ["orders.created"])
+    index.add("wild", ["orders.*"])
+    index.add("all", ["#"])
+    index.add("other", ["billing.#"])
+    index.add("twice", ["orders.created", "#.created"])
+    assert index.match("orders.created") == ("late-literal", "wild", "all", "twice")
+    assert index.match("billing") == ("all", "other")
+    assert index.match("stock.moved") == ("all",)
+
+
+def test_removing_a_name_prunes_its_patterns_and_leaves_the_others() -> None:
+    index = RouteIndex()
+    index.add("a", [compile_pattern("x.#.y"), "x.y", "x.y"])  # a repeated pattern counts once
+    index.add("b", ["x.#"])
+    index.remove("a")
+    assert index.match("x.y") == ("b",)
+    index.remove("b")
+    assert index.match("x.y") == ()
+    assert len(index) == 0
+    index.add("a", ["x.#.y"])
+    assert index.match("x.q.y") == ("a",)
+
+
+def test_a_name_is_added_once_and_removed_once() -> None:
+    index = RouteIndex()
+    index.add("a", ["x"])
+    with pytest.raises(SubscriptionError, match="'a' is already routed"):
+        index.add("a", ["y"])
+    index.remove("a")
+    with pytest.raises(SubscriptionError, match="'a' is not routed"):
+        index.remove("a")
+
+
+def test_an_invalid_pattern_is_refused_and_leaves_the_index_as_it_was() -> None:
+    index = RouteIndex()
+    with pytest.raises(InvalidPattern):
+        index.add("a", ["x.*", "x.y*"])
+    assert "a" not in index
+    assert index.match("x.q") == ()
+
+
+class CountingChildren(dict[str, Any]):
+    """A trie node's children that count the lookups a walk makes in them."""
+
+    lookups = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        CountingChildren.lookups += 1
+        return super().get(key, default)
+
+
+def count_lookups(node: Any) -> None:
+    """Swap every node's children for a counting dict (the trie is built by then)."""
+    node.children = CountingChildren(node.children)
+    for child in node.children.values():
+        count_lookups(child)
+
+
+def test_a_miss_walks_the_branches_that_match_not_every_subscription() -> None:
+    """1,000 subscriptions on other prefixes: a miss looks at a handful of trie nodes."""
+    index = RouteIndex()
+    for number in range(1000):
+        index.add(f"s{number}", [f"svc{number}.*.failed", f"svc{number}.#", f"svc{number}.x"])
+    index.add("catch-all", ["#.failed"])
+    count_lookups(index._root)
+    tried: list[str] = []
+
+    def tried_in_turn(self: Pattern, event_type: str) -> bool:
+        tried.append(event_type)
+        return False
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Pattern, "matches", tried_in_turn)
+        assert index.match("billing.paid") == ()
+        assert index.match("billing.paid.failed") == ("catch-all",)
+        assert index.match("svc7.x.failed") == ("s7", "catch-all")
+    assert tried == []  # no pattern was tried in turn
+    # root, '#' at each of 4 positions, 'svc7' and its '*' and '#' children: a few dozen
+    # lookups for the three types together, against 3 x 3,001 patterns tried by a scan.
+    assert CountingChildren.lookups < 60
+
+
+# --- the route cache ---------------------------------------------------------------------------
+
+
+def test_the_route_cache_evicts_the_least_recently_used_type_one_at_a_time() -> None:
+    resolved: list[str] = []
+
+    def resolve(event_type: str) -> tuple[str, ...]:
+        resolved.append(event_type)
+        return (event_type,) if event_type != "none" else ()
+
+    cache = RouteCache(resolve, size=3)
+    assert [cache.lookup(t) for t in ("a", "b", "c", "a")] == [("a",), ("b",), ("c",), ("a",)]
+    assert resolved == ["a", "b", "c"]  # the second "a" was remembered, and is now the newest
+    cache.lookup("d")  # one past the size: "b", the least recently used, goes
+    assert len(cache) == 3
+    assert [cache.lookup(t) for t in ("a", "c", "d")] == [("a",), ("c",), ("d",)]
+    assert resolved == ["a", "b", "c", "d"]
+    cache.lookup("b")
+    assert resolved[-1] == "b"
+    assert cache.lookup("none") == ()  # an empty route is remembered like any other
+    assert cache.lookup("none") == ()
+    assert resolved.count("none") == 1
+    cache.clear()
+    assert len(cache) == 0
+    cache.lookup("a")
+    assert resolved[-1] == "a"
+
+
+def test_a_route_cache_needs_room() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        RouteCache(str, size=0)
