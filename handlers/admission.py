@@ -104,11 +104,12 @@ class Admitter:
         self, event: Event, targets: tuple[Subscription, ...], counts: Counts, now: float
     ) -> list[Delivery]:
         deliveries = []
+        priority = event.priority
         for sub in targets:
-            if sub.closed:
+            if sub.closed or priority > sub.priority_min:
                 continue
             try:
-                if not sub.wants(event):
+                if sub.filters and not sub.wants(event):
                     continue
             except Exception as error:
                 # A filter that raises must not lose the event or break the batch: the

@@ -80,7 +80,8 @@ class Subscription:
         """Priority floor and filters (patterns were checked by routing)."""
         if event.priority > self.priority_min:
             return False
-        return all(accept(event) for accept in self.filters)
+        filters = self.filters
+        return not filters or all(accept(event) for accept in filters)
 
     def can_run(self) -> bool:
         return not self.paused and self.in_flight < self.max_in_flight
