@@ -89,7 +89,8 @@ class DeliveryStore(Protocol):
     record None, or the id of the event admitted earlier under the same idempotency identity
     (then nothing was stored). ``settle``, ``record_attempts`` and ``dead_letter`` are queued,
     not awaited: they are committed in order, retried while the store is unreachable, and a
-    crash before their commit only means the delivery runs again (at-least-once).
+    crash before their commit only means the delivery runs again (at-least-once). The
+    ``decisions`` the attempt took are committed in the same transaction, once per cause.
     """
 
     @property
@@ -97,9 +98,13 @@ class DeliveryStore(Protocol):
 
     async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]: ...
 
-    def settle(self, seq: int, replay_of: str | None) -> None: ...
+    def settle(
+        self, seq: int, replay_of: str | None, decisions: Sequence[Decision] = ()
+    ) -> None: ...
 
-    def record_attempts(self, seq: int, attempts: int) -> None: ...
+    def record_attempts(
+        self, seq: int, attempts: int, decisions: Sequence[Decision] = ()
+    ) -> None: ...
 
     def dead_letter(
         self,
@@ -109,6 +114,7 @@ class DeliveryStore(Protocol):
         error: BaseException,
         attempts: int,
         replay_of: str | None,
+        decisions: Sequence[Decision] = (),
     ) -> None: ...
 
     async def load(

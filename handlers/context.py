@@ -22,12 +22,13 @@ class CauseScope:
     the same causes, and the store records each once.
     """
 
-    __slots__ = ("counts", "event_id", "subscription")
+    __slots__ = ("counts", "event_id", "pending", "subscription")
 
     def __init__(self, event_id: str, subscription: str) -> None:
         self.event_id = event_id
         self.subscription = subscription
         self.counts: dict[str, int] = {}
+        self.pending: list[Decision] = []  # committed with the end of the attempt
 
     def cause(self, kind: str) -> str:
         n = self.counts.get(kind, 0) + 1
@@ -62,19 +63,25 @@ class Context:
     async def decide(self, kind: str, reason: str, cause: Event, **details: Any) -> Decision:
         """Record a decision caused by ``cause`` (its correlation id and tenant are carried).
 
-        Inside a handler, a decision caused by the event being handled is recorded once per
-        cause: running the same delivery again does not record it twice.
+        Inside a handler of a center with a store, a decision caused by the event being handled
+        is committed in the same transaction that ends the attempt (handled, retried or
+        dead-lettered): a delivery's decisions and its outcome are stored together or not at
+        all, and the call returns at once. Running the same delivery again records each of its
+        decisions once (its n-th decision of a kind has the same cause). Elsewhere the call
+        returns once the decision is stored.
         """
         scope = current_scope.get()
+        own = scope is not None and scope.event_id == str(cause.id)
         decision = Decision(
             kind=kind,
             reason=reason,
             correlation_id=cause.correlation_id,
             tenant=cause.tenant,
             details=details,
-            cause=scope.cause(kind)
-            if scope is not None and scope.event_id == str(cause.id)
-            else "",
+            cause=scope.cause(kind) if own and scope is not None else "",
         )
+        if own and scope is not None:
+            scope.pending.append(decision)
+            return decision
         await self.decisions.record_decision(decision)
         return decision

@@ -20,10 +20,11 @@ import asyncio
 import logging
 import random
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from eventcenter.domain.backoff import backoff_delay
+from eventcenter.domain.decisions import Decision
 from eventcenter.domain.errors import (
     HandlerTimeout,
     PermanentFailure,
@@ -226,6 +227,7 @@ class Deliverer:
         delivery.deadline = None if timeout is None else started + timeout
         delivery.timed_out = False
         token = None
+        scope: CauseScope | None = None
         if self.store is not None:
             scope = CauseScope(str(delivery.event.id), sub.name)
             token = current_scope.set(scope)
@@ -241,15 +243,15 @@ class Deliverer:
                 task.uncancel()  # it finished anyway, swallowing the watchdog's cancellation
         except Exception as error:
             self._left(delivery, started)
-            await self._failed(delivery, error)
+            await self._failed(delivery, error, scope.pending if scope is not None else ())
             return
         finally:
             if token is not None:
                 current_scope.reset(token)
         self._left(delivery, started)
         delivery.counts.handled += 1
-        if self.store is not None and delivery.seq is not None:
-            self.store.settle(delivery.seq, delivery.replay_of)
+        if self.store is not None and delivery.seq is not None and scope is not None:
+            self.store.settle(delivery.seq, delivery.replay_of, scope.pending)
         self.finish(delivery)
 
     def _left(self, delivery: Delivery, started: float) -> None:
@@ -263,7 +265,9 @@ class Deliverer:
 
     # failures ----------------------------------------------------------------------------------
 
-    async def _failed(self, delivery: Delivery, error: Exception) -> None:
+    async def _failed(
+        self, delivery: Delivery, error: Exception, decisions: Sequence[Decision] = ()
+    ) -> None:
         store_failure = isinstance(error, _STORE_FAILURES) or (
             isinstance(error, HandlerTimeout)
             and self.store is not None
@@ -275,16 +279,23 @@ class Deliverer:
         if retryable and (store_failure or delivery.attempt < self.settings.max_attempts):
             if not self.retrying_allowed and self.store is not None:
                 # Stopping with a store: the delivery stays there and runs after a restart.
-                if not store_failure and delivery.seq is not None:
-                    self.store.record_attempts(delivery.seq, delivery.attempt)
+                if delivery.seq is not None:
+                    attempts = delivery.attempt - (1 if store_failure else 0)
+                    self.store.record_attempts(delivery.seq, attempts, decisions)
                 self.finish(delivery)
                 return
             if self.retrying_allowed:
-                self._retry_later(delivery, error, store_failure)
+                self._retry_later(delivery, error, store_failure, decisions)
                 return
-        await self._give_up(delivery, error)
+        await self._give_up(delivery, error, decisions)
 
-    def _retry_later(self, delivery: Delivery, error: Exception, store_failure: bool) -> None:
+    def _retry_later(
+        self,
+        delivery: Delivery,
+        error: Exception,
+        store_failure: bool,
+        decisions: Sequence[Decision] = (),
+    ) -> None:
         event = delivery.event
         delivery.counts.retried += 1
         attempt = delivery.attempt
@@ -293,8 +304,8 @@ class Deliverer:
         )
         if not store_failure:
             delivery.attempt += 1
-            if self.store is not None and delivery.seq is not None:
-                self.store.record_attempts(delivery.seq, attempt)
+        if self.store is not None and delivery.seq is not None:
+            self.store.record_attempts(delivery.seq, delivery.attempt - 1, decisions)
         log.warning(
             "handler %s failed on %s %s (attempt %d%s), retrying in %.3fs: %r",
             delivery.subscription.name,
@@ -315,7 +326,9 @@ class Deliverer:
         self.scheduler.push(delivery, event.priority, event.tenant, self._clock())
         self.wake_worker()
 
-    async def _give_up(self, delivery: Delivery, error: BaseException) -> None:
+    async def _give_up(
+        self, delivery: Delivery, error: BaseException, decisions: Sequence[Decision] = ()
+    ) -> None:
         """Dead-letter ``delivery``: durably with its settlement, or through the port."""
         event = delivery.event
         delivery.counts.dead_lettered += 1
@@ -336,6 +349,7 @@ class Deliverer:
                 error,
                 delivery.attempt,
                 delivery.replay_of,
+                decisions,
             )
             self.finish(delivery)
             return

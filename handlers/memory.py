@@ -71,6 +71,15 @@ class MemoryDeliveryStore:
     letters: list[MemoryDeadLetter] = field(default_factory=list)
     attempts: dict[int, int] = field(default_factory=dict)
     available: bool = True
+    decision_log: MemoryDecisionLog = field(default_factory=MemoryDecisionLog)
+
+    def _decide(self, decisions: Sequence[Decision]) -> None:
+        for decision in decisions:
+            if decision.cause and decision.cause in self.decision_log.causes:
+                continue
+            if decision.cause:
+                self.decision_log.causes.add(decision.cause)
+            self.decision_log.decisions.append(decision)
 
     async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]:
         results: list[str | None] = []
@@ -94,10 +103,12 @@ class MemoryDeliveryStore:
             results.append(None)
         return results
 
-    def settle(self, seq: int, replay_of: str | None) -> None:
+    def settle(self, seq: int, replay_of: str | None, decisions: Sequence[Decision] = ()) -> None:
+        self._decide(decisions)
         self.rows.pop(seq, None)
 
-    def record_attempts(self, seq: int, attempts: int) -> None:
+    def record_attempts(self, seq: int, attempts: int, decisions: Sequence[Decision] = ()) -> None:
+        self._decide(decisions)
         row = self.rows.get(seq)
         if row is not None:
             self.rows[seq] = replace(row, attempts=attempts)
@@ -110,7 +121,9 @@ class MemoryDeliveryStore:
         error: BaseException,
         attempts: int,
         replay_of: str | None,
+        decisions: Sequence[Decision] = (),
     ) -> None:
+        self._decide(decisions)
         self.rows.pop(seq, None)
         event = Event.model_validate(envelope)
         self.letters.append(MemoryDeadLetter(uuid4(), event, subscription, error, attempts))

@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from eventcenter.domain.decisions import Decision
 from eventcenter.domain.ports import AdmissionRecord, BacklogCount, StoredDelivery
 from eventcenter.storage.writer import (
     Admission,
@@ -58,11 +59,13 @@ class DurableDeliveries:
         result: list[str | None] = await self.writer.submit(AdmitCommand(admissions))
         return result
 
-    def settle(self, seq: int, replay_of: str | None) -> None:
-        self.writer.post(SettleCommand(seq, replay_of))
+    def settle(
+        self, seq: int, replay_of: str | None, decisions: Sequence[Decision] = ()
+    ) -> None:
+        self.writer.post(SettleCommand(seq, replay_of, decisions))
 
-    def record_attempts(self, seq: int, attempts: int) -> None:
-        self.writer.post(AttemptsCommand(seq, attempts))
+    def record_attempts(self, seq: int, attempts: int, decisions: Sequence[Decision] = ()) -> None:
+        self.writer.post(AttemptsCommand(seq, attempts, decisions))
 
     def dead_letter(
         self,
@@ -72,8 +75,13 @@ class DurableDeliveries:
         error: BaseException,
         attempts: int,
         replay_of: str | None,
+        decisions: Sequence[Decision] = (),
     ) -> None:
-        self.writer.post(DeadLetterCommand(seq, envelope, subscription, error, attempts, replay_of))
+        self.writer.post(
+            DeadLetterCommand(
+                seq, envelope, subscription, error, attempts, replay_of, decisions=decisions
+            )
+        )
 
     async def load(
         self, subscription: str, priority: int, after: int, limit: int

@@ -496,14 +496,29 @@ class AdmitCommand(Command):
         return results
 
 
-class SettleCommand(Command):
-    """A delivery was handled: forget it (and end the replay it was part of, if any)."""
+def _decisions_apply(writer: StoreWriter, batch: Batch, decisions: Sequence[Decision]) -> None:
+    for decision in decisions:
+        _RecordDecision(decision).apply(writer, batch)
 
-    def __init__(self, seq: int, replay_of: str | None = None) -> None:
+
+def _causes(decisions: Sequence[Decision]) -> list[str]:
+    return [d.cause for d in decisions if d.cause]
+
+
+class SettleCommand(Command):
+    """A delivery was handled: forget it (and end the replay it was part of, if any); the
+    decisions its handler took are recorded in the same transaction."""
+
+    def __init__(
+        self, seq: int, replay_of: str | None = None, decisions: Sequence[Decision] = ()
+    ) -> None:
         self.seq = seq
         self.replay_of = replay_of
+        self.decisions = decisions
+        self.causes = _causes(decisions)
 
     def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        _decisions_apply(writer, batch, self.decisions)
         batch.settled.append(self.seq)
         if self.replay_of:
             letter = batch.letter(writer, UUID(self.replay_of))
@@ -522,11 +537,14 @@ class FlushCommand(Command):
 class AttemptsCommand(Command):
     """Remember how many handler attempts a delivery has failed (survives a restart)."""
 
-    def __init__(self, seq: int, attempts: int) -> None:
+    def __init__(self, seq: int, attempts: int, decisions: Sequence[Decision] = ()) -> None:
         self.seq = seq
         self.attempts = attempts
+        self.decisions = decisions
+        self.causes = _causes(decisions)
 
     def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        _decisions_apply(writer, batch, self.decisions)
         batch.attempts[self.seq] = self.attempts
 
 
@@ -542,7 +560,10 @@ class DeadLetterCommand(Command):
         attempts: int,
         replay_of: str | None,
         error_type: str | None = None,
+        decisions: Sequence[Decision] = (),
     ) -> None:
+        self.decisions = decisions
+        self.causes = _causes(decisions)
         self.seq = seq
         self.envelope = envelope
         self.subscription = subscription
@@ -552,6 +573,7 @@ class DeadLetterCommand(Command):
         self.replay_of = replay_of
 
     def apply(self, writer: StoreWriter, batch: Batch) -> UUID:
+        _decisions_apply(writer, batch, self.decisions)
         letter = DeadLetter(
             envelope=self.envelope,
             subscription=self.subscription,

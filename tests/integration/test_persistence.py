@@ -436,3 +436,37 @@ async def test_a_load_test_interrupted_by_a_restart_is_ended_with_a_recorded_rea
         "load_testing -> stable (abort)",
         "interrupted by restart",
     )
+
+
+async def test_a_deliverys_decisions_are_stored_with_its_outcome_or_not_at_all(
+    database_url: str, tmp_path: Path
+) -> None:
+    first = EventCenter(settings_for(database_url, tmp_path))
+    entered = asyncio.Event()
+
+    @first.processor.on("orders.created", name="orders")
+    async def decide_then_hang(event: Event, ctx: Context) -> None:
+        await ctx.decide("order.accepted", "looks fine", event)
+        entered.set()
+        await asyncio.Event().wait()  # interrupted by the stop below
+
+    await first.start()
+    await first.publish("orders.created", {"order": "o-1"})
+    await asyncio.wait_for(entered.wait(), 5)
+    await first.stop(timeout=0)
+    reader = CenterReader(settings_for(database_url, tmp_path))
+    try:
+        assert [r for r in reader.decisions() if r.kind == "order.accepted"] == []
+    finally:
+        reader.close()
+
+    second = EventCenter(settings_for(database_url, tmp_path))
+
+    @second.processor.on("orders.created", name="orders")
+    async def decide(event: Event, ctx: Context) -> None:
+        await ctx.decide("order.accepted", "looks fine", event)
+
+    async with second:
+        await second.processor.join()
+        trail = await asyncio.to_thread(second.decisions)
+    assert [r.reason for r in trail if r.kind == "order.accepted"] == ["looks fine"]
