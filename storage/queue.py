@@ -59,9 +59,7 @@ class DurableDeliveries:
         result: list[str | None] = await self.writer.submit(AdmitCommand(admissions))
         return result
 
-    def settle(
-        self, seq: int, replay_of: str | None, decisions: Sequence[Decision] = ()
-    ) -> None:
+    def settle(self, seq: int, replay_of: str | None, decisions: Sequence[Decision] = ()) -> None:
         self.writer.post(SettleCommand(seq, replay_of, decisions))
 
     def record_attempts(self, seq: int, attempts: int, decisions: Sequence[Decision] = ()) -> None:
