@@ -276,7 +276,7 @@ class EventCenter:
         async def claim(seq: int) -> object:
             record = AdmissionRecord(
                 event=event,
-                envelope=event.model_dump_json(),
+                envelope=event.to_json().decode(),
                 targets=(Target(seq, letter.subscription),),
                 replay_of=str(letter_uuid),
             )

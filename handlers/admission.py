@@ -140,7 +140,7 @@ class Admitter:
             records.append(
                 AdmissionRecord(
                     event=event,
-                    envelope=event.model_dump_json(),
+                    envelope=event.to_json().decode(),
                     targets=tuple(
                         Target(
                             d.seq or 0,
