@@ -176,8 +176,13 @@ class _Lane(Generic[T]):
             state.turn = self.back
             self.back += 1
             turns.append(state)
-            if self.heap is not None:  # the turn grew, so the key changed whatever the head
-                self._moved(state, entry.pushed_at, queue[0].pushed_at, self.heap, turned=True)
+            heap = self.heap
+            if heap is not None:  # the turn grew, so the key changed: as _moved, inlined
+                if queue[0].pushed_at < entry.pushed_at:
+                    self._track(state, queue[0].pushed_at, heap)
+                self.debt += 1
+                if self.debt > (len(self.queues) >> 2) + _SLACK:
+                    self.heap = None
         elif self.size:
             self._leave(state)
         else:  # the lane ran empty (the common case of a short queue): as _leave, inlined
@@ -257,20 +262,14 @@ class _Lane(Generic[T]):
         heappush(heap, entry)
 
     def _moved(
-        self,
-        state: _Tenant[T],
-        before: float,
-        after: float,
-        heap: list[_HeapEntry[T]],
-        *,
-        turned: bool = False,
+        self, state: _Tenant[T], before: float, after: float, heap: list[_HeapEntry[T]]
     ) -> None:
-        """``state``'s head changed from one pushed at ``before`` to one pushed at ``after``,
-        and its turn grew if ``turned``."""
+        """``state``'s head changed from one pushed at ``before`` to one pushed at ``after``
+        (its turn as it was)."""
         if after < before:  # the key shrank (an item put back, or after one): an entry at once
             self._track(state, after, heap)
             self._owe()  # the entry it replaces is a debt
-        elif turned or after > before:
+        elif after > before:
             self._owe()  # the key grew: the entry is refreshed if it ever surfaces
 
     def _leave(self, state: _Tenant[T]) -> None:
