@@ -36,9 +36,10 @@ Cost, with n the tenants that have items pending in one priority (a *lane*):
   only if it reaches the top, entries of tenants that left are dropped when they surface, and a
   key that shrank (an older item put back) gets a new entry at once. Once the work owed exceeds
   a quarter of the lane's tenants (plus 64), the heap is dropped and rebuilt, in O(n), the next
-  time it is needed. A lane with at most 8 tenants compares their heads directly instead. The
-  turn order is a FIFO of tenants that skips those an aged take emptied, rebuilt once they
-  outnumber the others.
+  time it is needed; that is the O(n) worst case, for instance the first aged pop after every
+  tenant had a turn. A lane of at most 8 tenants keeps no heap and compares their heads
+  directly. The turn order is a FIFO of tenants that skips those an aged take emptied, rebuilt
+  once they outnumber the others.
 * ``oldest_wait``: one look per lane, as in a pop by rule b. ``tenant_depths``: O(tenants with
   items pending), which the processor bounds by ``max_queued``. Memory: O(pending items).
 """
@@ -76,19 +77,19 @@ class _Tenant(Generic[T]):
     ``turn`` orders the tenants of a lane: the turn order is ascending ``turn`` (a tenant sent to
     the back gets a number above all others, one put at the front a number below all others).
     While the lane keeps a heap, ``entry`` is the heap entry this tenant owns,
-    ``(tracked, turn then, self)``, and its key is never above the tenant's current key (head's
+    ``(push time, turn, self)``, and its key is never above the tenant's current key (its head's
     push time, ``turn``). A tenant whose queue ran empty has left the lane for good: its queue
-    stays empty and ``entry`` is None (if the tenant comes back, it gets a new object).
+    stays empty (if the tenant comes back, it gets a new object), and ``entry`` is set to None
+    if the heap that holds it is still in use, so that the entry is seen as stale.
     """
 
-    __slots__ = ("entry", "name", "queue", "tracked", "turn")
+    __slots__ = ("entry", "name", "queue", "turn")
 
-    def __init__(self, name: str, turn: int) -> None:
+    def __init__(self, name: str, turn: int, first: _Entry[T]) -> None:
         self.name = name
         self.turn = turn
-        self.queue: deque[_Entry[T]] = deque()
+        self.queue: deque[_Entry[T]] = deque((first,))
         self.entry: _HeapEntry[T] | None = None
-        self.tracked = 0.0  # the push time in ``entry``
 
 
 _HeapEntry = tuple[float, int, _Tenant[T]]
@@ -108,10 +109,13 @@ class _Lane(Generic[T]):
     emptied them), which are skipped. ``heap`` holds every tenant's owned entry (see
     :class:`_Tenant`) plus *debts*: entries of tenants that left or got a newer entry (dropped
     when they surface) and owned entries below their tenant's key (refreshed when they
-    surface). ``debt`` counts them from above. Once it passes a quarter of the tenants (plus a
-    constant) the heap is dropped (None) and nothing maintains it until :meth:`oldest` rebuilds
-    it, in O(tenants): that rebuild is paid for by the debts, and a lane that is never asked for
-    its oldest item (nothing overdue) does no heap work at all. A lane that runs empty starts
+    surface). ``debt`` counts them from above.
+
+    A lane of up to 8 tenants keeps no heap (None). It builds one when a ninth tenant arrives and
+    keeps it up to date from then on. Once the debt passes a quarter of the tenants (plus a
+    constant), the heap is dropped and nothing maintains it until :meth:`oldest` rebuilds it,
+    in O(tenants): that rebuild is paid for by the debts, and a lane that is not asked for its
+    oldest item meanwhile (nothing overdue) does no heap work. A lane that runs empty starts
     again without a heap.
     """
 
@@ -130,12 +134,13 @@ class _Lane(Generic[T]):
     def push(self, entry: _Entry[T], tenant: str) -> None:
         state = self.queues.get(tenant)
         if state is None:
-            state = self.queues[tenant] = _Tenant(tenant, self.back)
+            state = self.queues[tenant] = _Tenant(tenant, self.back, entry)
             self.back += 1
-            state.queue.append(entry)
             self.turns.append(state)
             if self.heap is not None:
                 self._track(state, entry.pushed_at, self.heap)
+            elif len(self.queues) == _SCAN_MAX + 1:  # too many to compare: a heap from now on
+                self._rebuild_heap()
         else:
             state.queue.append(entry)
         self.size += 1
@@ -144,16 +149,18 @@ class _Lane(Generic[T]):
         state = self.queues.get(tenant)
         heap = self.heap
         if state is None:
-            state = self.queues[tenant] = _Tenant(tenant, self.front)
+            state = self.queues[tenant] = _Tenant(tenant, self.front, entry)
             self.front -= 1
-            state.queue.append(entry)
             self.turns.appendleft(state)
             if heap is not None:
                 self._track(state, entry.pushed_at, heap)
+            elif len(self.queues) == _SCAN_MAX + 1:
+                self._rebuild_heap()
         else:
-            state.queue.appendleft(entry)
+            queue = state.queue
             if heap is not None:
-                self._moved(state, entry.pushed_at, heap, turned=False)
+                self._moved(state, queue[0].pushed_at, entry.pushed_at, heap)
+            queue.appendleft(entry)
         self.size += 1
 
     def take_next(self) -> _Entry[T]:
@@ -169,10 +176,19 @@ class _Lane(Generic[T]):
             state.turn = self.back
             self.back += 1
             turns.append(state)
-            if self.heap is not None:
-                self._moved(state, queue[0].pushed_at, self.heap, turned=True)
-        else:
+            heap = self.heap
+            if heap is not None:  # the turn grew, so the key changed: as _moved, inlined
+                if queue[0].pushed_at < entry.pushed_at:
+                    self._track(state, queue[0].pushed_at, heap)
+                self.debt += 1
+                if self.debt > (len(self.queues) >> 2) + _SLACK:
+                    self.heap = None
+        elif self.size:
             self._leave(state)
+        else:  # the lane ran empty (the common case of a short queue): as _leave, inlined
+            del self.queues[state.name]
+            turns.clear()
+            self.heap = None
         return entry
 
     def take_from(self, state: _Tenant[T]) -> _Entry[T]:
@@ -182,7 +198,7 @@ class _Lane(Generic[T]):
         self.size -= 1
         if queue:
             if self.heap is not None:
-                self._moved(state, queue[0].pushed_at, self.heap, turned=False)
+                self._moved(state, entry.pushed_at, queue[0].pushed_at, self.heap)
         else:
             self._leave(state)
             turns = self.turns
@@ -225,10 +241,10 @@ class _Lane(Generic[T]):
                 self.debt -= 1
                 continue
             pushed_at = state.queue[0].pushed_at
-            if top[0] == pushed_at and top[1] == state.turn:
+            turn = state.turn
+            if top[0] == pushed_at and top[1] == turn:
                 return state
-            state.tracked = pushed_at
-            state.entry = fresh = (pushed_at, state.turn, state)
+            state.entry = fresh = (pushed_at, turn, state)
             heapreplace(heap, fresh)
             self.debt -= 1
         return None
@@ -242,29 +258,28 @@ class _Lane(Generic[T]):
 
     def _track(self, state: _Tenant[T], pushed_at: float, heap: list[_HeapEntry[T]]) -> None:
         """Give ``state`` a heap entry with its current key."""
-        state.tracked = pushed_at
         state.entry = entry = (pushed_at, state.turn, state)
         heappush(heap, entry)
 
     def _moved(
-        self, state: _Tenant[T], pushed_at: float, heap: list[_HeapEntry[T]], *, turned: bool
+        self, state: _Tenant[T], before: float, after: float, heap: list[_HeapEntry[T]]
     ) -> None:
-        """``state``'s head changed, to one pushed at ``pushed_at``, or its turn grew."""
-        if pushed_at < state.tracked:  # the key shrank (push_front): a new entry, at once
-            self._track(state, pushed_at, heap)
-            self._owe()  # the old entry is a debt now
-        elif turned or pushed_at > state.tracked:
+        """``state``'s head changed from one pushed at ``before`` to one pushed at ``after``
+        (its turn as it was)."""
+        if after < before:  # the key shrank (an item put back, or after one): an entry at once
+            self._track(state, after, heap)
+            self._owe()  # the entry it replaces is a debt
+        elif after > before:
             self._owe()  # the key grew: the entry is refreshed if it ever surfaces
 
     def _leave(self, state: _Tenant[T]) -> None:
         """``state``'s queue ran empty: it leaves the lane (its entry becomes a debt)."""
         del self.queues[state.name]
-        state.entry = None
-        if not self.size:  # nothing left: no heap entry or turn slot matters any more
+        if not self.size:  # nothing left: start again, without a heap until one is needed
             self.turns.clear()
             self.heap = None
-            self.debt = 0
         elif self.heap is not None:
+            state.entry = None
             self._owe()
 
     def _owe(self) -> None:
@@ -274,11 +289,9 @@ class _Lane(Generic[T]):
 
     def _rebuild_heap(self) -> list[_HeapEntry[T]]:
         """One current entry per tenant, O(tenants)."""
-        heap: list[_HeapEntry[T]] = []
-        for state in self.queues.values():
-            state.tracked = pushed_at = state.queue[0].pushed_at
-            state.entry = entry = (pushed_at, state.turn, state)
-            heap.append(entry)
+        heap = [(state.queue[0].pushed_at, state.turn, state) for state in self.queues.values()]
+        for entry in heap:
+            entry[2].entry = entry
         heapify(heap)
         self.heap = heap
         self.debt = 0

@@ -317,6 +317,23 @@ def test_ties_in_time_are_broken_by_turn_as_the_reference_does(
         same_choices_as_the_reference(None, normal_wait, low_wait, ops)
 
 
+def test_a_head_older_than_the_one_taken_is_found_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An item put back in front with a later push time, then taken in turn: the head behind
+    it is older than the heap entry says, and must still be found as the oldest."""
+    monkeypatch.setattr(scheduling, "_SCAN_MAX", 0)  # two tenants: keep a heap anyway
+    waits: dict[Priority, float | None] = {HIGH: None, NORMAL: 10.0, LOW: None}
+    queue: PriorityScheduler[str] = PriorityScheduler(waits)
+    reference: ReferenceScheduler[str] = ReferenceScheduler(waits)
+    for scheduler in (queue, reference):
+        scheduler.push("a-old", NORMAL, "a", 0.0)
+        scheduler.push("c", NORMAL, "c", 0.5)
+        scheduler.push_front("a-back", NORMAL, "a", 1.0)
+        scheduler.oldest_wait(1.0)  # the heap now has a at 1.0, c at 0.5
+    assert queue.pop(1.0) == reference.pop(1.0) == "a-back"  # a's turn; its head is at 0.0
+    # a-old (0.0) is overdue at 10.0 and c (0.5) is not, whatever a's old heap entry said (1.0)
+    assert queue.pop(10.0) == reference.pop(10.0) == "a-old"
+
+
 @settings(max_examples=25, deadline=None)
 @given(
     st.lists(
