@@ -73,9 +73,6 @@ class Subscription:
         self.cursor = [0] * _PRIORITIES
         self.loading = False
 
-    def matches(self, event_type: str) -> bool:
-        return any(p.matches(event_type) for p in self.patterns)
-
     def wants(self, event: Event) -> bool:
         """Priority floor and filters (patterns were checked by routing)."""
         if event.priority > self.priority_min:
