@@ -8,8 +8,11 @@
   changes nothing for other subscribers, later retries or the stored dead letter.
 - A failure is retried with exponential back-off and full jitter up to ``max_attempts``
   handler failures; then (or at once for PermanentFailure) the delivery is dead-lettered. A
-  failure of the store (RecordingFailed, StoreUnavailable) is not the handler's: it is retried
-  without counting an attempt.
+  store that cannot be reached (StoreUnavailable), or a lease lost to another center
+  (LeaseLost), is not the handler's failure: it is retried without counting an attempt (after
+  LeaseLost, until the center stops), and so is an attempt that timed out while the store was
+  unreachable at some point. A write the store refused (RecordingFailed: a decision it cannot
+  store) counts like any failure: the same write would be refused again.
 - With a durable store, the end of each delivery (handled or dead-lettered) is queued to the
   store; a crash before that commit means the delivery runs again after the restart.
 """
@@ -27,8 +30,8 @@ from typing import Any
 from eventcenter.domain.backoff import backoff_delay
 from eventcenter.domain.errors import (
     HandlerTimeout,
+    LeaseLost,
     PermanentFailure,
-    RecordingFailed,
     StoreUnavailable,
 )
 from eventcenter.domain.event import Event
@@ -41,7 +44,7 @@ from eventcenter.handlers.subscriptions import Subscription
 
 log = logging.getLogger("eventcenter.processor")
 
-_STORE_FAILURES = (RecordingFailed, StoreUnavailable)
+_STORE_FAILURES = (StoreUnavailable, LeaseLost)
 
 
 class Delivery:
@@ -192,6 +195,8 @@ class Deliverer:
             self.metrics.dispatch.add(started - delivery.published_at)
         sub.in_flight += 1
         self.running[delivery] = asyncio.current_task()
+        store = self.store
+        outages = store.outages if store is not None and store.available else None
         token = None
         if self.store is not None:
             scope = CauseScope(str(delivery.event.id), sub.name)
@@ -209,7 +214,7 @@ class Deliverer:
                     ) from timed_out
         except Exception as error:
             self._left(delivery, started)
-            await self._failed(delivery, error)
+            await self._failed(delivery, error, outages)
             return
         finally:
             if token is not None:
@@ -231,11 +236,15 @@ class Deliverer:
 
     # failures ----------------------------------------------------------------------------------
 
-    async def _failed(self, delivery: Delivery, error: Exception) -> None:
+    async def _failed(self, delivery: Delivery, error: Exception, outages: int | None) -> None:
+        """``outages``: the store's outage count when the attempt began (None: the store was
+        unreachable then). An attempt that timed out while the store was unreachable at some
+        point was (or may have been) waiting on the store: that is not the handler's failure."""
+        store = self.store
         store_failure = isinstance(error, _STORE_FAILURES) or (
             isinstance(error, HandlerTimeout)
-            and self.store is not None
-            and not self.store.available
+            and store is not None
+            and (outages is None or not store.available or store.outages != outages)
         )
         if not store_failure:
             delivery.counts.failed += 1

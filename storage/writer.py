@@ -174,6 +174,7 @@ class StoreWriter:
         self._fenced: LeaseLost | None = None
         self.available = True  # False while the store cannot be reached
         self.outage_since: float | None = None
+        self.outages = 0  # times the store became unreachable
         self.saves = 0  # transactions committed
         self.commands = 0
         self.retries = 0  # batches retried after a transient failure
@@ -325,6 +326,7 @@ class StoreWriter:
     def _outage(self, error: BaseException, attempt: int) -> None:
         if self.available:
             self.available = False
+            self.outages += 1
             self.outage_since = time.monotonic()
             log.error("store unavailable, retrying with back-off: %s", _short(error))
         self.retries += 1
