@@ -5,11 +5,18 @@
 PostgreSQL by URL) and runs them as one service: constructing it does no I/O, ``start()``
 takes the center's lease, opens the store, reads back unfinished work and starts the workers;
 ``stop()`` stops them and closes the store.
+
+While it runs, the center checks its lease every ``lease_check_interval`` seconds. A lease
+whose lock connection was cut (a network blip, a restarted server) is taken again as soon as
+the store answers, if no other process took it meanwhile. If one did, this center has lost
+it: it stops taking work (what it left unfinished stays in the store, for the new holder),
+``publish`` raises LeaseLost, and ``lease_lost`` says why.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +26,12 @@ from uuid import UUID
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.aggregates import DeadLetter
-from eventcenter.domain.errors import DeadLetterNotFound, EventCenterError, StoreUnavailable
+from eventcenter.domain.errors import (
+    DeadLetterNotFound,
+    EventCenterError,
+    LeaseLost,
+    StoreUnavailable,
+)
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import (
     AdmissionRecord,
@@ -38,6 +50,11 @@ from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.lease import Lease
 from eventcenter.storage.queue import DurableDeliveries
 from eventcenter.storage.writer import ClaimReplayCommand, PurgeCommand, StoreWriter
+
+log = logging.getLogger("eventcenter.center")
+
+LEASE_CHECK_S = 2.0
+"""Seconds between two checks of a running center's lease."""
 
 
 def bootstrap(
@@ -79,6 +96,7 @@ class EventCenter:
         builtin_handlers: bool = True,
         pressure: PressureTester | None = None,
         services: Mapping[str, Any] | None = None,
+        lease_check_interval: float = LEASE_CHECK_S,
     ) -> None:
         self.settings = settings
         recording = settings.recording
@@ -105,6 +123,11 @@ class EventCenter:
         self._reader: CenterReader | None = None
         self._read_lock = threading.Lock()
         self._purger: asyncio.Task[None] | None = None
+        self._lease_check_interval = lease_check_interval
+        self._lease_watch: asyncio.Task[None] | None = None
+        #: Why this center stopped on its own: another process took its lease.
+        self.lease_lost: LeaseLost | None = None
+        self._lost_report: ShutdownReport | None = None
         self._opened = False
         self._closed = False
 
@@ -140,7 +163,9 @@ class EventCenter:
         self.processor.state.restore(self.writer.processor_state)
         await self.processor.start()
         await self.processor.state.recover_after_restart()
-        self._purger = asyncio.get_running_loop().create_task(self._purge_forever())
+        loop = asyncio.get_running_loop()
+        self._purger = loop.create_task(self._purge_forever())
+        self._lease_watch = loop.create_task(self._watch_lease())
 
     def _open(self) -> None:
         self.settings.ensure_data_dir()
@@ -168,11 +193,39 @@ class EventCenter:
             except EventCenterError:
                 continue
 
+    async def _watch_lease(self) -> None:
+        """Check the lease now and then; stop this center once another process holds it.
+
+        While the store cannot be reached the lease is in doubt, not lost: writes wait for the
+        store anyway, and fencing refuses them should another process have taken over.
+        """
+        while True:
+            await asyncio.sleep(self._lease_check_interval)
+            try:
+                await asyncio.to_thread(self.lease.check)
+            except StoreUnavailable:
+                continue
+            except LeaseLost as lost:
+                self.lease_lost = lost
+                log.error("%s: this center stops; its unfinished work stays in the store", lost)
+                self._lost_report = await self.processor.stop(timeout=0)
+                return
+
+    def _check_lease(self) -> None:
+        if self.lease_lost is not None:
+            raise LeaseLost(str(self.lease_lost))
+
     async def stop(self, timeout: float | None = None) -> ShutdownReport:
         """Stop the processor, commit what is queued, close the store, release the lease."""
         if self._purger is not None:
             self._purger.cancel()
+        if self._lease_watch is not None:
+            if self.lease_lost is None:
+                self._lease_watch.cancel()
+            await asyncio.gather(self._lease_watch, return_exceptions=True)
         report = await self.processor.stop(timeout)
+        if self._lost_report is not None:
+            report = self._lost_report
         await asyncio.to_thread(self.close)
         return report
 
@@ -208,16 +261,19 @@ class EventCenter:
         **fields: Any,
     ) -> str:
         """Publish one event; returns its id once it is durable (see EventProcessor.publish)."""
+        self._check_lease()
         return await self.processor.publish(
             type, payload, tenant=tenant, priority=priority, key=key, **fields
         )
 
     async def publish_batch(self, items: Sequence[Mapping[str, Any] | Event]) -> list[str]:
+        self._check_lease()
         return await self.processor.publish_batch(items)
 
     def publish_sync(
         self, type: str, payload: Mapping[str, Any] | None = None, **fields: Any
     ) -> str:
+        self._check_lease()
         return self.processor.publish_sync(type, payload, **fields)
 
     # read side ---------------------------------------------------------------------------------

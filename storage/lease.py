@@ -205,6 +205,7 @@ class Lease:
         self._mutex = threading.Lock()
         self._token: int | None = None
         self._held = False
+        self._loss: LeaseLost | None = None  # how the lease was lost, said again by check()
 
     # state --------------------------------------------------------------------------------
 
@@ -257,6 +258,7 @@ class Lease:
                 raise self._unavailable(error) from None
             self._token = token
             self._held = True
+            self._loss = None
         log.info(
             "lease taken: center %r on %s by %s, token %d",
             self.center,
@@ -317,6 +319,8 @@ class Lease:
         """
         token = self._token
         if not self._held or token is None:
+            if self._loss is not None:
+                raise LeaseLost(str(self._loss))
             raise LeaseLost(f"center '{self.center}' on {self.store}: this process holds no lease")
         if not self._guard.shared:
             return
@@ -327,7 +331,8 @@ class Lease:
         )
         if result.rowcount != 1:
             self._held = False
-            raise self._lost(token, _read_holder(connection, self.center))
+            self._loss = self._lost(token, _read_holder(connection, self.center))
+            raise self._loss
 
     def check(self) -> None:
         """Verify that the lease is still held; call it every few seconds while holding it.
@@ -343,6 +348,8 @@ class Lease:
         """
         with self._mutex:
             token = self._token
+            if self._loss is not None and not self._held:
+                raise LeaseLost(str(self._loss))
             if not self._held or token is None:
                 raise LeaseLost(
                     f"center '{self.center}' on {self.store}: this process holds no lease"
@@ -370,7 +377,8 @@ class Lease:
         except DBAPIError:
             current = None
         self._guard.unlock()
-        return self._lost(token, current)
+        self._loss = self._lost(token, current)
+        return self._loss
 
     # messages -----------------------------------------------------------------------------
 

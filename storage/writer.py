@@ -247,7 +247,14 @@ class StoreWriter:
         return await future
 
     def post(self, command: Command) -> None:
-        """Queue ``command`` without waiting for it (failures are logged by the thread)."""
+        """Queue ``command`` without waiting for it (failures are logged by the thread).
+
+        Once the lease is lost nothing more is written, and nothing is raised either: the
+        caller (a worker ending a delivery) has nobody to tell, and the delivery stays in the
+        store for the new holder, which runs it again.
+        """
+        if self._fenced is not None:
+            return
         self._check_open()
         self._queue.put(_Pending(command, None, None))
 

@@ -22,18 +22,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, func, select
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.pool import NullPool
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.settings import CenterSettings, RecordingSettings
-from eventcenter.domain.errors import PermanentFailure
+from eventcenter.domain.errors import CenterLocked, LeaseLost, PermanentFailure
 from eventcenter.domain.event import Event
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
 from eventcenter.projections.audit import PROCESSOR_DECIDED, event_name
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.inbox import deliveries
+from eventcenter.storage.lease import Lease, advisory_key
 from tests.faults import ProxiedPostgres
 
 pytestmark = pytest.mark.postgres
@@ -153,10 +154,92 @@ async def test_a_short_outage_delays_work_and_loses_burns_or_duplicates_nothing(
     assert set(causes.values()) == {1}, "a decision recorded twice for one cause"
     assert set(causes) == {f"{event_id}/recorder/work.seen/1" for event_id in published.accepted}
     assert await asyncio.to_thread(stored_deliveries, pg_proxy.direct_url) == 0
+
+    # The lease's own connection was cut too; nobody took over, so the center took its lock
+    # again: a second center still cannot start.
+    await until(lambda: lock_holders(pg_proxy.direct_url) == 1, "the lease's lock taken again")
+    with pytest.raises(CenterLocked):
+        Lease(pg_proxy.direct_url, "default").acquire(wait=0)
+    assert center.lease.held
     print(
         f"\n{len(published.accepted)} accepted, writer retries {center.writer.retries},"
         f" retried deliveries {counts.get('retried', 0)}"
     )
+
+
+async def test_a_center_that_lost_its_lease_during_an_outage_stops_and_its_work_moves_on(
+    center: EventCenter, pg_proxy: ProxiedPostgres, tmp_path: Path
+) -> None:
+    """Another center took over while the store was cut off from this one: once it can reach
+    the store again, this center finds out (LeaseLost), stops taking work and refuses
+    publishes with LeaseLost; what it left unfinished is the new holder's, and nothing of it
+    is lost."""
+    handled: dict[str, list[str]] = {"old": [], "new": []}
+    stuck = asyncio.Event()  # the old center's handler hangs on odd events
+
+    @center.processor.on("work.#", name="recorder", timeout=None, max_in_flight=20)
+    async def old(event: Event, ctx: Context) -> None:
+        await ctx.decide("work.seen", "old", event)
+        if event.payload["n"] % 2:
+            await stuck.wait()
+        handled["old"].append(str(event.id))
+
+    await center.start()
+    ids = [await center.publish("work.item", {"n": n}) for n in range(20)]
+    await until(lambda: len(handled["old"]) == 10, "the even events handled")
+    await center.deliveries.flush()  # their ends are committed: only the odd ones are left
+
+    pg_proxy.proxy.cut()  # the server ends the old center's sessions, and its lock
+    newer = EventCenter(
+        settings_for(pg_proxy.direct_url, tmp_path / "new").model_copy(
+            update={"standby_wait": WAIT_S}
+        ),
+        builtin_handlers=False,
+    )
+
+    @newer.processor.on("work.#", name="recorder")
+    async def new(event: Event, ctx: Context) -> None:
+        await ctx.decide("work.seen", "new", event)
+        handled["new"].append(str(event.id))
+
+    try:
+        await newer.start()
+        pg_proxy.proxy.restore()
+        await until(lambda: center.lease_lost is not None, "the old center sees it lost")
+        with pytest.raises(LeaseLost, match="no longer current"):
+            await center.publish("work.item", {"n": 99})
+        await until(lambda: center.processor.status == "stopped", "the old center stops")
+        report = await center.stop()
+        await asyncio.wait_for(newer.processor.join(), WAIT_S)
+        assert newer.processor.queue_depths()["redelivered_at_start"] == 10
+        letters = await asyncio.to_thread(newer.dead_letters)
+    finally:
+        await newer.stop()
+    assert report.left_in_store == 10
+    assert sorted(handled["old"] + handled["new"]) == sorted(ids), "each handled once"
+    assert letters == []
+    causes = await asyncio.to_thread(recorded_causes, pg_proxy.direct_url)
+    assert set(causes.values()) == {1}
+
+
+def lock_holders(url: str) -> int:
+    """Sessions holding the advisory lock of the center named 'default' in the URL's schema."""
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+            unsigned = advisory_key(schema, "default") & 0xFFFF_FFFF_FFFF_FFFF
+            return int(
+                connection.execute(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+                        " AND classid = CAST(:high AS oid) AND objid = CAST(:low AS oid)"
+                    ),
+                    {"high": unsigned >> 32, "low": unsigned & 0xFFFF_FFFF},
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
 
 
 def recorded_causes(url: str) -> Counter[str]:
