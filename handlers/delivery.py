@@ -3,7 +3,7 @@
 - A subscription runs at most ``max_in_flight`` deliveries at once; further ones are parked on
   it, so a slow handler holds a few workers and the others keep serving everyone else.
 - Each attempt runs under the subscription's timeout; a timed-out attempt is a failure
-  (:class:`HandlerTimeout`).
+  (:class:`HandlerTimeout`). A TimeoutError the handler raises itself stays what it is.
 - Each attempt gets its own copy of the payload and metadata: a handler that mutates them
   changes nothing for other subscribers, later retries or the stored dead letter.
 - A failure is retried with exponential back-off and full jitter up to ``max_attempts``
@@ -206,9 +206,11 @@ class Deliverer:
                 await sub.handler(isolated(delivery.event), self.context)
             else:
                 try:
-                    async with asyncio.timeout(sub.timeout):
+                    async with asyncio.timeout(sub.timeout) as deadline:
                         await sub.handler(isolated(delivery.event), self.context)
                 except TimeoutError as timed_out:
+                    if not deadline.expired():
+                        raise  # the handler's own TimeoutError (a client gave up): its failure
                     raise HandlerTimeout(
                         f"handler '{sub.name}' ran longer than {sub.timeout:g}s"
                     ) from timed_out
