@@ -10,9 +10,10 @@
   handler failures; then (or at once for PermanentFailure) the delivery is dead-lettered. A
   store that cannot be reached (StoreUnavailable), or a lease lost to another center
   (LeaseLost), is not the handler's failure: it is retried without counting an attempt (after
-  LeaseLost, until the center stops), and so is an attempt that timed out while the store was
-  unreachable at some point. A write the store refused (RecordingFailed: a decision it cannot
-  store) counts like any failure: the same write would be refused again.
+  LeaseLost, until the center stops), and so is an attempt that timed out while it waited for
+  a write, or while the store was unreachable at some point. A write the store refused
+  (RecordingFailed: a decision it cannot store) counts like any failure: the same write would
+  be refused again.
 - With a durable store, the end of each delivery (handled or dead-lettered) is queued to the
   store; a crash before that commit means the delivery runs again after the restart.
 """
@@ -33,6 +34,7 @@ from eventcenter.domain.errors import (
     LeaseLost,
     PermanentFailure,
     StoreUnavailable,
+    waited_on_store,
 )
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import DeadLetterStore, DeliveryStore
@@ -241,12 +243,18 @@ class Deliverer:
     async def _failed(self, delivery: Delivery, error: Exception, outages: int | None) -> None:
         """``outages``: the store's outage count when the attempt began (None: the store was
         unreachable then). An attempt that timed out while the store was unreachable at some
-        point was (or may have been) waiting on the store: that is not the handler's failure."""
+        point, or while it waited for a write (a silent network: the store reports nothing),
+        was waiting on the store: that is not the handler's failure."""
         store = self.store
         store_failure = isinstance(error, _STORE_FAILURES) or (
             isinstance(error, HandlerTimeout)
             and store is not None
-            and (outages is None or not store.available or store.outages != outages)
+            and (
+                outages is None
+                or not store.available
+                or store.outages != outages
+                or waited_on_store(error)
+            )
         )
         if not store_failure:
             delivery.counts.failed += 1

@@ -56,6 +56,7 @@ from eventcenter.domain.errors import (
     ProcessorClosed,
     RecordingFailed,
     StoreUnavailable,
+    note_store_wait,
 )
 from eventcenter.domain.event import Event
 from eventcenter.storage import inbox
@@ -252,7 +253,11 @@ class StoreWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Pending(command, loop, future))
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError as cancelled:  # e.g. a handler's timeout fired meanwhile
+            note_store_wait(cancelled)
+            raise
 
     def post(self, command: Command) -> None:
         """Queue ``command`` without waiting for it (failures are logged by the thread).

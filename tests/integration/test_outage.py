@@ -1,7 +1,8 @@
 """A short PostgreSQL outage under a running center: work waits, nothing is lost or burned.
 
 The center's every connection (the writer's and the lease's) goes through a TCP proxy
-(tests/faults.py); mid-stream the test cuts it for about two seconds, then restores it.
+(tests/faults.py); mid-stream the test cuts it (or stalls it: a silent network) for about two
+seconds, then restores it.
 
 What a caller sees meanwhile: ``publish`` waits until the store answers again and then
 returns (it does not fail: the writer keeps each batch and retries it with back-off until the
@@ -101,9 +102,13 @@ async def publish_stream(center: EventCenter, published: Published, stop: asynci
         await asyncio.sleep(0.002)
 
 
+@pytest.mark.parametrize("fault", ["cut", "stall"])
 async def test_a_short_outage_delays_work_and_loses_burns_or_duplicates_nothing(
-    center: EventCenter, pg_proxy: ProxiedPostgres
+    center: EventCenter, pg_proxy: ProxiedPostgres, fault: str
 ) -> None:
+    """``cut``: connections are closed and refused (the writer sees errors and says it is
+    unavailable). ``stall``: a silent network, connections hang and nothing reports a fault;
+    handlers whose timeout fires while they wait for a write are not charged for it either."""
     handled: Counter[str] = Counter()
 
     @center.processor.on("work.#", name="recorder")
@@ -119,9 +124,12 @@ async def test_a_short_outage_delays_work_and_loses_burns_or_duplicates_nothing(
     stream = asyncio.create_task(publish_stream(center, published, stop))
     await until(lambda: len(published.accepted) >= BEFORE, "events accepted before the cut")
 
-    pg_proxy.proxy.cut()
     cut_at = time.monotonic()
-    await until(lambda: not center.writer.available, "the writer notices the outage")
+    if fault == "cut":
+        pg_proxy.proxy.cut()
+        await until(lambda: not center.writer.available, "the writer notices the outage")
+    else:
+        pg_proxy.proxy.stall()
     accepted_at_cut = len(published.accepted)
     during = asyncio.create_task(center.publish("work.item", {"n": -1, "fail": False}))
     await asyncio.sleep(OUTAGE_S - (time.monotonic() - cut_at))
