@@ -5,6 +5,12 @@
 PostgreSQL by URL) and runs them as one service: constructing it does no I/O, ``start()``
 takes the center's lease, opens the store, reads back unfinished work and starts the workers;
 ``stop()`` stops them and closes the store.
+
+While it runs, the center checks its lease every ``lease_check_interval`` seconds. A lease
+whose lock connection was cut (a network blip, a restarted server) is taken again as soon as
+the store answers, if no other process took it meanwhile. If one did, this center has lost
+it: it stops taking work (what it left unfinished stays in the store, for the new holder),
+``publish`` raises LeaseLost, and ``lease_lost`` says why.
 """
 
 from __future__ import annotations
@@ -47,8 +53,8 @@ from eventcenter.storage.writer import ClaimReplayCommand, PurgeCommand, StoreWr
 
 log = logging.getLogger("eventcenter.center")
 
-#: Seconds between checks that this process still holds the center's lease.
-LEASE_CHECK_S = 5.0
+LEASE_CHECK_S = 2.0
+"""Seconds between two checks of a running center's lease."""
 
 
 def bootstrap(
@@ -90,6 +96,7 @@ class EventCenter:
         builtin_handlers: bool = True,
         pressure: PressureTester | None = None,
         services: Mapping[str, Any] | None = None,
+        lease_check_interval: float = LEASE_CHECK_S,
     ) -> None:
         self.settings = settings
         recording = settings.recording
@@ -116,6 +123,11 @@ class EventCenter:
         self._reader: CenterReader | None = None
         self._read_lock = threading.Lock()
         self._purger: asyncio.Task[None] | None = None
+        self._lease_check_interval = lease_check_interval
+        self._lease_watch: asyncio.Task[None] | None = None
+        #: Why this center stopped on its own: another process took its lease.
+        self.lease_lost: LeaseLost | None = None
+        self._lost_report: ShutdownReport | None = None
         self._opened = False
         self._closed = False
 
@@ -150,7 +162,9 @@ class EventCenter:
         await asyncio.to_thread(self._open)
         self.processor.state.restore(self.writer.processor_state)
         await self.processor.start()
-        self._purger = asyncio.get_running_loop().create_task(self._housekeeping())
+        loop = asyncio.get_running_loop()
+        self._purger = loop.create_task(self._purge_forever())
+        self._lease_watch = loop.create_task(self._watch_lease())
 
     def _open(self) -> None:
         self.settings.ensure_data_dir()
@@ -168,35 +182,49 @@ class EventCenter:
             raise
         self._opened = True
 
-    async def _housekeeping(self) -> None:
-        """Check the lease every few seconds (a lost one stops the center); forget idempotency
-        keys and decision causes older than ``key_retention``."""
+    async def _purge_forever(self) -> None:
+        """Forget idempotency keys and decision causes older than ``key_retention``."""
         retention = self.settings.recording.key_retention
-        purge_every = min(retention / 10, 3600.0)
-        loop = asyncio.get_running_loop()
-        next_purge = loop.time() + purge_every
         while True:
-            await asyncio.sleep(LEASE_CHECK_S)
+            await asyncio.sleep(min(retention / 10, 3600.0))
+            try:
+                await self.writer.submit(PurgeCommand(self.writer._clock() - retention))
+            except EventCenterError as error:
+                log.warning("purging old idempotency keys failed: %s", error)
+
+    async def _watch_lease(self) -> None:
+        """Check the lease now and then; stop this center once another process holds it.
+
+        While the store cannot be reached the lease is in doubt, not lost: writes wait for the
+        store anyway, and fencing refuses them should another process have taken over.
+        """
+        while True:
+            await asyncio.sleep(self._lease_check_interval)
             try:
                 await asyncio.to_thread(self.lease.check)
+            except StoreUnavailable:
+                continue
             except LeaseLost as lost:
-                log.error("%s: stopping this center", lost)
-                await self.stop()
+                self.lease_lost = lost
+                log.error("%s: this center stops; its unfinished work stays in the store", lost)
+                self._lost_report = await self.processor.stop(timeout=0)
                 return
-            except StoreUnavailable as error:
-                log.warning("lease not checked: %s", error)
-            if loop.time() >= next_purge:
-                next_purge = loop.time() + purge_every
-                try:
-                    await self.writer.submit(PurgeCommand(self.writer._clock() - retention))
-                except EventCenterError as error:
-                    log.warning("purging old idempotency keys failed: %s", error)
+
+    def _check_lease(self) -> None:
+        if self.lease_lost is not None:
+            raise LeaseLost(str(self.lease_lost))
 
     async def stop(self, timeout: float | None = None) -> ShutdownReport:
         """Stop the processor, commit what is queued, close the store, release the lease."""
-        if self._purger is not None and self._purger is not asyncio.current_task():
+        if self._purger is not None:
             self._purger.cancel()
+        if self._lease_watch is not None:
+            if self.lease_lost is None:
+                self._lease_watch.cancel()
+            await asyncio.gather(self._lease_watch, return_exceptions=True)
         report = await self.processor.stop(timeout)
+        if self._lost_report is not None:
+            report = self._lost_report
         await asyncio.to_thread(self.close)
         return report
 
@@ -232,16 +260,19 @@ class EventCenter:
         **fields: Any,
     ) -> str:
         """Publish one event; returns its id once it is durable (see EventProcessor.publish)."""
+        self._check_lease()
         return await self.processor.publish(
             type, payload, tenant=tenant, priority=priority, key=key, **fields
         )
 
     async def publish_batch(self, items: Sequence[Mapping[str, Any] | Event]) -> list[str]:
+        self._check_lease()
         return await self.processor.publish_batch(items)
 
     def publish_sync(
         self, type: str, payload: Mapping[str, Any] | None = None, **fields: Any
     ) -> str:
+        self._check_lease()
         return self.processor.publish_sync(type, payload, **fields)
 
     # read side ---------------------------------------------------------------------------------

@@ -136,3 +136,29 @@ class PermanentFailure(EventCenterError):
 
     The processor dead-letters the event at once instead of retrying it.
     """
+
+
+STORE_WAIT_NOTE = "cancelled while waiting for the store to commit a write"
+
+
+def note_store_wait(cancelled: BaseException) -> None:
+    """Mark a cancellation that interrupted a wait on the store (the store port calls this).
+
+    A handler attempt whose timeout fired while it waited for a write is not the handler's
+    failure; the note travels with the exception, so the processor can tell, even when the
+    store never reported a fault (a silent network leaves the connection hanging).
+    """
+    if STORE_WAIT_NOTE not in getattr(cancelled, "__notes__", ()):
+        cancelled.add_note(STORE_WAIT_NOTE)
+
+
+def waited_on_store(error: BaseException) -> bool:
+    """True if ``error`` was caused by a cancellation noted by :func:`note_store_wait`."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if STORE_WAIT_NOTE in getattr(current, "__notes__", ()):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

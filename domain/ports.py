@@ -96,6 +96,12 @@ class DeliveryStore(Protocol):
     @property
     def available(self) -> bool: ...
 
+    @property
+    def outages(self) -> int:
+        """How many times the store became unreachable so far: a handler attempt during which
+        this changed may have spent its time waiting on the store, not failing."""
+        ...
+
     async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]: ...
 
     def settle(

@@ -8,7 +8,10 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from eventcenter.domain.decisions import Decision
+from eventcenter.domain.errors import RecordingFailed
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import DecisionLog, PressureTester, Publisher
 from eventcenter.handlers.state import StateGuard
@@ -70,6 +73,12 @@ class Context:
         decisions once (its n-th decision of a kind has the same cause). Elsewhere the call
         returns once the decision is stored.
         """
+        try:
+            orjson.dumps(details)
+        except TypeError as error:  # refused now, in the handler, not later by the store
+            raise RecordingFailed(
+                f"the store cannot keep decision '{kind}': its details are not JSON ({error})"
+            ) from None
         scope = current_scope.get()
         own = scope is not None and scope.event_id == str(cause.id)
         decision = Decision(

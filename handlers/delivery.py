@@ -3,13 +3,18 @@
 - A subscription runs at most ``max_in_flight`` deliveries at once; further ones are parked on
   it, so a slow handler holds a few workers and the others keep serving everyone else.
 - Each attempt runs under the subscription's timeout; a timed-out attempt is cancelled (within
-  ``timeout_tick`` of its deadline) and is a failure (:class:`HandlerTimeout`).
+  ``timeout_tick`` of its deadline) and is a failure (:class:`HandlerTimeout`). A TimeoutError
+  the handler raises itself stays what it is.
 - Each attempt gets its own copy of the payload and metadata: a handler that mutates them
   changes nothing for other subscribers, later retries or the stored dead letter.
 - A failure is retried with exponential back-off and full jitter up to ``max_attempts``
   handler failures; then (or at once for PermanentFailure) the delivery is dead-lettered. A
-  failure of the store (RecordingFailed, StoreUnavailable) is not the handler's: it is retried
-  without counting an attempt.
+  store that cannot be reached (StoreUnavailable), or a lease lost to another center
+  (LeaseLost), is not the handler's failure: it is retried without counting an attempt (after
+  LeaseLost, until the center stops), and so is an attempt that timed out while it waited for
+  a write, or while the store was unreachable at some point. A write the store refused
+  (RecordingFailed: a decision it cannot store) counts like any failure: the same write would
+  be refused again.
 - With a durable store, the end of each delivery (handled or dead-lettered) is queued to the
   store; a crash before that commit means the delivery runs again after the restart.
 """
@@ -27,9 +32,10 @@ from eventcenter.domain.backoff import backoff_delay
 from eventcenter.domain.decisions import Decision
 from eventcenter.domain.errors import (
     HandlerTimeout,
+    LeaseLost,
     PermanentFailure,
-    RecordingFailed,
     StoreUnavailable,
+    waited_on_store,
 )
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import DeadLetterStore, DeliveryStore
@@ -41,7 +47,7 @@ from eventcenter.handlers.subscriptions import Subscription
 
 log = logging.getLogger("eventcenter.processor")
 
-_STORE_FAILURES = (RecordingFailed, StoreUnavailable)
+_STORE_FAILURES = (StoreUnavailable, LeaseLost)
 
 
 class Delivery:
@@ -226,6 +232,8 @@ class Deliverer:
         timeout = sub.timeout
         delivery.deadline = None if timeout is None else started + timeout
         delivery.timed_out = False
+        store = self.store
+        outages = store.outages if store is not None and store.available else None
         token = None
         scope: CauseScope | None = None
         if self.store is not None:
@@ -234,16 +242,18 @@ class Deliverer:
         try:
             try:
                 await sub.handler(isolated(delivery.event), self.context)
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as cancelled:
                 if not delivery.timed_out or task is None:
                     raise  # stop() cancelled the worker
                 task.uncancel()
-                raise HandlerTimeout(f"handler '{sub.name}' ran longer than {timeout:g}s") from None
+                raise HandlerTimeout(
+                    f"handler '{sub.name}' ran longer than {timeout:g}s"
+                ) from cancelled
             if delivery.timed_out and task is not None:
                 task.uncancel()  # it finished anyway, swallowing the watchdog's cancellation
         except Exception as error:
             self._left(delivery, started)
-            await self._failed(delivery, error, scope.pending if scope is not None else ())
+            await self._failed(delivery, error, outages, scope.pending if scope is not None else ())
             return
         finally:
             if token is not None:
@@ -266,12 +276,26 @@ class Deliverer:
     # failures ----------------------------------------------------------------------------------
 
     async def _failed(
-        self, delivery: Delivery, error: Exception, decisions: Sequence[Decision] = ()
+        self,
+        delivery: Delivery,
+        error: Exception,
+        outages: int | None = None,
+        decisions: Sequence[Decision] = (),
     ) -> None:
+        """``outages``: the store's outage count when the attempt began (None: the store was
+        unreachable then). An attempt that timed out while the store was unreachable at some
+        point, or while it waited for a write (a silent network: the store reports nothing),
+        was waiting on the store: that is not the handler's failure."""
+        store = self.store
         store_failure = isinstance(error, _STORE_FAILURES) or (
             isinstance(error, HandlerTimeout)
-            and self.store is not None
-            and not self.store.available
+            and store is not None
+            and (
+                outages is None
+                or not store.available
+                or store.outages != outages
+                or waited_on_store(error)
+            )
         )
         if not store_failure:
             delivery.counts.failed += 1

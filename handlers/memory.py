@@ -71,6 +71,7 @@ class MemoryDeliveryStore:
     letters: list[MemoryDeadLetter] = field(default_factory=list)
     attempts: dict[int, int] = field(default_factory=dict)
     available: bool = True
+    outages: int = 0
     decision_log: MemoryDecisionLog = field(default_factory=MemoryDecisionLog)
 
     def _decide(self, decisions: Sequence[Decision]) -> None:

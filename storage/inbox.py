@@ -15,6 +15,11 @@ the aggregates' events of the same batch, so a batch is all or nothing:
 ``center_causes``
     One row per recorded decision's cause (event id, subscription, kind, ordinal), kept for the
     same retention: recording the same decision for the same cause again stores it once.
+``center_commits``
+    One row per center naming the writer's last committed transaction. A connection lost
+    while its COMMIT was under way leaves the writer unsure whether the store committed it;
+    the retry reads this row first, and a transaction that did commit is not applied twice
+    (no second dead letter, no admission refused by its own rows).
 
 Tables are created by the writer at start (never by a read-only reader).
 """
@@ -40,6 +45,7 @@ from sqlalchemy import (
     bindparam,
     delete,
     func,
+    insert,
     select,
     update,
 )
@@ -84,7 +90,15 @@ causes = Table(
     Index("center_causes_age", "center", "recorded_at"),
 )
 
-TABLES = (deliveries, idempotency, causes)
+commits = Table(
+    "center_commits",
+    metadata,
+    Column("center", String(64), primary_key=True),
+    Column("batch", String(32), nullable=False),
+    Column("committed_at", Float, nullable=False),
+)
+
+TABLES = (deliveries, idempotency, causes, commits)
 
 #: Rows per statement when the writer reads or deletes by a list of keys.
 CHUNK = 500
@@ -112,6 +126,26 @@ def identity(tenant: str, source: str, key: str) -> str:
 
 def create_tables(connection: Connection) -> None:
     metadata.create_all(connection, checkfirst=True)
+
+
+def ensure_commit_row(session: Session, center: str) -> None:
+    """Create the center's ``center_commits`` row if missing (the writer updates it)."""
+    found = session.execute(select(commits.c.center).where(commits.c.center == center)).first()
+    if found is None:
+        session.execute(insert(commits).values(center=center, batch="", committed_at=0.0))
+
+
+def mark_commit(session: Session, center: str, batch: str, now: float) -> None:
+    """Name ``batch`` as the center's last transaction (inside that very transaction)."""
+    session.execute(
+        update(commits).where(commits.c.center == center).values(batch=batch, committed_at=now)
+    )
+
+
+def last_commit(session: Session, center: str) -> str | None:
+    """The batch named by the center's last committed transaction."""
+    found = session.execute(select(commits.c.batch).where(commits.c.center == center)).scalar()
+    return None if found is None else str(found)
 
 
 def _chunks(items: Sequence[str], size: int = CHUNK) -> Iterable[Sequence[str]]:

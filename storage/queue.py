@@ -34,6 +34,10 @@ class DurableDeliveries:
     def available(self) -> bool:
         return self.writer.available
 
+    @property
+    def outages(self) -> int:
+        return self.writer.outages
+
     def rows(self, record: AdmissionRecord) -> list[dict[str, Any]]:
         event = record.event
         now = self._clock()

@@ -13,7 +13,9 @@ Failures:
 - A store that cannot be reached (connection refused or cut, database locked) is *transient*:
   the thread keeps the batch and retries it with exponential back-off and jitter until the
   store answers; callers simply wait longer. ``available`` is False meanwhile. Nothing is
-  turned into an in-memory-only record.
+  turned into an in-memory-only record. A connection lost during the COMMIT leaves it unknown
+  whether the store committed: each transaction names itself in ``center_commits``, and the
+  retry looks there first, so a batch that did commit is not applied a second time.
 - Anything else fails the batch's commands one by one (each retried alone, so one bad command
   does not fail the others) with :class:`RecordingFailed`.
 - A lost lease (another process became the active center) fails every command with
@@ -36,7 +38,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import sqlalchemy.exc
 from eventsourcing import persistence as es_persistence
@@ -54,6 +56,7 @@ from eventcenter.domain.errors import (
     ProcessorClosed,
     RecordingFailed,
     StoreUnavailable,
+    note_store_wait,
 )
 from eventcenter.domain.event import Event
 from eventcenter.storage import inbox
@@ -135,6 +138,10 @@ class _Pending:
     future: asyncio.Future[Any] | None
 
 
+#: Each command of a batch with its result or its error.
+_Outcomes = list[tuple[_Pending, Any, BaseException | None]]
+
+
 class StoreWriter:
     """Commits the center's writes off the loop; see the module docstring.
 
@@ -172,8 +179,10 @@ class StoreWriter:
         self._closed = False
         self._closing = threading.Event()
         self._fenced: LeaseLost | None = None
+        self._committing: _Outcomes | None = None  # outcomes of the attempt now committing
         self.available = True  # False while the store cannot be reached
         self.outage_since: float | None = None
+        self.outages = 0  # times the store became unreachable
         self.saves = 0  # transactions committed
         self.commands = 0
         self.retries = 0  # batches retried after a transient failure
@@ -185,6 +194,7 @@ class StoreWriter:
         try:
             with self._datastore.transaction(commit=True) as session:
                 inbox.create_tables(session.connection())
+                inbox.ensure_commit_row(session, self.center)
             self._processor_log = self.app.processor_log(self.center)
         except Exception as error:
             raise StoreUnavailable(f"cannot open the store: {short_error(error)}") from error
@@ -243,10 +253,21 @@ class StoreWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.put(_Pending(command, loop, future))
-        return await future
+        try:
+            return await future
+        except asyncio.CancelledError as cancelled:  # e.g. a handler's timeout fired meanwhile
+            note_store_wait(cancelled)
+            raise
 
     def post(self, command: Command) -> None:
-        """Queue ``command`` without waiting for it (failures are logged by the thread)."""
+        """Queue ``command`` without waiting for it (failures are logged by the thread).
+
+        Once the lease is lost nothing more is written, and nothing is raised either: the
+        caller (a worker ending a delivery) has nobody to tell, and the delivery stays in the
+        store for the new holder, which runs it again.
+        """
+        if self._fenced is not None:
+            return
         self._check_open()
         self._queue.put(_Pending(command, None, None))
 
@@ -293,15 +314,20 @@ class StoreWriter:
 
     def _write(self, batch: list[_Pending]) -> list[tuple[_Pending, Any, BaseException | None]]:
         attempt = 0
+        name = uuid4().hex
+        maybe_committed: _Outcomes | None = None
         while True:
+            self._committing = None
             try:
-                outcomes = self._attempt(batch)
+                outcomes = self._attempt(batch, name, maybe_committed)
             except LeaseLost as lost:
                 self._fenced = lost
                 log.error("%s; nothing more is written by this process", lost)
                 return [(p, None, lost) for p in batch]
             except Exception as error:
                 if is_transient(error):
+                    if self._committing is not None:  # lost during the COMMIT: in doubt
+                        maybe_committed = self._committing
                     attempt += 1
                     if self._closing.is_set():
                         failure = StoreUnavailable(f"store unavailable: {short_error(error)}")
@@ -325,14 +351,22 @@ class StoreWriter:
     def _outage(self, error: BaseException, attempt: int) -> None:
         if self.available:
             self.available = False
+            self.outages += 1
             self.outage_since = time.monotonic()
             log.error("store unavailable, retrying with back-off: %s", short_error(error))
         self.retries += 1
         delay = backoff_delay(attempt, *self._backoff, self._rng.random())
         self._closing.wait(max(delay, 0.01))
 
-    def _attempt(self, batch: list[_Pending]) -> list[tuple[_Pending, Any, BaseException | None]]:
-        """Apply and commit ``batch`` in one transaction; raise if the transaction failed."""
+    def _attempt(
+        self, batch: list[_Pending], name: str = "", maybe_committed: _Outcomes | None = None
+    ) -> _Outcomes:
+        """Apply and commit ``batch`` in one transaction named ``name``; raise if it failed.
+
+        ``maybe_committed``: the outcomes of an earlier attempt of this batch whose COMMIT was
+        cut off. If the store names this batch as its last commit, that attempt did commit:
+        its outcomes stand and nothing is applied again.
+        """
         commands = [p.command for p in batch]
         idents = [i for c in commands for i in c.idents]
         causes = [k for c in commands for k in c.causes]
@@ -343,6 +377,13 @@ class StoreWriter:
                 state.session = session
                 if self._fence is not None:
                     self._fence(session.connection())
+                if maybe_committed is not None and inbox.last_commit(session, self.center) == name:
+                    log.warning(
+                        "a transaction whose commit was cut off had been committed:"
+                        " its %d writes are not applied again",
+                        len(batch),
+                    )
+                    return maybe_committed
                 if idents:
                     state.known_idents = inbox.known_identities(session, self.center, idents)
                 if causes:
@@ -355,6 +396,8 @@ class StoreWriter:
                     else:
                         outcomes.append((pending, result, None))
                 self._flush(session, state)
+                inbox.mark_commit(session, self.center, name or uuid4().hex, self._clock())
+                self._committing = outcomes  # from here on, a failure is the COMMIT's
         except BaseException:
             self._forget(state)
             raise
