@@ -161,7 +161,7 @@ class StoreWriter:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         backoff_base: float = 0.05,
-        backoff_max: float = 5.0,
+        backoff_max: float = 1.0,
     ) -> None:
         self.app = app
         self.center = center_name
