@@ -268,10 +268,10 @@ class Deliverer:
         sub = delivery.subscription
         running = self.running
         running.pop(delivery, None)
-        if not running:
+        if not running and not self.retrying_allowed:  # stop() waits for the last one
             self.quiet.set()
         sub.in_flight -= 1
-        self.metrics.handler(sub.name).add(self._clock() - started)
+        sub.latency.add(self._clock() - started)
 
     # failures ----------------------------------------------------------------------------------
 

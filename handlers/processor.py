@@ -347,17 +347,11 @@ class EventProcessor:
             raise SubscriptionError(f"timeout must be > 0 seconds or None, got {timeout!r}")
         name = name or default_name(handler)
         limit = max_in_flight or self.settings.max_in_flight_per_subscription
-        self._subscriptions.add(
-            Subscription(
-                name,
-                patterns,
-                handler,
-                tuple(filters),
-                Priority.parse(priority_min),
-                limit,
-                timeout,
-            )
+        sub = Subscription(
+            name, patterns, handler, tuple(filters), Priority.parse(priority_min), limit, timeout
         )
+        self._subscriptions.add(sub)
+        sub.latency = self.metrics.handler(name)
         return name
 
     def on(

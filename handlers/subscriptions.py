@@ -11,6 +11,7 @@ from eventcenter.domain.errors import SubscriptionError
 from eventcenter.domain.event import Event
 from eventcenter.domain.priority import Priority
 from eventcenter.handlers.base import EventFilter, HandlerFunc
+from eventcenter.handlers.metrics import LatencyWindow
 from eventcenter.handlers.patterns import Pattern, RouteCache, RouteIndex
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Subscription:
         "filters",
         "handler",
         "in_flight",
+        "latency",
         "loading",
         "max_in_flight",
         "name",
@@ -72,6 +74,7 @@ class Subscription:
         self.spilled = [0] * _PRIORITIES
         self.cursor = [0] * _PRIORITIES
         self.loading = False
+        self.latency: LatencyWindow = LatencyWindow()  # replaced by the processor's own
 
     def wants(self, event: Event) -> bool:
         """Priority floor and filters (patterns were checked by routing)."""
