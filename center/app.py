@@ -167,7 +167,12 @@ class EventCenter:
         self._lease_watch = loop.create_task(self._watch_lease())
 
     def _open(self) -> None:
-        self.settings.ensure_data_dir()
+        try:
+            self.settings.ensure_data_dir()
+        except OSError as error:
+            raise StoreUnavailable(
+                f"cannot use the data dir {self.settings.data_dir}: {error.strerror or error}"
+            ) from None
         self.lease.acquire(wait=self.settings.standby_wait)
         try:
             try:

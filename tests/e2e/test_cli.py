@@ -271,3 +271,14 @@ def test_handlers_are_imported_from_the_working_directory(tmp_path: Path) -> Non
     assert f"{letter_id}: orders.created" in replay.stdout
     assert [row["status"] for row in letters(tmp_path)] == ["replayed"]
     assert "downstream is back" in run("decisions", cwd=tmp_path).stdout
+
+
+def test_an_unusable_data_dir_is_one_line_naming_it(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    result = run(
+        "demo", "--events", "10", "--data-dir", str(blocker / "data"), cwd=tmp_path, check=False
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: cannot use the data dir {blocker / 'data'}")
