@@ -102,7 +102,7 @@ class EventCenter:
         recording = settings.recording
         url = settings.effective_url
         self.app = CenterApplication(url, cache_size=recording.cache_size, create_tables=False)
-        self.lease = Lease(url, settings.name, lock_dir=settings.data_dir)
+        self.lease = Lease(url, settings.name)  # SQLite: the lock file is next to the database
         self.writer = StoreWriter(
             self.app,
             settings.name,

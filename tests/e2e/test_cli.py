@@ -282,3 +282,28 @@ def test_an_unusable_data_dir_is_one_line_naming_it(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1, result.stderr
     assert result.stderr.startswith(f"error: cannot use the data dir {blocker / 'data'}")
+
+
+async def test_replay_beside_a_running_center_refuses_and_reads_still_work(
+    tmp_path: Path,
+) -> None:
+    center = EventCenter.from_url(f"sqlite:///{tmp_path}/data/center.db")
+
+    @center.processor.on("orders.created", name="orders")
+    async def broken(event: Event, ctx: Context) -> None:
+        raise PermanentFailure("no warehouse")
+
+    async with center:
+        await center.publish("orders.created", {"order": 1})
+        await center.processor.join()
+        listed = await asyncio.to_thread(letters, tmp_path)  # a read beside the running center
+        assert len(listed) == 1
+        replay = await asyncio.to_thread(
+            run, "dead-letters", "replay", listed[0]["id"], cwd=tmp_path, check=False
+        )
+    assert replay.returncode == 1
+    assert replay.stderr.count("\n") == 1, replay.stderr
+    assert "center 'default'" in replay.stderr
+    assert "is held by" in replay.stderr
+    after = letters(tmp_path)
+    assert [row["status"] for row in after] == ["pending"], "nothing was written beside it"
