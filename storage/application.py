@@ -8,9 +8,31 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
+from sqlalchemy.engine import make_url
 
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
 from eventcenter.domain.errors import DeadLetterNotFound
+
+#: libpq settings for the store's connections, unless the URL sets them: a peer that went
+#: silent (a network partition) is noticed within about half a minute instead of the kernel's
+#: default of many minutes, and the writer then retries like after any outage.
+LIBPQ_DEFAULTS = {
+    "connect_timeout": "10",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",  # milliseconds of unacknowledged data
+}
+
+
+def with_keepalives(url: str) -> str:
+    """``url`` with :data:`LIBPQ_DEFAULTS` for a psycopg2 URL (other URLs unchanged)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() != "psycopg2":
+        return url
+    missing = {k: v for k, v in LIBPQ_DEFAULTS.items() if k not in parsed.query}
+    return parsed.update_query_dict(missing).render_as_string(hide_password=False)
 
 
 class CenterApplication(Application[UUID]):
@@ -31,7 +53,7 @@ class CenterApplication(Application[UUID]):
     def __init__(self, url: str, *, cache_size: int = 1000, create_tables: bool = True) -> None:
         env = {
             "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
-            "SQLALCHEMY_URL": url,
+            "SQLALCHEMY_URL": with_keepalives(url),
             "CREATE_TABLE": "y" if create_tables else "n",
         }
         if cache_size:
