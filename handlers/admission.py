@@ -131,9 +131,16 @@ class Admitter:
             self._place(delivery)
 
     async def _commit(self, planned: list[_Planned], ids: list[str]) -> list[str]:
+        """Store the planned deliveries (and keys), then place them; returns the ids.
+
+        An event nobody subscribed to and without a key has nothing to store: it is counted
+        as unrouted without waiting for a commit.
+        """
         assert self._store is not None
+        kept = [i for i, p in enumerate(planned) if p[2] or p[3] is not None]
+        stored = [planned[i] for i in kept]
         records = []
-        for event, _, deliveries, ident in planned:
+        for event, _, deliveries, ident in stored:
             for delivery in deliveries:
                 delivery.seq = self.next_seq
                 self.next_seq += 1
@@ -152,19 +159,21 @@ class Admitter:
                     ident=ident,
                 )
             )
-        # Reserve the backlog now, so concurrent publishes see it while this one commits.
-        reserved = [d for _, _, deliveries, _ in planned for d in deliveries]
-        self._books.add(len(reserved))
+        # Pending from now on, so that join() also waits for this commit.
+        pending = sum(len(p[2]) for p in stored)
+        self._books.add(pending)
         try:
-            earlier = await self._store.admit(records)
+            earlier = await self._store.admit(records) if records else []
         except BaseException:
-            for _ in reserved:
+            for _ in range(pending):
                 self._books.end()
             for event, *_ in planned:
                 self._dedupe.forget(event.id)
             raise
+        known_of = dict(zip(kept, earlier, strict=True))
         first: dict[str, str] = {}
-        for (event, counts, deliveries, _), known in zip(planned, earlier, strict=True):
+        for index, (event, counts, deliveries, _) in enumerate(planned):
+            known = known_of.get(index)
             if known is not None:  # the key was admitted before: nothing new was stored
                 counts.duplicates += 1
                 first[str(event.id)] = known

@@ -129,3 +129,19 @@ async def test_work_found_in_the_store_at_start_runs_and_orphans_become_dead_let
     assert {x.subscription for x in store.letters} == {"retired"}
     assert store.rows == {}
     await second.stop(timeout=0)
+
+
+async def test_an_event_nobody_listens_to_keeps_its_key_but_stores_no_delivery() -> None:
+    store = MemoryDeliveryStore()
+    processor = durable(store)
+    await processor.start()
+    first = await processor.publish("nobody.listens", key="k-1")
+    again = await processor.publish("nobody.listens", key="k-1")
+    other = await processor.publish("nobody.listens")
+    assert again == first
+    assert other != first
+    assert store.rows == {}
+    assert list(store.idents.values()) == [first]
+    assert processor.snapshot().totals["unrouted"] == 2
+    assert processor.snapshot().totals["duplicates"] == 1
+    await processor.stop(timeout=0)
