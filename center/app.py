@@ -128,7 +128,6 @@ class EventCenter:
         #: Why this center stopped on its own: another process took its lease.
         self.lease_lost: LeaseLost | None = None
         self._lost_report: ShutdownReport | None = None
-        self._opened = False
         self._closed = False
 
     @classmethod
@@ -185,7 +184,6 @@ class EventCenter:
         except BaseException:
             self.lease.release()
             raise
-        self._opened = True
 
     async def _purge_forever(self) -> None:
         """Forget idempotency keys and decision causes older than ``key_retention``."""
@@ -305,7 +303,7 @@ class EventCenter:
         this one.
         """
         letter_uuid = _as_uuid(letter_id)
-        letter = await asyncio.to_thread(self._letter, letter_uuid)
+        letter = await asyncio.to_thread(self.letter_status, letter_uuid)
         event = Event.parse(letter.envelope, self.settings.processor.limits)
         record_rows = self.deliveries.rows
 
@@ -324,9 +322,6 @@ class EventCenter:
 
         await self.processor.replay(event, letter.subscription, str(letter_uuid), claim)
         return event
-
-    def _letter(self, letter_id: UUID) -> DeadLetter:
-        return self.app.dead_letter(letter_id)
 
     def letter_status(self, letter_id: UUID | str) -> DeadLetter:
         """The dead letter as stored now (blocking read)."""

@@ -365,17 +365,7 @@ class Deliverer:
             error,
             extra=log_fields(event),
         )
-        if self.store is not None and delivery.seq is not None:
-            self.store.dead_letter(
-                delivery.seq,
-                event.to_dict(),
-                delivery.subscription.name,
-                error,
-                delivery.attempt,
-                delivery.replay_of,
-                decisions,
-            )
-            self.finish(delivery)
+        if self._letter_to_store(delivery, error, decisions):
             return
         try:
             await self._dead_letters.add(event, delivery.subscription.name, error, delivery.attempt)
@@ -395,19 +385,29 @@ class Deliverer:
         finally:
             self.finish(delivery)
 
+    def _letter_to_store(
+        self, delivery: Delivery, error: BaseException, decisions: Sequence[Decision] = ()
+    ) -> bool:
+        """With a store, queue the dead letter with its settlement and end the delivery."""
+        if self.store is None or delivery.seq is None:
+            return False
+        self.store.dead_letter(
+            delivery.seq,
+            delivery.event.to_dict(),
+            delivery.subscription.name,
+            error,
+            delivery.attempt,
+            delivery.replay_of,
+            decisions,
+        )
+        self.finish(delivery)
+        return True
+
     def discard(self, delivery: Delivery) -> None:
         """Its subscription was removed: with a store the delivery is dead-lettered."""
-        if self.store is not None and delivery.seq is not None:
+        removed = PermanentFailure(f"subscription '{delivery.subscription.name}' was removed")
+        if self._letter_to_store(delivery, removed):
             delivery.counts.dead_lettered += 1
-            self.store.dead_letter(
-                delivery.seq,
-                delivery.event.to_dict(),
-                delivery.subscription.name,
-                PermanentFailure(f"subscription '{delivery.subscription.name}' was removed"),
-                delivery.attempt,
-                delivery.replay_of,
-            )
-            self.finish(delivery)
             return
         delivery.counts.discarded += 1
         log.info(
