@@ -201,3 +201,54 @@ def received_from(value: Any, position: str, raw: str, token: Any = None) -> Rec
             position=position, item=None, problem=str(problem), raw=raw[:RAW_MAX], token=token
         )
     return Received(position=position, item=item, raw="", token=token)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What the center holds for one key of a source: the version and digest last admitted."""
+
+    version: str
+    digest: str
+    deleted: bool = False
+
+
+class ItemSink(Protocol):
+    """Where engines hand items: the center's durable, idempotent admission.
+
+    ``admit`` returns once everything is durable: each good item became an event (identity
+    ``(tenant, source, key, version)``; a repeat is dropped), each bad message a dead letter
+    with its problem, and ``position`` (if given) was stored for ``path`` in the same
+    transaction. Only then may the engine ack the messages. Returns per message the event id,
+    or None for a repeat or a dead-lettered message.
+    """
+
+    async def admit(
+        self,
+        tenant: str,
+        source: str,
+        path: str,
+        received: Sequence[Received],
+        position: str | None,
+        *,
+        correction: str | None = None,
+    ) -> list[str | None]: ...
+
+    async def position(self, tenant: str, source: str, path: str) -> str | None:
+        """The position last stored for ``path`` (None: never stored)."""
+        ...
+
+    async def delivered(self, tenant: str, source: str) -> dict[str, Delivered]:
+        """Per key, what was admitted last (for reconciliation)."""
+        ...
+
+
+class Clock(Protocol):
+    """Time for engines: ``now`` in seconds (monotonic), ``sleep`` until some later time.
+
+    Tests pass a fake whose ``sleep`` returns when the test advances the time, so intervals,
+    back-off and silence are checked in milliseconds, never by sleeping.
+    """
+
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
