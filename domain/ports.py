@@ -9,6 +9,7 @@ from uuid import UUID
 
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.event import Event
+from eventcenter.domain.sources import Delivered, SourceProgress
 
 
 class DecisionLog(Protocol):
@@ -102,7 +103,19 @@ class DeliveryStore(Protocol):
         this changed may have spent its time waiting on the store, not failing."""
         ...
 
-    async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]: ...
+    async def admit(
+        self, records: Sequence[AdmissionRecord], progress: SourceProgress | None = None
+    ) -> list[str | None]:
+        """Commit ``records`` (and a source's ``progress``, in the same transaction)."""
+        ...
+
+    async def source_position(self, tenant: str, source: str, path: str) -> str | None:
+        """The position last stored for a source's path (None: never stored)."""
+        ...
+
+    async def source_delivered(self, tenant: str, source: str) -> dict[str, Delivered]:
+        """Per key of a source, the version and digest admitted last."""
+        ...
 
     def settle(
         self, seq: int, replay_of: str | None, decisions: Sequence[Decision] = ()

@@ -252,3 +252,38 @@ class Clock(Protocol):
     def now(self) -> float: ...
 
     async def sleep(self, seconds: float) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedItem:
+    """A message of a source that is not an item: kept as a dead letter with the problem.
+
+    ``envelope`` is what the dead letter shows (the raw text, its path and position).
+    """
+
+    envelope: Mapping[str, Any]
+    problem: str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceProgress:
+    """What an admission of a source's items also stores, in the same transaction.
+
+    ``position`` (if not None) becomes the stored position of ``path``; ``delivered`` maps an
+    admitted event's id to the key and :class:`Delivered` entry it stands for (applied only if
+    that event was newly admitted, so a late repeat of an old version does not roll the entry
+    back); ``rejected`` become dead letters. A crash before the commit loses none of it: the
+    messages were not acknowledged and come again.
+    """
+
+    tenant: str
+    source: str
+    path: str
+    position: str | None
+    delivered: Mapping[str, tuple[str, Delivered]] = field(default_factory=dict)
+    rejected: Sequence[RejectedItem] = ()
+
+    @property
+    def letter_subscription(self) -> str:
+        """The subscription name the dead letters of rejected messages carry."""
+        return f"source:{self.tenant}/{self.source}"

@@ -19,9 +19,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 
-from eventcenter.domain.errors import Backpressure, InvalidEvent, PermanentFailure
+from eventcenter.domain.errors import (
+    Backpressure,
+    InvalidEvent,
+    PermanentFailure,
+    ProcessorClosed,
+)
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import AdmissionRecord, DeliveryStore, Target
+from eventcenter.domain.sources import SourceProgress
 from eventcenter.handlers.books import Books
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.dedupe import DedupeWindow
@@ -68,9 +74,18 @@ class Admitter:
         return f"{event.tenant}\n{event.source}\n{key}"
 
     async def admit(
-        self, events: Sequence[Event], keys: Sequence[str | None] | None = None
+        self,
+        events: Sequence[Event],
+        keys: Sequence[str | None] | None = None,
+        progress: SourceProgress | None = None,
     ) -> list[str]:
-        """Admit ``events`` (all or none); returns their ids (or the first ids of their keys)."""
+        """Admit ``events`` (all or none); returns their ids (or the first ids of their keys).
+
+        ``progress`` (a data source's position, delivered items, rejected messages) is
+        committed with them; it needs a store.
+        """
+        if progress is not None and self._store is None:
+            raise ProcessorClosed("a data source's progress needs a store: use an EventCenter")
         self._ensure_running()
         if keys is None:
             idents: list[str | None] = [None] * len(events)
@@ -98,7 +113,7 @@ class Admitter:
             for event, counts, deliveries, _ in planned:
                 self._accepted(event, counts, deliveries)
             return ids
-        return await self._commit(planned, ids)
+        return await self._commit(planned, ids, progress)
 
     def _deliveries(
         self, event: Event, targets: tuple[Subscription, ...], counts: Counts, now: float
@@ -130,7 +145,9 @@ class Admitter:
             counts.delivered += 1
             self._place(delivery)
 
-    async def _commit(self, planned: list[_Planned], ids: list[str]) -> list[str]:
+    async def _commit(
+        self, planned: list[_Planned], ids: list[str], progress: SourceProgress | None = None
+    ) -> list[str]:
         """Store the planned deliveries (and keys), then place them; returns the ids.
 
         An event nobody subscribed to and without a key has nothing to store: it is counted
@@ -163,7 +180,10 @@ class Admitter:
         pending = sum(len(p[2]) for p in stored)
         self._books.add(pending)
         try:
-            earlier = await self._store.admit(records) if records else []
+            if progress is not None:
+                earlier = await self._store.admit(records, progress)
+            else:
+                earlier = await self._store.admit(records) if records else []
         except BaseException:
             for _ in range(pending):
                 self._books.end()

@@ -13,9 +13,10 @@ from typing import Any
 from uuid import UUID, uuid4
 
 from eventcenter.domain.decisions import Decision, Transition
-from eventcenter.domain.errors import SubscriptionError
+from eventcenter.domain.errors import PermanentFailure, SubscriptionError
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import AdmissionRecord, BacklogCount, StoredDelivery
+from eventcenter.domain.sources import Delivered, SourceProgress
 
 
 @dataclass
@@ -73,6 +74,8 @@ class MemoryDeliveryStore:
     available: bool = True
     outages: int = 0
     decision_log: MemoryDecisionLog = field(default_factory=MemoryDecisionLog)
+    positions: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    delivered: dict[tuple[str, str], dict[str, Delivered]] = field(default_factory=dict)
 
     def _decide(self, decisions: Sequence[Decision]) -> None:
         for decision in decisions:
@@ -82,7 +85,41 @@ class MemoryDeliveryStore:
                 self.decision_log.causes.add(decision.cause)
             self.decision_log.decisions.append(decision)
 
-    async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]:
+    async def admit(
+        self, records: Sequence[AdmissionRecord], progress: SourceProgress | None = None
+    ) -> list[str | None]:
+        results = self._admit(records)
+        if progress is not None:
+            self._progress(records, results, progress)
+        return results
+
+    def _progress(
+        self,
+        records: Sequence[AdmissionRecord],
+        results: list[str | None],
+        progress: SourceProgress,
+    ) -> None:
+        admitted = {str(r.event.id) for r, known in zip(records, results, strict=True) if not known}
+        held = self.delivered.setdefault((progress.tenant, progress.source), {})
+        for event_id, (key, entry) in progress.delivered.items():
+            if event_id in admitted:
+                held[key] = entry
+        if progress.position is not None:
+            self.positions[(progress.tenant, progress.source, progress.path)] = progress.position
+        for rejected in progress.rejected:
+            event = Event.model_validate(dict(rejected.envelope))
+            error = PermanentFailure(rejected.problem)
+            self.letters.append(
+                MemoryDeadLetter(uuid4(), event, progress.letter_subscription, error, 0)
+            )
+
+    async def source_position(self, tenant: str, source: str, path: str) -> str | None:
+        return self.positions.get((tenant, source, path))
+
+    async def source_delivered(self, tenant: str, source: str) -> dict[str, Delivered]:
+        return dict(self.delivered.get((tenant, source), {}))
+
+    def _admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]:
         results: list[str | None] = []
         for record in records:
             if record.ident is not None:

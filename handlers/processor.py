@@ -42,6 +42,7 @@ from eventcenter.domain.event import Event
 from eventcenter.domain.fsm import STABLE, ProcessorStateMachine
 from eventcenter.domain.ports import DeadLetterStore, DecisionLog, DeliveryStore, PressureTester
 from eventcenter.domain.priority import Priority
+from eventcenter.domain.sources import SourceProgress
 from eventcenter.handlers.admission import Admitter
 from eventcenter.handlers.backlog import Backlog
 from eventcenter.handlers.base import EventFilter, Handler, HandlerFunc
@@ -458,6 +459,23 @@ class EventProcessor:
         """Admit an already built envelope (e.g. one received from another service)."""
         ids = await self._admitter.admit((event,), (key,) if key is not None else None)
         return ids[0]
+
+    @property
+    def store(self) -> DeliveryStore | None:
+        """The durable delivery store (None: in-memory mode)."""
+        return self._store
+
+    async def publish_events(
+        self,
+        events: Sequence[Event],
+        keys: Sequence[str | None] | None = None,
+        *,
+        progress: SourceProgress | None = None,
+    ) -> list[str]:
+        """Admit built envelopes with their idempotency keys, all or none, and a data source's
+        ``progress`` in the same commit (the center's source sink uses this; it needs a store).
+        Returns per event its id, or the id admitted earlier under the same key."""
+        return await self._admitter.admit(events, keys, progress)
 
     async def publish_batch(self, items: Sequence[Mapping[str, Any] | Event]) -> list[str]:
         """Validate all, then admit all; if one is invalid none is admitted (InvalidBatch).

@@ -8,6 +8,7 @@ from typing import Any
 
 from eventcenter.domain.decisions import Decision
 from eventcenter.domain.ports import AdmissionRecord, BacklogCount, StoredDelivery
+from eventcenter.domain.sources import Delivered, SourceProgress
 from eventcenter.storage.writer import (
     Admission,
     AdmitCommand,
@@ -17,6 +18,7 @@ from eventcenter.storage.writer import (
     LoadCommand,
     OrphansCommand,
     SettleCommand,
+    SourceReadCommand,
     StoreWriter,
     SummaryCommand,
 )
@@ -58,10 +60,22 @@ class DurableDeliveries:
             for target in record.targets
         ]
 
-    async def admit(self, records: Sequence[AdmissionRecord]) -> list[str | None]:
+    async def admit(
+        self, records: Sequence[AdmissionRecord], progress: SourceProgress | None = None
+    ) -> list[str | None]:
         admissions = [Admission(str(r.event.id), r.ident, self.rows(r)) for r in records]
-        result: list[str | None] = await self.writer.submit(AdmitCommand(admissions))
+        result: list[str | None] = await self.writer.submit(AdmitCommand(admissions, progress))
         return result
+
+    async def source_position(self, tenant: str, source: str, path: str) -> str | None:
+        found: str | None = await self.writer.submit(SourceReadCommand(tenant, source, path))
+        return found
+
+    async def source_delivered(self, tenant: str, source: str) -> dict[str, Delivered]:
+        found: dict[str, Delivered] = await self.writer.submit(
+            SourceReadCommand(tenant, source, None)
+        )
+        return found
 
     def settle(self, seq: int, replay_of: str | None, decisions: Sequence[Decision] = ()) -> None:
         self.writer.post(SettleCommand(seq, replay_of, decisions))

@@ -59,7 +59,8 @@ from eventcenter.domain.errors import (
     note_store_wait,
 )
 from eventcenter.domain.event import Event
-from eventcenter.storage import inbox
+from eventcenter.domain.sources import Delivered, SourceProgress
+from eventcenter.storage import inbox, source_state
 from eventcenter.storage.application import CenterApplication
 
 log = logging.getLogger("eventcenter.storage")
@@ -194,6 +195,7 @@ class StoreWriter:
         try:
             with self._datastore.transaction(commit=True) as session:
                 inbox.create_tables(session.connection())
+                source_state.metadata.create_all(session.connection(), checkfirst=True)
                 inbox.ensure_commit_row(session, self.center)
             self._processor_log = self.app.processor_log(self.center)
         except Exception as error:
@@ -510,11 +512,16 @@ class AdmitCommand(Command):
     """Store accepted events' deliveries; a known idempotency key admits nothing again.
 
     The result lists, per admission, None when it was stored, or the id of the event that
-    was admitted earlier under the same key.
+    was admitted earlier under the same key. A source's ``progress`` is stored in the same
+    transaction: the path's position, what each newly admitted item stands for, and the
+    messages it rejected as dead letters.
     """
 
-    def __init__(self, admissions: Sequence[Admission]) -> None:
+    def __init__(
+        self, admissions: Sequence[Admission], progress: SourceProgress | None = None
+    ) -> None:
         self.admissions = admissions
+        self.progress = progress
         self.idents = [a.ident for a in admissions if a.ident is not None]
 
     def apply(self, writer: StoreWriter, batch: Batch) -> list[str | None]:
@@ -536,7 +543,78 @@ class AdmitCommand(Command):
                 }
             batch.delivery_rows.extend(admission.rows)
             results.append(None)
+        if self.progress is not None:
+            self._progress(writer, batch, self.progress, results)
         return results
+
+    def _progress(
+        self,
+        writer: StoreWriter,
+        batch: Batch,
+        progress: SourceProgress,
+        results: list[str | None],
+    ) -> None:
+        assert batch.session is not None
+        now = writer._clock()
+        admitted = {a.event_id for a, r in zip(self.admissions, results, strict=True) if r is None}
+        entries: list[tuple[str, Delivered]] = [
+            entry for event_id, entry in progress.delivered.items() if event_id in admitted
+        ]
+        source_state.store_delivered(
+            batch.session, batch.center, progress.tenant, progress.source, entries, now
+        )
+        if progress.position is not None:
+            source_state.store_position(
+                batch.session,
+                batch.center,
+                progress.tenant,
+                progress.source,
+                progress.path,
+                progress.position,
+                now,
+            )
+        for rejected in progress.rejected:
+            DeadLetterCommand(
+                None,
+                dict(rejected.envelope),
+                progress.letter_subscription,
+                rejected.problem,
+                0,
+                None,
+                error_type="InvalidItem",
+            ).apply(writer, batch)
+
+
+class SourceReadCommand(Command):
+    """Read a source's stored position of one path, or what was delivered per key."""
+
+    def __init__(self, tenant: str, source: str, path: str | None) -> None:
+        self.tenant = tenant
+        self.source = source
+        self.path = path
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> Any:
+        assert batch.session is not None
+        if self.path is None:
+            return source_state.read_delivered(
+                batch.session, batch.center, self.tenant, self.source
+            )
+        return source_state.read_position(
+            batch.session, batch.center, self.tenant, self.source, self.path
+        )
+
+
+class OutcomesCommand(Command):
+    """Append outcomes of sources' paths (rows of ``center_source_outcomes``)."""
+
+    def __init__(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.rows = rows
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        assert batch.session is not None
+        source_state.store_outcomes(
+            batch.session, [{**row, "center": batch.center} for row in self.rows]
+        )
 
 
 def _decisions_apply(writer: StoreWriter, batch: Batch, decisions: Sequence[Decision]) -> None:
@@ -665,13 +743,14 @@ class LoadCommand(Command):
 
 
 class PurgeCommand(Command):
-    """Forget idempotency keys and decision causes older than the retention."""
+    """Forget idempotency keys, decision causes and source outcomes older than the retention."""
 
     def __init__(self, before: float) -> None:
         self.before = before
 
     def apply(self, writer: StoreWriter, batch: Batch) -> tuple[int, int]:
         assert batch.session is not None
+        source_state.purge_outcomes(batch.session, batch.center, self.before)
         return inbox.purge(batch.session, batch.center, self.before)
 
 

@@ -16,6 +16,7 @@ from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import AdmissionRecord, DecisionLog, DeliveryStore, Target
 from eventcenter.domain.priority import Priority
+from eventcenter.domain.sources import Delivered, RejectedItem, SourceProgress
 from eventcenter.handlers.memory import MemoryDecisionLog, MemoryDeliveryStore
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.queue import DurableDeliveries
@@ -160,3 +161,59 @@ async def test_a_decision_is_recorded_once_per_cause(ports: Ports) -> None:
         *(log.record_decision(Decision("k", "raced", "c", cause="e/s/k/3")) for _ in range(5))
     )
     assert ports.recorded() == ["first", "second", "no cause", "no cause", "raced"]
+
+
+# a data source's progress, committed with its admission ----------------------------------------
+
+
+def progress_for(
+    records: list[AdmissionRecord], position: str | None, *, bad: int = 0
+) -> SourceProgress:
+    delivered = {
+        str(r.event.id): (f"item-{i}", Delivered(f"v{i}", f"digest-{i}"))
+        for i, r in enumerate(records)
+    }
+    rejected = tuple(
+        RejectedItem(
+            Event.create("source.item.rejected", {"raw": "{", "problem": "unparseable"}).to_dict(),
+            "unparseable",
+        )
+        for _ in range(bad)
+    )
+    return SourceProgress("acme", "orders", "push", position, delivered, rejected)
+
+
+async def test_source_progress_commits_position_items_and_rejects(ports: Ports) -> None:
+    store = ports.deliveries
+    assert await store.source_position("acme", "orders", "push") is None
+    first = [record(1, ("s",), seq=1, key="item-0@v0"), record(2, ("s",), seq=2, key="item-1@v1")]
+    assert await store.admit(first, progress_for(first, "10-0", bad=1)) == [None, None]
+    assert await store.source_position("acme", "orders", "push") == "10-0"
+    assert await store.source_position("acme", "orders", "poll") is None
+    held = await store.source_delivered("acme", "orders")
+    assert held == {"item-0": Delivered("v0", "digest-0"), "item-1": Delivered("v1", "digest-1")}
+    await store.flush()
+    assert [subscription for _, subscription, _ in ports.letters()] == ["source:acme/orders"]
+
+
+async def test_a_repeated_item_moves_the_position_but_not_the_item_record(ports: Ports) -> None:
+    store = ports.deliveries
+    newer = [record(1, ("s",), seq=1, key="item-0@v2")]
+    progress = SourceProgress(
+        "acme", "orders", "push", "1", {str(newer[0].event.id): ("item-0", Delivered("v2", "d2"))}
+    )
+    await store.admit(newer, progress)
+    late = [record(2, ("s",), seq=2, key="item-0@v2")]  # the same identity again, other content
+    stale = SourceProgress(
+        "acme", "orders", "poll", "c7", {str(late[0].event.id): ("item-0", Delivered("v2", "old"))}
+    )
+    earlier = await store.admit(late, stale)
+    assert earlier == [str(newer[0].event.id)]
+    assert await store.source_delivered("acme", "orders") == {"item-0": Delivered("v2", "d2")}
+    assert await store.source_position("acme", "orders", "poll") == "c7"
+
+
+async def test_progress_without_events_still_stores_the_position(ports: Ports) -> None:
+    store = ports.deliveries
+    await store.admit([], SourceProgress("acme", "orders", "poll", "cursor-9"))
+    assert await store.source_position("acme", "orders", "poll") == "cursor-9"
