@@ -1,0 +1,42 @@
+"""Start and stop of an engine's task: one place for the cancellation rules."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+
+class EngineTask:
+    """The one ``run()`` task of an engine.
+
+    ``start`` is idempotent while the task runs. ``stop`` cancels it and waits until it
+    finished its cleanup (the engine closes its path in a ``finally``); if the task had
+    already died of an error, ``stop`` raises that error instead of hiding it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self, run: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
+        if self._task is not None and not self._task.done():
+            return self._task
+        self._task = asyncio.create_task(run(), name=self.name)
+        return self._task
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is None:
+            return
+        task.cancel()
+        try:
+            await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise  # the caller itself is being cancelled
