@@ -268,6 +268,12 @@ class EventCenter:
             type, payload, tenant=tenant, priority=priority, key=key, **fields
         )
 
+    async def publish_event(self, event: Event, *, key: str | None = None) -> str:
+        """Admit an envelope validated already (e.g. by ``parse_json`` from an HTTP body);
+        returns its id once it is durable. ``key`` is an idempotency key, as for publish."""
+        self._check_lease()
+        return await self.processor.publish_event(event, key=key)
+
     async def publish_batch(self, items: Sequence[Mapping[str, Any] | Event]) -> list[str]:
         self._check_lease()
         return await self.processor.publish_batch(items)

@@ -1,4 +1,4 @@
-"""The ``eventcenter`` command line: demo, version, dead letters, audit trail."""
+"""The ``eventcenter`` command line: run, demo, version, dead letters, audit trail."""
 
 from __future__ import annotations
 
@@ -347,6 +347,42 @@ def _import_register(spec: str) -> Callable[[EventCenter], object]:
     if not callable(register):
         _fail(f"{spec} is not callable")
     return register  # type: ignore[no-any-return]
+
+
+@app.command("run")
+def run_service(
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+    handlers: Annotated[
+        str | None,
+        typer.Option(
+            help="module:function that registers your handlers on the center, e.g."
+            " myapp.events:register (the built-in handlers are always registered)"
+        ),
+    ] = None,
+) -> None:
+    """Run the center as a service: processor, sources and HTTP server ([http] settings),
+    until SIGTERM or Ctrl+C; prints one line of what was stopped."""
+    # Imported here: only this command needs FastAPI and uvicorn, the others start faster.
+    from eventcenter.center.service import serve
+
+    register = _import_register(handlers) if handlers else None
+    center = EventCenter(_settings(config, database_url, data_dir))
+    try:
+        if register is not None:
+            register(center)
+    except BaseException:
+        center.close()
+        raise
+
+    def announce(line: str) -> None:
+        console.print(Text(line), soft_wrap=True)
+
+    report = asyncio.run(serve(center, announce=announce))
+    console.print(Text(report.line()), soft_wrap=True)
+    if report.failure is not None:
+        _fail(report.failure, EXIT_FAILED)
 
 
 @app.command()

@@ -71,6 +71,16 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     snapshot_interval = 100               # events between snapshots of the processor log
     cache_size = 1000                     # aggregates kept in the LRU cache; 0 turns it off
     key_retention = 604800.0              # seconds idempotency keys and decision causes are kept
+
+    [http]
+    # The HTTP server of ``eventcenter run``: ingest (POST /events), webhook push sources,
+    # /health and /ready. Loopback by default: put a proxy with TLS in front to expose it.
+    enabled = true                        # false: run the center and its sources without it
+    host = "127.0.0.1"                    # address to listen on ("0.0.0.0": every interface)
+    port = 8080                           # 0 picks a free port (printed at start)
+    publish_wait = 30.0                   # seconds a request waits for its events to be durable
+    retry_after = 1                       # seconds a 503 answer tells the client to wait
+    shutdown_timeout = 10                 # seconds requests in progress get to finish at stop
 """
 
 from __future__ import annotations
@@ -92,7 +102,13 @@ from pydantic_settings import (
 from eventcenter.domain.errors import ConfigurationError
 from eventcenter.handlers.config import ProcessorSettings
 
-__all__ = ["CONFIG_ENV_VAR", "DEFAULT_CONFIG_FILE", "CenterSettings", "RecordingSettings"]
+__all__ = [
+    "CONFIG_ENV_VAR",
+    "DEFAULT_CONFIG_FILE",
+    "CenterSettings",
+    "HttpSettings",
+    "RecordingSettings",
+]
 
 CONFIG_ENV_VAR = "EVENTCENTER_CONFIG"
 """Environment variable naming the TOML file when ``load`` is given none."""
@@ -129,6 +145,30 @@ class RecordingSettings(BaseModel):
     )
 
 
+class HttpSettings(BaseModel):
+    """The HTTP server that ``eventcenter run`` starts next to the center."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(True, description="serve HTTP; false runs the center without it")
+    host: str = Field(
+        "127.0.0.1", min_length=1, description="address to listen on; loopback by default"
+    )
+    port: int = Field(8080, ge=0, le=65535, description="TCP port; 0 picks a free one")
+    publish_wait: float = Field(
+        30.0,
+        gt=0,
+        description="seconds a request waits for the center to make its events durable before"
+        " it is answered 503 (they may still be stored: retry with the same key)",
+    )
+    retry_after: int = Field(
+        1, ge=0, description="seconds in the Retry-After header of a 503 answer"
+    )
+    shutdown_timeout: int = Field(
+        10, ge=0, description="seconds requests in progress get to finish when stopping"
+    )
+
+
 class CenterSettings(BaseSettings):
     """Everything one center needs to start. Build it with ``load`` at the edge, pass it inward."""
 
@@ -160,6 +200,7 @@ class CenterSettings(BaseSettings):
     )
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @field_validator("data_dir")
     @classmethod

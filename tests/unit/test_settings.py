@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from eventcenter.center import settings as settings_module
-from eventcenter.center.settings import CenterSettings, RecordingSettings
+from eventcenter.center.settings import CenterSettings, HttpSettings, RecordingSettings
 from eventcenter.domain.errors import ConfigurationError
 from eventcenter.domain.event import EnvelopeLimits
 from eventcenter.handlers.config import ProcessorSettings
@@ -41,6 +41,11 @@ class TestDefaults:
         assert settings.database_url is None
         assert settings.processor == ProcessorSettings()
         assert settings.recording == RecordingSettings()
+        assert (settings.http.enabled, settings.http.host, settings.http.port) == (
+            True,
+            "127.0.0.1",
+            8080,
+        )
         assert settings.recording.batch_max == 500
         assert settings.recording.snapshot_interval == 100
         assert settings.recording.cache_size == 1000
@@ -218,9 +223,33 @@ class TestDocumentedExample:
         for field in CenterSettings.model_fields:
             assert field in documented
         assert "[processor.limits]" in documented
-        nested = (*ProcessorSettings.model_fields, *RecordingSettings.model_fields)
+        assert "[http]" in documented
+        nested = (
+            *ProcessorSettings.model_fields,
+            *RecordingSettings.model_fields,
+            *HttpSettings.model_fields,
+        )
         for field in (*nested, *EnvelopeLimits.model_fields):
             assert f"{field} = " in documented or field == "limits"
+
+
+class TestHttp:
+    def test_the_http_section_is_read_from_the_file_and_the_environment(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        config = write_toml(
+            tmp_path / "center.toml", '[http]\nhost = "0.0.0.0"\nport = 9000\nenabled = false\n'
+        )
+        monkeypatch.setenv("EVENTCENTER_HTTP__PORT", "9100")
+
+        settings = CenterSettings.load(config)
+
+        assert settings.http == HttpSettings(host="0.0.0.0", port=9100, enabled=False)
+
+    @pytest.mark.parametrize("port", [-1, 65536])
+    def test_a_port_out_of_range_is_refused_naming_the_field(self, port: int) -> None:
+        with pytest.raises(ValidationError, match=r"http\.port"):
+            CenterSettings(http={"port": port})
 
 
 class TestPrecedence:
