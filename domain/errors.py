@@ -5,6 +5,7 @@
     │   └── InvalidBatch        one event of a batch failed (names its index and field)
     ├── InvalidPattern          a subscription pattern is not a valid dot pattern
     ├── TransitionRefused       the processor state machine refused a trigger
+    ├── SourceModeRefused       a source's mode machine (or its log) refused a move
     ├── SubscriptionError       unknown or duplicate subscription
     ├── Backpressure            the processor queue stayed full for longer than allowed
     ├── ProcessorClosed         publishing to a processor that is stopped or not running
@@ -66,6 +67,23 @@ class TransitionRefused(EventCenterError):
         self.state = state
         self.reason = reason
         super().__init__(f"'{trigger}' refused in state '{state}': {reason}")
+
+
+class SourceModeRefused(EventCenterError):
+    """Raised when a data source's mode machine refuses a trigger, or its log refuses to record
+    a move that does not start from the mode it holds.
+
+    ``source`` names the source (``tenant/name``, may be empty), ``trigger`` what was asked,
+    ``mode`` where the source was; the message says why and what is allowed instead.
+    """
+
+    def __init__(self, source: str, trigger: str, mode: str, reason: str) -> None:
+        self.source = source
+        self.trigger = trigger
+        self.mode = mode
+        self.reason = reason
+        named = f"source '{source}': " if source else ""
+        super().__init__(f"{named}'{trigger}' refused in mode '{mode}': {reason}")
 
 
 class SubscriptionError(EventCenterError, LookupError):
