@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.event import Event
+from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
 
 
@@ -147,3 +148,24 @@ class DeliveryStore(Protocol):
         ...
 
     async def dead_letter_orphans(self, subscription: str, limit: int) -> int: ...
+
+
+class SourceRecorder(Protocol):
+    """Makes a data source's decisions durable (storage/ implements it on the event store).
+
+    ``change`` runs ``apply`` on the source's log (None when the source was never registered)
+    inside one write transaction and saves the log it returns (if any); it returns what
+    ``apply`` returned second. ``apply`` runs in the store's thread: it must only use the log
+    and plain values. ``outcomes`` queues rows of the source's path outcomes
+    (:meth:`~eventcenter.domain.hysteresis.Outcome.row` plus the item count) for the what-if;
+    they are committed in order with the next transaction, not awaited.
+    """
+
+    async def change(
+        self,
+        tenant: str,
+        source: str,
+        apply: Callable[[SourceLog | None], tuple[SourceLog | None, Any]],
+    ) -> Any: ...
+
+    def outcomes(self, tenant: str, source: str, rows: Sequence[tuple[Any, ...]]) -> None: ...

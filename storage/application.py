@@ -12,6 +12,7 @@ from sqlalchemy.engine import make_url
 
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
 from eventcenter.domain.errors import DeadLetterNotFound
+from eventcenter.domain.source_log import SourceLog
 
 #: libpq settings for the store's connections, unless the URL sets them: a peer that went
 #: silent (a network partition) is noticed within about half a minute instead of the kernel's
@@ -79,6 +80,20 @@ class CenterApplication(Application[UUID]):
         assert self.snapshots is not None
         snapshot_class = type(self).snapshot_class or ProcessorLog.Snapshot
         self.snapshots.put([snapshot_class.take(processor_log)])
+
+    def snapshot(self, aggregate: Any) -> None:
+        """Store a snapshot of ``aggregate`` as it is in memory (all its events stored)."""
+        assert self.snapshots is not None
+        snapshot_class = type(self).snapshot_class or type(aggregate).Snapshot
+        self.snapshots.put([snapshot_class.take(aggregate)])
+
+    def source_log(self, log_id: UUID) -> SourceLog | None:
+        """The source log with this id, or None if the source was never registered."""
+        try:
+            found: Any = self.repository.get(log_id)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, SourceLog) else None
 
     def dead_letter(self, letter_id: UUID) -> DeadLetter:
         try:

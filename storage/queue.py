@@ -8,6 +8,7 @@ from typing import Any
 
 from eventcenter.domain.decisions import Decision
 from eventcenter.domain.ports import AdmissionRecord, BacklogCount, StoredDelivery
+from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
 from eventcenter.storage.writer import (
     Admission,
@@ -17,7 +18,9 @@ from eventcenter.storage.writer import (
     FlushCommand,
     LoadCommand,
     OrphansCommand,
+    OutcomesCommand,
     SettleCommand,
+    SourceLogCommand,
     SourceReadCommand,
     StoreWriter,
     SummaryCommand,
@@ -120,3 +123,39 @@ class DurableDeliveries:
     async def dead_letter_orphans(self, subscription: str, limit: int) -> int:
         count: int = await self.writer.submit(OrphansCommand(subscription, limit))
         return count
+
+
+class DurableSourceRecorder:
+    """Implements :class:`~eventcenter.domain.ports.SourceRecorder` with :class:`StoreWriter`."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+
+    async def change(
+        self,
+        tenant: str,
+        source: str,
+        apply: Callable[[SourceLog | None], tuple[SourceLog | None, Any]],
+    ) -> Any:
+        return await self.writer.submit(SourceLogCommand(tenant, source, apply))
+
+    def outcomes(self, tenant: str, source: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        self.writer.post(
+            OutcomesCommand(
+                [
+                    {
+                        "tenant": tenant,
+                        "source": source,
+                        "at": at,
+                        "path": path,
+                        "ok": ok,
+                        "reason": reason[:2000],
+                        "mode": mode,
+                        "items": items,
+                    }
+                    for at, path, ok, reason, mode, items in rows
+                ]
+            )
+        )

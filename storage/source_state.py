@@ -9,9 +9,10 @@
     One row per (tenant, source, key): the version and sha256 digest admitted last. The
     reconciler compares the source's authoritative listing against it.
 ``center_source_outcomes``
-    What each path of a source did (a batch received, a poll, a failure, a silence), in
-    order. The hysteresis policy's input, kept so ``sources simulate`` can replay it through
-    another configuration; purged after the key retention like idempotency keys.
+    What each path of a source did (a batch received, a poll, a failure, a rollback, a start
+    or stop), in order: the hysteresis policy's input (:class:`~eventcenter.domain.hysteresis.
+    Outcome`, silence is derived from the gaps), kept so ``sources simulate`` can replay it
+    through another configuration; purged after the key retention like idempotency keys.
 
 Tables are created by the writer at start, with the inbox's (never by a reader).
 """
@@ -80,8 +81,8 @@ outcomes = Table(
     Column("at", Float, nullable=False),  # seconds since the epoch
     Column("path", String(16), nullable=False),
     Column("ok", Boolean, nullable=False),
-    Column("kind", String(32), nullable=True),
-    Column("detail", Text, nullable=False, default=""),
+    Column("reason", Text, nullable=False, default=""),
+    Column("mode", String(32), nullable=False, default=""),
     Column("items", Integer, nullable=False, default=0),
     Index("center_source_outcomes_by_source", "center", "tenant", "source", "id"),
     Index("center_source_outcomes_age", "center", "at"),
@@ -97,8 +98,8 @@ class OutcomeRow:
     at: float
     path: str
     ok: bool
-    kind: str | None
-    detail: str
+    reason: str
+    mode: str
     items: int
 
 
@@ -188,8 +189,8 @@ def read_outcomes(
             outcomes.c.at,
             outcomes.c.path,
             outcomes.c.ok,
-            outcomes.c.kind,
-            outcomes.c.detail,
+            outcomes.c.reason,
+            outcomes.c.mode,
             outcomes.c["items"],
         )
         .where(

@@ -59,6 +59,7 @@ from eventcenter.domain.errors import (
     note_store_wait,
 )
 from eventcenter.domain.event import Event
+from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
 from eventcenter.storage import inbox, source_state
 from eventcenter.storage.application import CenterApplication
@@ -184,6 +185,7 @@ class StoreWriter:
         self.available = True  # False while the store cannot be reached
         self.outage_since: float | None = None
         self.outages = 0  # times the store became unreachable
+        self._source_snapshots: dict[UUID, int] = {}  # source log id -> version snapshotted
         self.saves = 0  # transactions committed
         self.commands = 0
         self.retries = 0  # batches retried after a transient failure
@@ -432,6 +434,7 @@ class StoreWriter:
                     cache.get(aggregate_id, evict=True)
 
     def _snapshot(self, state: Batch) -> None:
+        self._snapshot_sources(state)
         processor_log = self._processor_log
         if processor_log is None or processor_log.id not in state.aggregates:
             return
@@ -443,6 +446,22 @@ class StoreWriter:
             log.warning("snapshot of the processor log failed (events are stored): %r", error)
         else:
             self._snapshot_version = processor_log.version
+
+    def _snapshot_sources(self, state: Batch) -> None:
+        """Snapshot each source log this batch moved ``snapshot_interval`` events past its last
+        snapshot (or past where this process first loaded it), so loading stays bounded."""
+        for aggregate in state.aggregates.values():
+            if not isinstance(aggregate, SourceLog):
+                continue
+            last = self._source_snapshots.setdefault(aggregate.id, 0)
+            if aggregate.version - last < self.snapshot_interval:
+                continue
+            try:
+                self.app.snapshot(aggregate)
+            except Exception as error:  # the batch is stored; a later snapshot will do
+                log.warning("snapshot of source log %s failed: %r", aggregate.name, error)
+            else:
+                self._source_snapshots[aggregate.id] = aggregate.version
 
     def _deliver(self, outcomes: list[tuple[_Pending, Any, BaseException | None]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
@@ -583,6 +602,31 @@ class AdmitCommand(Command):
                 None,
                 error_type="InvalidItem",
             ).apply(writer, batch)
+
+
+class SourceLogCommand(Command):
+    """Apply a change to a source's log (see ``SourceRecorder.change``) in the transaction."""
+
+    def __init__(
+        self,
+        tenant: str,
+        source: str,
+        apply: Callable[[SourceLog | None], tuple[SourceLog | None, Any]],
+    ) -> None:
+        self.log_id = SourceLog.create_id(tenant, source)
+        self.apply_change = apply
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> Any:
+        current = batch.aggregates.get(self.log_id)
+        if current is None:
+            current = writer.app.source_log(self.log_id)
+            if current is not None:
+                writer._source_snapshots.setdefault(current.id, current.version)
+        assert current is None or isinstance(current, SourceLog)
+        changed, result = self.apply_change(current)
+        if changed is not None:
+            batch.touch(changed)
+        return result
 
 
 class SourceReadCommand(Command):
