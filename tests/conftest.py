@@ -7,22 +7,34 @@ reason, except in CI (``CI=true``), where it fails: a green CI run means both ba
 
 ``pg_proxy`` gives PostgreSQL through a TCP proxy that a test can cut, stall and restore
 (tests/faults.py), for outage tests.
+
+``redis_url`` and ``nats_url`` give the shared Redis and NATS JetStream servers the same way:
+probed once per session, skipped with the reason when unreachable, failed under ``CI=true``.
+``redis_binary`` and ``nats_binary`` do the same for tests that start their own server
+(tests/servers.py).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import OperationalError
 
 from tests.faults import ProxiedPostgres, TcpProxy
+from tests.servers import binary
 
+REDIS_URL_ENV = "EVENTCENTER_TEST_REDIS_URL"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+NATS_URL_ENV = "EVENTCENTER_TEST_NATS_URL"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 PG_URL_ENV = "EVENTCENTER_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 CONNECT_TIMEOUT_S = 3
@@ -176,3 +188,75 @@ def pg_proxy(postgres_server: PostgresServer) -> Iterator[ProxiedPostgres]:
             proxy=proxy,
         )
     _drop_schema(postgres_server.engine, schema)
+
+
+def unavailable(what: str, reason: str, env: str | None = None) -> None:
+    """Skip (or, under CI=true, fail) a test whose server or program is missing."""
+    if in_ci():
+        pytest.fail(f"{what}: {reason} (CI=true: these tests must run)", pytrace=False)
+    hint = f"set {env} or start it" if env else "install it"
+    pytest.skip(f"{what}: {reason} ({hint}; CI=true makes this fail)")
+
+
+def _probe_tcp(url: str, default_port: int) -> str | None:
+    """None if something accepts connections at the URL's host and port, else why not."""
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), CONNECT_TIMEOUT_S
+        ):
+            return None
+    except OSError as error:
+        return str(error)
+
+
+@pytest.fixture(scope="session")
+def _redis_probe() -> tuple[str, str | None]:
+    url = os.environ.get(REDIS_URL_ENV, DEFAULT_REDIS_URL)
+    return url, _probe_tcp(url, 6379)
+
+
+@pytest.fixture(scope="session")
+def _nats_probe() -> tuple[str, str | None]:
+    url = os.environ.get(NATS_URL_ENV, DEFAULT_NATS_URL)
+    return url, _probe_tcp(url, 4222)
+
+
+@pytest.fixture
+def redis_url(_redis_probe: tuple[str, str | None]) -> str:
+    """The shared Redis server (``$EVENTCENTER_TEST_REDIS_URL``, default 127.0.0.1:6379/0).
+
+    Tests use keys of their own and delete them; they never restart or flush this server.
+    """
+    url, error = _redis_probe
+    if error is not None:
+        unavailable(f"Redis at {url} is unreachable", error, REDIS_URL_ENV)
+    return url
+
+
+@pytest.fixture
+def nats_url(_nats_probe: tuple[str, str | None]) -> str:
+    """The shared NATS JetStream server (``$EVENTCENTER_TEST_NATS_URL``, default
+    127.0.0.1:4222). Tests use streams of their own and delete them."""
+    url, error = _nats_probe
+    if error is not None:
+        unavailable(f"NATS at {url} is unreachable", error, NATS_URL_ENV)
+    return url
+
+
+@pytest.fixture
+def redis_binary() -> str:
+    """``redis-server``, for tests that run a server of their own (tests/servers.py)."""
+    found = binary("redis-server")
+    if found is None:
+        unavailable("redis-server", "not on PATH")
+    return str(found)
+
+
+@pytest.fixture
+def nats_binary() -> str:
+    """``nats-server``, for tests that run a server of their own (tests/servers.py)."""
+    found = binary("nats-server")
+    if found is None:
+        unavailable("nats-server", "not on PATH")
+    return str(found)
