@@ -11,6 +11,7 @@ import random
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventcenter.domain.errors import StoreUnavailable
 from eventcenter.domain.reconcile import item_digest
@@ -311,3 +312,32 @@ class Outcomes:
     @property
     def successes(self) -> list[PathOutcome]:
         return [outcome for outcome in self.seen if outcome.ok]
+
+
+class MemoryRecorder:
+    """The SourceRecorder port in memory: source logs by (tenant, source), outcome rows.
+
+    ``fail`` makes the next ``change`` calls raise (a store that refuses).
+    """
+
+    def __init__(self) -> None:
+        self.logs: dict[tuple[str, str], Any] = {}
+        self.rows: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        self.fail = 0
+
+    async def change(self, tenant: str, source: str, apply: Any) -> Any:
+        if self.fail:
+            self.fail -= 1
+            raise StoreUnavailable("the store is unreachable (test)")
+        changed, result = apply(self.logs.get((tenant, source)))
+        if changed is not None:
+            self.logs[(tenant, source)] = changed
+        return result
+
+    def outcomes(self, tenant: str, source: str, rows: Sequence[tuple[Any, ...]]) -> None:
+        self.rows.setdefault((tenant, source), []).extend(rows)
+
+    def events(self, tenant: str = TENANT, source: str = SOURCE) -> list[str]:
+        """The names of the source log's events so far (pending, as a store would save them)."""
+        log = self.logs[(tenant, source)]
+        return [type(e).__name__ for e in log.pending_events]

@@ -1,0 +1,597 @@
+"""The hysteresis manager: runs every registered data source and switches each one's mode.
+
+One :class:`SourceRunner` per source holds everything about it (spec, policy, mode machine,
+engines, health); sources share nothing mutable, so one tenant's failing or flooding source
+cannot hold up another's decisions.
+
+How a source runs:
+
+- its push path's event engine runs whenever it has one, in every mode: in ``hybrid`` it is
+  the path being watched, in ``polling_only`` it is the probe whose own successes can bring
+  the source back (polling successes never count for push);
+- the polling engine runs in ``hybrid`` and ``polling_only``; entering either starts it and
+  polls at once, so the gap after a push outage is short;
+- the reconciler runs every ``reconciliation_interval`` when a listing is given, and at once
+  when the push path's position was lost (a re-list fills the gap).
+
+Each engine outcome goes, in order, through one decider task per source: it updates the
+health figures, records the outcome for the what-if (``sources simulate``) and feeds the
+hysteresis policy (:mod:`eventcenter.domain.hysteresis`). Decisions are recorded in the source's
+log (``ModeSwitched`` before the new mode is started); entering a mode goes through
+``transition``; a mode that cannot start (its first poll fails) is rolled back to the previous
+one and ``SwitchRolledBack`` says why. Admission failures (the center's store) are never held
+against a path.
+
+Time: ``clock`` paces the engines (tests pass a fake one); ``wall`` stamps decisions and
+outcomes, which outlive the process (epoch seconds by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from eventcenter.domain.errors import EventCenterError
+from eventcenter.domain.hysteresis import (
+    Decisions,
+    Hysteresis,
+    HysteresisDecision,
+    Outcome,
+    Switch,
+)
+from eventcenter.domain.ports import SourceRecorder
+from eventcenter.domain.reconcile import ReconcileReport
+from eventcenter.domain.source_health import HealthTally, SourceHealth
+from eventcenter.domain.source_log import SourceLog
+from eventcenter.domain.source_modes import (
+    EVENT_ONLY,
+    HYBRID,
+    POLLING_ONLY,
+    SourceModeMachine,
+)
+from eventcenter.domain.sources import Clock, Delivered, ItemSink, Received
+from eventcenter.sources.clock import SystemClock
+from eventcenter.sources.event_engine import EventEngine
+from eventcenter.sources.outcomes import PathOutcome
+from eventcenter.sources.polling_engine import PollingEngine
+from eventcenter.sources.reconciler import Reconciler
+from eventcenter.sources.source import DataSource
+
+log = logging.getLogger("eventcenter.sources")
+
+POLLING_MODES = (HYBRID, POLLING_ONLY)
+RECENT_SHOWN = 20
+
+
+class SourceAlreadyRegistered(EventCenterError, ValueError):
+    """Raised when a source of that tenant and name is registered already."""
+
+
+class SourceNotFound(EventCenterError, LookupError):
+    """Raised when no source of that tenant and name is registered."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """What ``sources list|show`` prints about one running source."""
+
+    tenant: str
+    name: str
+    mode: str
+    failure_threshold: int
+    success_threshold: int
+    health: SourceHealth
+    recent: tuple[dict[str, Any], ...]
+    paths: tuple[str, ...]
+    polling_interval: float | None
+    last_reconcile: ReconcileReport | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.tenant}/{self.name}"
+
+
+class _MeasuredSink:
+    """The center's sink for one source: notes the lag of each newly admitted item."""
+
+    def __init__(self, sink: ItemSink, runner: SourceRunner) -> None:
+        self._sink = sink
+        self._runner = runner
+
+    async def admit(
+        self,
+        tenant: str,
+        source: str,
+        path: str,
+        received: Sequence[Received],
+        position: str | None,
+        *,
+        correction: str | None = None,
+    ) -> list[str | None]:
+        ids = await self._sink.admit(
+            tenant, source, path, received, position, correction=correction
+        )
+        now = self._runner.wall()
+        for message, event_id in zip(received, ids, strict=True):
+            item = message.item
+            if event_id is not None and item is not None and item.occurred_at is not None:
+                self._runner.lags.setdefault(path, []).append(max(0.0, now - item.occurred_at))
+        return ids
+
+    async def position(self, tenant: str, source: str, path: str) -> str | None:
+        return await self._sink.position(tenant, source, path)
+
+    async def delivered(self, tenant: str, source: str) -> dict[str, Delivered]:
+        return await self._sink.delivered(tenant, source)
+
+
+class SourceRunner:
+    """One source at run time: see the module docstring."""
+
+    def __init__(
+        self,
+        spec: DataSource,
+        sink: ItemSink,
+        recorder: SourceRecorder,
+        clock: Clock,
+        wall: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self.spec = spec
+        self.wall = wall
+        self._recorder = recorder
+        self._clock = clock
+        self._rng = rng
+        self._sink = _MeasuredSink(sink, self)
+        self.lags: dict[str, list[float]] = {}
+        self.tally = HealthTally(wall())
+        self.recent: list[dict[str, Any]] = []
+        self.last_reconcile: ReconcileReport | None = None
+        self.policy: Hysteresis | None = None
+        self.machine: SourceModeMachine | None = None
+        self._inbox: asyncio.Queue[PathOutcome | ReconcileReport | str] = asyncio.Queue()
+        self._first_poll: asyncio.Future[PathOutcome] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._outcomes: list[tuple[Any, ...]] = []
+        self.push = self._event_engine() if spec.events is not None else None
+        self.polling = self._polling_engine() if spec.poll is not None else None
+        self.reconciler = self._reconciler() if spec.reconcile is not None else None
+
+    # building the engines ----------------------------------------------------------------------
+
+    def _event_engine(self) -> EventEngine:
+        spec = self.spec
+        assert spec.events is not None
+        return EventEngine(
+            spec.tenant,
+            spec.name,
+            spec.events,
+            self._sink,
+            self._clock,
+            self._on_outcome,
+            on_position_lost=self._on_position_lost,
+            batch=spec.batch,
+            receive_timeout=min(5.0, spec.hysteresis.event_timeout),
+            rng=self._rng,
+        )
+
+    def _polling_engine(self) -> PollingEngine:
+        spec = self.spec
+        assert spec.poll is not None
+        return PollingEngine(
+            spec.tenant,
+            spec.name,
+            spec.poll,
+            self._sink,
+            self._clock,
+            self._on_poll_outcome,
+            interval=spec.poll_every,
+            min_interval=spec.poll_min,
+            max_interval=spec.poll_max,
+            rng=self._rng,
+        )
+
+    def _reconciler(self) -> Reconciler:
+        spec = self.spec
+        assert spec.reconcile is not None
+        return Reconciler(
+            spec.tenant,
+            spec.name,
+            spec.reconcile,
+            self._sink,
+            self._clock,
+            self._inbox.put_nowait,
+            rng=self._rng,
+        )
+
+    # lifecycle ---------------------------------------------------------------------------------
+
+    @property
+    def mode(self) -> str:
+        return self.machine.mode if self.machine is not None else "stopped"
+
+    async def start(self) -> None:
+        """Resume from the source's log (or register it), start the engines of its mode."""
+        spec = self.spec
+        now = self.wall()
+        has_push, has_poll = spec.events is not None, spec.poll is not None
+
+        def resume(current: SourceLog | None) -> tuple[SourceLog, Any]:
+            if current is None:
+                current = SourceLog.register(
+                    spec.tenant,
+                    spec.name,
+                    at=now,
+                    has_push=has_push,
+                    has_poll=has_poll,
+                    config=spec.hysteresis,
+                )
+            else:
+                current.reconfigure(
+                    at=now, has_push=has_push, has_poll=has_poll, config=spec.hysteresis
+                )
+            return current, (current.hysteresis_state(now), list(current.recent))
+
+        state, recent = await self._recorder.change(spec.tenant, spec.name, resume)
+        self.recent = recent
+        self.policy = Hysteresis(spec.hysteresis, state)
+        self.machine = SourceModeMachine(
+            has_push=has_push, has_poll=has_poll, initial=state.mode, name=spec.key
+        )
+        decisions = self.policy.restarted(now)
+        self._record(Outcome(now, "start", mode=state.mode), 0)
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._decide_forever(), name=f"decide {spec.key}"))
+        self._tasks.append(loop.create_task(self._tick_forever(), name=f"silence {spec.key}"))
+        if self.push is not None:
+            self.push.start()
+        await self._apply(decisions)
+        if self.machine.mode in POLLING_MODES and self.polling is not None:
+            self._resume_polling()
+        if self.reconciler is not None:
+            self.reconciler.start(spec.reconcile_every)
+        log.info("source %s started in %s", spec.key, self.machine.mode)
+
+    def _resume_polling(self) -> None:
+        """After a restart in a polling mode: the log's mode stands; polling starts and retries
+        with back-off until the poll path answers (there is no earlier mode to go back to)."""
+        assert self.polling is not None
+        if not self.polling.running:
+            self.polling.start()
+            self.polling.poll_now()
+
+    async def stop(self) -> None:
+        """Stop the engines, then the decider (the outcomes queued so far are applied)."""
+        engines = [self.push, self.polling, self.reconciler]
+        for engine in engines:
+            if engine is not None:
+                await engine.stop()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        if self.machine is not None:
+            self._record(Outcome(self.wall(), "stop", mode=self.machine.mode), 0)
+        self._flush_outcomes()
+
+    # outcomes ----------------------------------------------------------------------------------
+
+    def _on_outcome(self, outcome: PathOutcome) -> None:
+        self._inbox.put_nowait(outcome)
+
+    def _on_poll_outcome(self, outcome: PathOutcome) -> None:
+        first = self._first_poll
+        if first is not None and not first.done():
+            first.set_result(outcome)
+        self._inbox.put_nowait(outcome)
+
+    def _on_position_lost(self) -> None:
+        """The push path's position is gone: re-list and reconcile now (if there is a listing),
+        and poll at once (if polling runs), so the gap is filled."""
+        log.warning("source %s: push position lost; re-listing", self.spec.key)
+        if self.reconciler is not None:
+            task = asyncio.get_running_loop().create_task(self._reconcile_now())
+            self._tasks.append(task)
+        if self.polling is not None and self.polling.running:
+            self.polling.poll_now()
+
+    async def _reconcile_now(self) -> None:
+        assert self.reconciler is not None
+        try:
+            await self.reconciler.reconcile_once()
+        except EventCenterError as error:
+            log.error("source %s: reconciliation failed: %s", self.spec.key, error)
+
+    async def _tick_forever(self) -> None:
+        tick = min(max(self.spec.hysteresis.event_timeout / 2, 0.05), 5.0)
+        while True:
+            await self._clock.sleep(tick)
+            self._inbox.put_nowait("tick")
+
+    async def _decide_forever(self) -> None:
+        while True:
+            item = await self._inbox.get()
+            try:
+                await self._apply(self._feed(item))
+            except EventCenterError as error:  # the store refused: the next outcome retries
+                log.error("source %s: recording a decision failed: %s", self.spec.key, error)
+            if self._inbox.empty():
+                self._flush_outcomes()
+
+    def _feed(self, item: PathOutcome | ReconcileReport | str) -> Decisions:
+        policy = self.policy
+        assert policy is not None
+        now = self.wall()
+        if isinstance(item, str):  # a tick: silence is charged by the policy
+            return policy.silence_check(now)
+        if isinstance(item, ReconcileReport):
+            self.last_reconcile = item
+            self._reconciled(item)
+            return policy.silence_check(now)
+        if item.path == "reconcile":
+            return policy.silence_check(now)
+        if item.ok:
+            lags = tuple(self.lags.pop(item.path, ()))
+            self.tally.succeeded(item.path, now, item.items, lags)
+        elif item.kind is None:  # the center's store failed: not the path's fault
+            return policy.silence_check(now)
+        else:
+            self.tally.failed(item.path, now)
+        reason = "" if item.ok else f"{item.kind}: {item.detail}"
+        self._record(Outcome(now, item.path, item.ok, reason), item.items)
+        if item.path == "poll":
+            return policy.observe(Outcome(now, "poll", item.ok, reason))
+        return policy.push_succeeded(now) if item.ok else policy.push_failed(now, reason)
+
+    def _record(self, outcome: Outcome, items: int) -> None:
+        self._outcomes.append((*outcome.row(), items))
+        if len(self._outcomes) >= 100:
+            self._flush_outcomes()
+
+    def _flush_outcomes(self) -> None:
+        rows, self._outcomes = self._outcomes, []
+        self._recorder.outcomes(self.spec.tenant, self.spec.name, rows)
+
+    # decisions ---------------------------------------------------------------------------------
+
+    async def _apply(self, decisions: Decisions) -> None:
+        if not decisions:
+            return
+        for decision in decisions:
+            await self._log(decision)
+        switches = [d for d in decisions if isinstance(d, Switch)]
+        if switches:
+            await self._enter(switches[-1])
+
+    async def _log(self, decision: HysteresisDecision) -> None:
+        spec = self.spec
+
+        def record(current: SourceLog | None) -> tuple[SourceLog, None]:
+            assert current is not None
+            current.record(decision)
+            return current, None
+
+        await self._recorder.change(spec.tenant, spec.name, record)
+        if isinstance(decision, Switch):
+            entry = {
+                "at": decision.at,
+                "previous": decision.previous,
+                "to": decision.to,
+                "reason": decision.reason,
+            }
+            self.recent = [*self.recent[-(RECENT_SHOWN - 1) :], entry]
+            log.warning(
+                "source %s: %s -> %s (%s)",
+                spec.key,
+                decision.previous,
+                decision.to,
+                decision.reason,
+            )
+
+    async def _enter(self, switch: Switch) -> None:
+        """Start the engines of ``switch.to`` through ``transition``; roll back if it fails."""
+        machine = self.machine
+        assert machine is not None
+        if machine.mode == switch.to:
+            return
+        machine.begin(switch.to)
+        problem = None
+        if switch.to in POLLING_MODES:
+            problem = await self._start_polling()
+        elif self.polling is not None:
+            await self.polling.stop()
+        if problem is None:
+            machine.complete()
+            return
+        landed = machine.roll_back(previous_works=True)
+        if landed not in POLLING_MODES and self.polling is not None:
+            await self.polling.stop()
+        await self._rolled_back(self.wall(), switch.to, landed, problem)
+
+    async def _start_polling(self) -> str | None:
+        """Start polling and wait for its first poll; None if it worked, else why not."""
+        polling = self.polling
+        if polling is None:
+            return "the source has no poll path"
+        if polling.running:
+            return None
+        loop = asyncio.get_running_loop()
+        self._first_poll = first = loop.create_future()
+        polling.start()
+        polling.poll_now()
+        deadline = loop.create_task(self._clock.sleep(self.spec.hysteresis.event_timeout))
+        try:
+            await asyncio.wait({first, deadline}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            deadline.cancel()
+            self._first_poll = None
+        if not first.done():
+            first.cancel()
+            await polling.stop()
+            return "the first poll did not answer within event_timeout"
+        outcome = first.result()
+        if outcome.ok or outcome.kind is None:  # a store failure is not the poll path's
+            return None
+        await polling.stop()
+        return f"the first poll failed: {outcome.kind}: {outcome.detail}"
+
+    async def _rolled_back(self, now: float, attempted: str, landed: str, reason: str) -> None:
+        policy = self.policy
+        assert policy is not None
+        decisions = policy.rolled_back(now, landed, reason)
+        self._record(Outcome(now, "rollback", False, reason, landed), 0)
+        spec = self.spec
+
+        def record(current: SourceLog | None) -> tuple[SourceLog, None]:
+            assert current is not None
+            current.roll_back(at=now, attempted=attempted, landed=landed, reason=reason)
+            return current, None
+
+        await self._recorder.change(spec.tenant, spec.name, record)
+        log.error(
+            "source %s: could not enter %s (%s); back in %s", spec.key, attempted, reason, landed
+        )
+        for decision in decisions:
+            await self._log(decision)
+
+    def _reconciled(self, report: ReconcileReport) -> None:
+        spec = self.spec
+        at = self.wall()
+
+        def record(current: SourceLog | None) -> tuple[SourceLog, None]:
+            assert current is not None
+            current.reconciled(
+                at=at,
+                missing=report.missing,
+                changed=report.changed,
+                deleted=report.deleted,
+            )
+            return current, None
+
+        task = asyncio.get_running_loop().create_task(
+            self._recorder.change(spec.tenant, spec.name, record)
+        )
+        task.add_done_callback(_log_failure)
+
+    # reading -----------------------------------------------------------------------------------
+
+    def status(self) -> SourceStatus:
+        spec = self.spec
+        policy = self.policy
+        mode = self.mode
+        failure, success = (
+            (policy.failure_threshold, policy.success_threshold)
+            if policy is not None
+            else (spec.failure_threshold, spec.success_threshold)
+        )
+        polling = self.polling
+        health = self.tally.health(
+            now=self.wall(),
+            mode=mode if mode in (EVENT_ONLY, HYBRID, POLLING_ONLY) else HYBRID,
+            has_push=spec.events is not None,
+            failure_threshold=failure,
+            event_timeout=spec.hysteresis.event_timeout,
+            polling_interval=polling.current_interval if polling is not None else spec.poll_every,
+        )
+        paths = tuple(
+            name
+            for name, present in (
+                ("push", spec.events is not None),
+                ("poll", spec.poll is not None),
+                ("reconcile", spec.reconcile is not None),
+            )
+            if present
+        )
+        return SourceStatus(
+            tenant=spec.tenant,
+            name=spec.name,
+            mode=mode,
+            failure_threshold=failure,
+            success_threshold=success,
+            health=health,
+            recent=tuple(self.recent),
+            paths=paths,
+            polling_interval=polling.current_interval if polling is not None else None,
+            last_reconcile=self.last_reconcile,
+        )
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    if error is not None:
+        log.error("recording a source decision failed: %s", error)
+
+
+class SourceManager:
+    """Every data source of the center: ``register`` them, ``start``/``stop`` them together."""
+
+    def __init__(
+        self,
+        sink: ItemSink,
+        recorder: SourceRecorder,
+        *,
+        clock: Clock | None = None,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._sink = sink
+        self._recorder = recorder
+        self._clock: Clock = clock or SystemClock()
+        self._wall = wall
+        self._rng = rng or random.Random()
+        self._runners: dict[tuple[str, str], SourceRunner] = {}
+        self._running = False
+
+    def register(self, spec: DataSource) -> SourceRunner:
+        """Add a source; it starts with :meth:`start` (or at once via :meth:`add` when running)."""
+        key = (spec.tenant, spec.name)
+        if key in self._runners:
+            raise SourceAlreadyRegistered(
+                f"source '{spec.name}' of tenant '{spec.tenant}' is already registered"
+            )
+        runner = SourceRunner(spec, self._sink, self._recorder, self._clock, self._wall, self._rng)
+        self._runners[key] = runner
+        return runner
+
+    async def add(self, spec: DataSource) -> SourceRunner:
+        """Register a source and, if the manager runs, start it now."""
+        runner = self.register(spec)
+        if self._running:
+            await runner.start()
+        return runner
+
+    async def start(self) -> None:
+        self._running = True
+        for runner in list(self._runners.values()):
+            await runner.start()
+
+    async def stop(self) -> None:
+        self._running = False
+        for runner in list(self._runners.values()):
+            await runner.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    def __len__(self) -> int:
+        return len(self._runners)
+
+    def runner(self, tenant: str, name: str) -> SourceRunner:
+        try:
+            return self._runners[(tenant, name)]
+        except KeyError:
+            raise SourceNotFound(f"no source '{name}' of tenant '{tenant}' is registered") from None
+
+    def statuses(self) -> list[SourceStatus]:
+        return [runner.status() for runner in self._runners.values()]
