@@ -25,6 +25,7 @@ from uuid import UUID
 
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
+from eventcenter.center.source_sink import CenterItemSink
 from eventcenter.domain.aggregates import DeadLetter
 from eventcenter.domain.errors import (
     DeadLetterNotFound,
@@ -46,9 +47,10 @@ from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.processor import EventProcessor, ShutdownReport
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
+from eventcenter.sources.manager import SourceManager
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.lease import Lease
-from eventcenter.storage.queue import DurableDeliveries
+from eventcenter.storage.queue import DurableDeliveries, DurableSourceRecorder
 from eventcenter.storage.writer import ClaimReplayCommand, PurgeCommand, StoreWriter
 
 log = logging.getLogger("eventcenter.center")
@@ -120,6 +122,11 @@ class EventCenter:
             services=services,
             builtin_handlers=builtin_handlers,
         )
+        #: The center's data sources: ``center.sources.register(DataSource(...))`` before
+        #: ``start()`` (or ``await center.sources.add(...)`` while it runs).
+        self.sources = SourceManager(
+            CenterItemSink(self.processor), DurableSourceRecorder(self.writer)
+        )
         self._reader: CenterReader | None = None
         self._read_lock = threading.Lock()
         self._purger: asyncio.Task[None] | None = None
@@ -161,6 +168,13 @@ class EventCenter:
         await asyncio.to_thread(self._open)
         self.processor.state.restore(self.writer.processor_state)
         await self.processor.start()
+        try:
+            await self.sources.start()
+        except BaseException:
+            await self.sources.stop()
+            await self.processor.stop()
+            await asyncio.to_thread(self.close)
+            raise
         loop = asyncio.get_running_loop()
         self._purger = loop.create_task(self._purge_forever())
         self._lease_watch = loop.create_task(self._watch_lease())
@@ -210,6 +224,7 @@ class EventCenter:
             except LeaseLost as lost:
                 self.lease_lost = lost
                 log.error("%s: this center stops; its unfinished work stays in the store", lost)
+                await self.sources.stop()
                 self._lost_report = await self.processor.stop(timeout=0)
                 return
 
@@ -218,7 +233,9 @@ class EventCenter:
             raise LeaseLost(str(self.lease_lost))
 
     async def stop(self, timeout: float | None = None) -> ShutdownReport:
-        """Stop the processor, commit what is queued, close the store, release the lease."""
+        """Stop the sources, then the processor; commit what is queued, close the store,
+        release the lease."""
+        await self.sources.stop()
         if self._purger is not None:
             self._purger.cancel()
         if self._lease_watch is not None:

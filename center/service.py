@@ -193,9 +193,13 @@ class Service:
         """Start the center's data sources, if it has any (``center.sources``, the sources
         manager): after the center, which they admit into, and before HTTP, whose webhook
         routes need their paths open."""
-        sources = getattr(self.center, "sources", None)
-        if sources is not None:
-            await sources.start()
+        sources = self.center.sources
+        for runner in sources.runners():
+            path = runner.spec.events
+            if isinstance(path, WebhookPath):
+                self.webhooks[(runner.spec.tenant, runner.spec.name)] = path
+        if len(sources):
+            await sources.start()  # a no-op: the center started them
             self._sources = sources
 
     async def _stop_sources(self) -> bool:

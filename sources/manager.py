@@ -571,14 +571,23 @@ class SourceManager:
         return runner
 
     async def start(self) -> None:
+        """Start every registered source (a no-op while running)."""
+        if self._running:
+            return
         self._running = True
         for runner in list(self._runners.values()):
             await runner.start()
 
     async def stop(self) -> None:
+        """Stop every source: engines first, then their deciders (a no-op when stopped)."""
+        if not self._running:
+            return
         self._running = False
         for runner in list(self._runners.values()):
             await runner.stop()
+
+    def runners(self) -> list[SourceRunner]:
+        return list(self._runners.values())
 
     @property
     def running(self) -> bool:
