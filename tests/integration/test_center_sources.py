@@ -63,18 +63,33 @@ async def push(redis_url: str, stream: str, numbers: range) -> None:
     await client.aclose()
 
 
-async def until_seen(seen: list[Event], count: int) -> None:
-    async def wait() -> None:
-        while len(seen) < count:
-            await asyncio.sleep(0.02)
+class Seen(list[Event]):
+    """The events handled so far; :meth:`reach` waits (bounded) for a count."""
 
-    await asyncio.wait_for(wait(), WAIT_S)
+    def __init__(self) -> None:
+        super().__init__()
+        self.grew = asyncio.Event()
+
+    def append(self, event: Event) -> None:
+        super().append(event)
+        self.grew.set()
+
+    async def reach(self, count: int) -> None:
+        async with asyncio.timeout(WAIT_S):
+            while len(self) < count:
+                self.grew.clear()
+                await self.grew.wait()
+
+
+async def until_seen(seen: list[Event], count: int) -> None:
+    assert isinstance(seen, Seen)
+    await seen.reach(count)
 
 
 async def test_stream_items_are_handled_once_across_a_restart(
     database_url: str, tmp_path: Path, redis_url: str, stream: str
 ) -> None:
-    seen: list[Event] = []
+    seen: list[Event] = Seen()
     center = build(database_url, tmp_path, redis_url, stream, seen)
     await center.start()
     try:
