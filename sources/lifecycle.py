@@ -40,3 +40,16 @@ class EngineTask:
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise  # the caller itself is being cancelled
+
+
+def reraise_if_cancelled(error: BaseException) -> None:
+    """Raise CancelledError if the current task is being cancelled.
+
+    Some client libraries turn a cancellation that hits them in the middle of a read into
+    their own timeout or connection error (redis-py raises "Timeout reading from ..."). An
+    engine that treated that as a path failure would retry forever and its ``stop`` would
+    never return: call this first in every handler of a path's error.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError() from error
