@@ -35,6 +35,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from itertools import accumulate
 from math import isfinite
 from typing import Any
@@ -423,8 +424,13 @@ class Event(BaseModel):
     @model_validator(mode="after")
     def _default_correlation(self) -> Event:
         if not self.correlation_id:
-            object.__setattr__(self, "correlation_id", str(self.id))
+            object.__setattr__(self, "correlation_id", self.id_text)
         return self
+
+    @cached_property
+    def id_text(self) -> str:
+        """``str(self.id)``, computed once: admission, storage and delivery each need it."""
+        return str(self.id)
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], limits: EnvelopeLimits = DEFAULT_LIMITS) -> Event:
@@ -461,7 +467,10 @@ class Event(BaseModel):
         again rather than kept from validation: the model is frozen but its dicts are not, and
         a kept copy could silently disagree with them.
         """
-        return orjson.dumps(self.__dict__, option=orjson.OPT_UTC_Z)
+        fields = self.__dict__
+        if "id_text" in fields:  # the cached id string is not a field
+            fields = {name: value for name, value in fields.items() if name != "id_text"}
+        return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
 
     def fresh_copy(self) -> Event:
         """This event with its own deep copy of ``payload`` and ``metadata``, not re-validated.

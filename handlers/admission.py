@@ -108,7 +108,7 @@ class Admitter:
                 counts.duplicates += 1
                 continue
             planned.append((event, counts, self._deliveries(event, targets, counts, now), ident))
-        ids = [str(event.id) for event in events]
+        ids = [event.id_text for event in events]
         if self._store is None:
             for event, counts, deliveries, _ in planned:
                 self._accepted(event, counts, deliveries)
@@ -196,7 +196,7 @@ class Admitter:
             known = known_of.get(index)
             if known is not None:  # the key was admitted before: nothing new was stored
                 counts.duplicates += 1
-                first[str(event.id)] = known
+                first[event.id_text] = known
                 for _ in deliveries:
                     self._books.end()
                 continue

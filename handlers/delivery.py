@@ -237,7 +237,7 @@ class Deliverer:
         token = None
         scope: CauseScope | None = None
         if self.store is not None:
-            scope = CauseScope(str(delivery.event.id), sub.name)
+            scope = CauseScope(delivery.event.id_text, sub.name)
             token = current_scope.set(scope)
         try:
             try:

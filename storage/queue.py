@@ -53,7 +53,7 @@ class DurableDeliveries:
                 "subscription": target.subscription,
                 "priority": int(event.priority),
                 "tenant": event.tenant,
-                "event_id": str(event.id),
+                "event_id": event.id_text,
                 "envelope": record.envelope,
                 "attempts": 0,
                 "failure": target.failure,
@@ -66,7 +66,7 @@ class DurableDeliveries:
     async def admit(
         self, records: Sequence[AdmissionRecord], progress: SourceProgress | None = None
     ) -> list[str | None]:
-        admissions = [Admission(str(r.event.id), r.ident, self.rows(r)) for r in records]
+        admissions = [Admission(r.event.id_text, r.ident, self.rows(r)) for r in records]
         result: list[str | None] = await self.writer.submit(AdmitCommand(admissions, progress))
         return result
 
