@@ -15,6 +15,7 @@ _EXPORTS: dict[str, str] = {
     "Backpressure": "eventcenter.domain.errors",
     "CenterSettings": "eventcenter.center.settings",
     "Context": "eventcenter.handlers.context",
+    "DataSource": "eventcenter.sources.source",
     "Decision": "eventcenter.domain.decisions",
     "EnvelopeLimits": "eventcenter.domain.event",
     "Event": "eventcenter.domain.event",
@@ -27,13 +28,24 @@ _EXPORTS: dict[str, str] = {
     "PermanentFailure": "eventcenter.domain.errors",
     "Priority": "eventcenter.domain.priority",
     "ProcessorClosed": "eventcenter.domain.errors",
+    "SourceError": "eventcenter.domain.sources",
+    "SourceItem": "eventcenter.domain.sources",
     "TransitionRefused": "eventcenter.domain.errors",
+    "WebhookPath": "eventcenter.sources.webhook",
+    "callable_poll": "eventcenter.sources.connectors",
+    "http_list": "eventcenter.sources.connectors",
+    "http_poll": "eventcenter.sources.connectors",
+    "iterator_path": "eventcenter.sources.connectors",
+    "nats_jetstream": "eventcenter.sources.connectors",
+    "pg_notify": "eventcenter.sources.connectors",
+    "redis_stream": "eventcenter.sources.connectors",
 }
 
 __all__ = [
     "Backpressure",
     "CenterSettings",
     "Context",
+    "DataSource",
     "Decision",
     "EnvelopeLimits",
     "Event",
@@ -46,8 +58,18 @@ __all__ = [
     "PermanentFailure",
     "Priority",
     "ProcessorClosed",
+    "SourceError",
+    "SourceItem",
     "TransitionRefused",
+    "WebhookPath",
     "__version__",
+    "callable_poll",
+    "http_list",
+    "http_poll",
+    "iterator_path",
+    "nats_jetstream",
+    "pg_notify",
+    "redis_stream",
 ]
 
 if TYPE_CHECKING:
@@ -65,9 +87,21 @@ if TYPE_CHECKING:
     )
     from eventcenter.domain.event import EnvelopeLimits, Event
     from eventcenter.domain.priority import Priority
+    from eventcenter.domain.sources import SourceError, SourceItem
     from eventcenter.handlers.base import Handler
     from eventcenter.handlers.context import Context
     from eventcenter.handlers.processor import EventProcessor
+    from eventcenter.sources.connectors import (
+        callable_poll,
+        http_list,
+        http_poll,
+        iterator_path,
+        nats_jetstream,
+        pg_notify,
+        redis_stream,
+    )
+    from eventcenter.sources.source import DataSource
+    from eventcenter.sources.webhook import WebhookPath
 
 
 def __getattr__(name: str) -> Any:
