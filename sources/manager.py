@@ -363,13 +363,13 @@ class SourceRunner:
     # decisions ---------------------------------------------------------------------------------
 
     async def _apply(self, decisions: Decisions) -> None:
-        if not decisions:
-            return
+        """Record the decisions in order; enter each switch's mode right after recording it
+        (one rung at a time, as the mode machine requires). A switch rolled back voids the
+        rest of this batch: the policy is told where the source landed."""
         for decision in decisions:
             await self._log(decision)
-        switches = [d for d in decisions if isinstance(d, Switch)]
-        if switches:
-            await self._enter(switches[-1])
+            if isinstance(decision, Switch) and not await self._enter(decision):
+                return
 
     async def _log(self, decision: HysteresisDecision) -> None:
         spec = self.spec
@@ -396,12 +396,13 @@ class SourceRunner:
                 decision.reason,
             )
 
-    async def _enter(self, switch: Switch) -> None:
-        """Start the engines of ``switch.to`` through ``transition``; roll back if it fails."""
+    async def _enter(self, switch: Switch) -> bool:
+        """Start the engines of ``switch.to`` through ``transition``; roll back if it fails.
+        True if the source is now in ``switch.to``."""
         machine = self.machine
         assert machine is not None
         if machine.mode == switch.to:
-            return
+            return True
         machine.begin(switch.to)
         problem = None
         if switch.to in POLLING_MODES:
@@ -410,11 +411,12 @@ class SourceRunner:
             await self.polling.stop()
         if problem is None:
             machine.complete()
-            return
+            return True
         landed = machine.roll_back(previous_works=True)
         if landed not in POLLING_MODES and self.polling is not None:
             await self.polling.stop()
         await self._rolled_back(self.wall(), switch.to, landed, problem)
+        return False
 
     async def _start_polling(self) -> str | None:
         """Start polling and wait for its first poll; None if it worked, else why not."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from eventcenter.domain.hysteresis import Switch
 from eventcenter.domain.source_modes import EVENT_ONLY, HYBRID, POLLING_ONLY
 from eventcenter.sources.clock import FakeClock
 from eventcenter.sources.manager import SourceAlreadyRegistered, SourceManager, SourceRunner
@@ -228,3 +229,16 @@ async def test_position_lost_triggers_a_re_list_that_fills_the_gap() -> None:
     finally:
         if manager.running:
             await manager.stop()
+
+
+async def test_two_switches_decided_at_once_are_entered_one_rung_at_a_time(w: World) -> None:
+    """Silence noticed late can yield event_only -> hybrid -> polling_only in one call."""
+    now = w.clock.now()
+    assert w.runner.policy is not None
+    first = Switch(now, EVENT_ONLY, HYBRID, "silence (test)", 3, 0, 3)
+    second = Switch(now, HYBRID, POLLING_ONLY, "silence (test)", 6, 0, 3)
+    await w.runner._apply((first, second))
+    assert w.runner.mode == POLLING_ONLY
+    assert w.recorder.events().count("ModeSwitched") == 2
+    assert w.runner.polling is not None
+    assert w.runner.polling.running
