@@ -35,7 +35,6 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import cached_property
 from itertools import accumulate
 from math import isfinite
 from typing import Any
@@ -335,6 +334,7 @@ class Event(BaseModel):
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
+    __slots__ = ("_id_text",)  # the id as text, once asked for (see id_text)
 
     id: UUID = Field(default_factory=new_event_id)
     type: str
@@ -427,10 +427,19 @@ class Event(BaseModel):
             object.__setattr__(self, "correlation_id", self.id_text)
         return self
 
-    @cached_property
+    @property
     def id_text(self) -> str:
-        """``str(self.id)``, computed once: admission, storage and delivery each need it."""
-        return str(self.id)
+        """``str(self.id)``, computed once: admission, storage and delivery each need it.
+
+        Kept in a slot, not in ``__dict__``: ``dict(event)``, ``to_json`` and copies see the
+        fields only.
+        """
+        try:
+            text: str = object.__getattribute__(self, "_id_text")
+        except AttributeError:
+            text = str(self.id)
+            object.__setattr__(self, "_id_text", text)
+        return text
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], limits: EnvelopeLimits = DEFAULT_LIMITS) -> Event:
@@ -467,10 +476,7 @@ class Event(BaseModel):
         again rather than kept from validation: the model is frozen but its dicts are not, and
         a kept copy could silently disagree with them.
         """
-        fields = self.__dict__
-        if "id_text" in fields:  # the cached id string is not a field
-            fields = {name: value for name, value in fields.items() if name != "id_text"}
-        return orjson.dumps(fields, option=orjson.OPT_UTC_Z)
+        return orjson.dumps(self.__dict__, option=orjson.OPT_UTC_Z)
 
     def fresh_copy(self) -> Event:
         """This event with its own deep copy of ``payload`` and ``metadata``, not re-validated.

@@ -710,3 +710,13 @@ def test_a_payload_is_refused_exactly_when_it_holds_nan_or_infinity(
         )
     else:
         assert isinstance(result, Event)
+
+
+def test_the_id_as_text_is_not_a_field_of_the_envelope() -> None:
+    """``id_text`` is cached beside the fields: dict(), to_json and copies see fields only."""
+    event = Event.create("orders.created", {"n": 1})
+    assert event.id_text == str(event.id)
+    assert "id_text" not in dict(event)
+    assert "_id_text" not in json.loads(event.to_json())
+    assert Event.parse(dict(event)) == event
+    assert event.fresh_copy().id_text == event.id_text
