@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -43,6 +44,7 @@ from eventcenter.domain.ports import (
     Target,
 )
 from eventcenter.domain.priority import Priority
+from eventcenter.domain.sources import Clock
 from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.processor import EventProcessor, ShutdownReport
@@ -99,7 +101,11 @@ class EventCenter:
         pressure: PressureTester | None = None,
         services: Mapping[str, Any] | None = None,
         lease_check_interval: float = LEASE_CHECK_S,
+        source_clock: Clock | None = None,
+        source_wall: Callable[[], float] = time.time,
     ) -> None:
+        # Built first: a source the settings cannot build leaves nothing open behind it.
+        declared = [source.to_source() for source in settings.sources]
         self.settings = settings
         recording = settings.recording
         url = settings.effective_url
@@ -122,11 +128,18 @@ class EventCenter:
             services=services,
             builtin_handlers=builtin_handlers,
         )
-        #: The center's data sources: ``center.sources.register(DataSource(...))`` before
-        #: ``start()`` (or ``await center.sources.add(...)`` while it runs).
+        #: The center's data sources: those of ``settings.sources`` (the ``[[sources]]``
+        #: tables), and any ``center.sources.register(DataSource(...))`` before ``start()``
+        #: (or ``await center.sources.add(...)`` while it runs). ``source_clock`` paces their
+        #: engines and ``source_wall`` stamps their decisions (tests pass a fake clock).
         self.sources = SourceManager(
-            CenterItemSink(self.processor), DurableSourceRecorder(self.writer)
+            CenterItemSink(self.processor),
+            DurableSourceRecorder(self.writer),
+            clock=source_clock,
+            wall=source_wall,
         )
+        for spec in declared:
+            self.sources.register(spec)
         self._reader: CenterReader | None = None
         self._read_lock = threading.Lock()
         self._purger: asyncio.Task[None] | None = None

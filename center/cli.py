@@ -1,4 +1,4 @@
-"""The ``eventcenter`` command line: run, demo, version, dead letters, audit trail."""
+"""The ``eventcenter`` command line: run, demo, version, dead letters, audit trail, sources."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import os
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from contextvars import ContextVar
 from pathlib import Path
@@ -29,7 +30,9 @@ from typer.core import TyperGroup
 from eventcenter.center.app import EventCenter
 from eventcenter.center.demo import DemoResult, run_demo
 from eventcenter.center.reader import CenterReader
-from eventcenter.center.settings import CenterSettings
+from eventcenter.center.settings import CenterSettings, SourceSettings
+from eventcenter.center.source_report import compare, source_report
+from eventcenter.center.source_views import comparison, source_details, sources_table
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 
@@ -68,6 +71,11 @@ app = typer.Typer(
 )
 letters_app = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
 app.add_typer(letters_app, name="dead-letters")
+sources_app = typer.Typer(
+    help="Data sources: mode, health and switches read from the store; what-if replays.",
+    no_args_is_help=True,
+)
+app.add_typer(sources_app, name="sources")
 
 console = Console()
 errors = Console(stderr=True)
@@ -91,13 +99,25 @@ def _settings(config: Path | None, url: str | None, data_dir: Path | None) -> Ce
     try:
         settings = CenterSettings.load(config, **overrides)
     except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"])
-        _fail(f"invalid setting '{field}': {first['msg']}")
+        found = error.errors(include_url=False)
+        # An unknown key first: a typo also explains the "missing" error of the key it meant.
+        first = next((e for e in found if e["type"] in _UNKNOWN_KEY), found[0])
+        _fail(f"invalid setting '{_field(first['loc'])}': {first['msg']}")
     except EventCenterError as error:
         _fail(str(error))
     _store_url.set(settings.effective_url)
     return settings
+
+
+_UNKNOWN_KEY = ("extra_forbidden", "unknown_option")
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    """A setting's place as written in a file: ``sources[0].events.stream``."""
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else f".{part}" if text else str(part)
+    return text
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -158,7 +178,8 @@ def demo(
         update={
             "processor": settings.processor.model_copy(
                 update={"backoff_base": 0.01, "backoff_max": 0.2, "max_attempts": 4}
-            )
+            ),
+            "sources": [],  # the demo runs its own stream, not the config's data sources
         }
     )
     console.print(
@@ -290,7 +311,8 @@ def replay_letters(
 ) -> None:
     """Hand dead letters back to their subscriptions and wait for the outcome."""
     register = _import_register(handlers) if handlers else None
-    settings = _settings(config, database_url, data_dir)
+    # A replay runs a center only to hand letters back: the config's data sources stay off.
+    settings = _settings(config, database_url, data_dir).model_copy(update={"sources": []})
     if asyncio.run(_replay(settings, letter_ids, register)):
         raise typer.Exit(EXIT_FAILED)
 
@@ -444,3 +466,113 @@ def _decisions_table(rows: list[DecisionRow], title: str) -> Table:
             ),
         )
     return table
+
+
+# data sources -----------------------------------------------------------------------------------
+
+
+def _source_key(text: str, option: str) -> tuple[str, str]:
+    tenant, slash, name = text.partition("/")
+    if not slash or not tenant or not name or "/" in name:
+        _fail(f"{option} must name a source as tenant/name (e.g. acme/orders), not {text!r}")
+    return tenant, name
+
+
+def _declared(settings: CenterSettings, tenant: str, name: str) -> SourceSettings | None:
+    return next((s for s in settings.sources if (s.tenant, s.name) == (tenant, name)), None)
+
+
+@sources_app.command("list")
+def list_sources(
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Every source recorded in the store: mode, health, switches, items by push and poll.
+
+    Read-only: works beside a running center (or after it stopped)."""
+    settings = _settings(config, database_url, data_dir)
+    reader = CenterReader(settings)
+    try:
+        now = time.time()
+        reports = [
+            source_report(
+                row,
+                reader.outcomes(row.tenant, row.name),
+                now=now,
+                declared=_declared(settings, row.tenant, row.name),
+            )
+            for row in reader.sources()
+        ]
+    finally:
+        reader.close()
+    console.print(sources_table(reports))
+
+
+@sources_app.command("show")
+def show_source(
+    source: Annotated[str, typer.Argument(help="the source as tenant/name, e.g. acme/orders")],
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Everything about one source: mode, thresholds and level, cool-down, health and its
+    factors, outcome counts, reconciliations, recent mode changes with their reasons."""
+    tenant, name = _source_key(source, "the source")
+    settings = _settings(config, database_url, data_dir)
+    reader = CenterReader(settings)
+    try:
+        row = reader.source(tenant, name)
+        report = source_report(
+            row,
+            reader.outcomes(tenant, name),
+            now=time.time(),
+            declared=_declared(settings, tenant, name),
+        )
+    finally:
+        reader.close()
+    console.print(source_details(report))
+
+
+@sources_app.command("simulate")
+def simulate_source(
+    source: Annotated[
+        str, typer.Option("--source", help="the source as tenant/name, e.g. acme/orders")
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            "-c",
+            help="TOML settings whose [[sources]] table for the source gives the hysteresis"
+            " settings to replay through (and the store, unless given below)",
+        ),
+    ] = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Replay a source's recorded outcomes through the hysteresis settings a config gives it,
+    beside what happened: switches, time in each mode, polls. Same settings: same switches."""
+    tenant, name = _source_key(source, "--source")
+    settings = _settings(config, database_url, data_dir)
+    declared = _declared(settings, tenant, name)
+    if declared is None:
+        where = f"{config}" if config is not None else "the config (none was given: --config)"
+        known = ", ".join(s.key for s in settings.sources) or "none"
+        _fail(
+            f"{where} declares no source {tenant}/{name} to take its hysteresis settings from"
+            f" (it declares: {known}); add a [[sources]] table with tenant = {tenant!r} and"
+            f" name = {name!r}"
+        )
+    reader = CenterReader(settings)
+    try:
+        row = reader.source(tenant, name)
+        history = reader.mode_history(tenant, name)
+        outcomes = reader.outcomes(tenant, name)
+    finally:
+        reader.close()
+    if not outcomes:
+        _fail(f"source {tenant}/{name} has no recorded outcomes to replay yet", EXIT_FAILED)
+    result = compare(row, history, outcomes, declared.hysteresis(), declared.polling_interval)
+    origin = str(config) if config is not None else "the config"
+    console.print(comparison(result, origin))

@@ -13,7 +13,10 @@ Nested tables are merged key by key across sources: ``EVENTCENTER_PROCESSOR__WOR
 ``workers`` and keeps the file's other ``[processor]`` keys. An invalid value raises
 ``pydantic.ValidationError`` naming the field (``processor.workers``); a config file that is
 named but missing, or is not valid TOML, raises ``ConfigurationError`` naming the path. Unknown
-keys are errors too, so a typo does not silently fall back to a default.
+keys are errors too, so a typo does not silently fall back to a default. The data sources
+(``[[sources]]`` tables, :mod:`eventcenter.center.source_config`) are one list, taken whole
+from the first place that sets it (``EVENTCENTER_SOURCES`` holds it as JSON); an error in one
+names its place (``sources.0.events.stream``).
 
 A complete ``eventcenter.toml`` (every key, with its default)::
 
@@ -81,6 +84,35 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     publish_wait = 30.0                   # seconds a request waits for its events to be durable
     retry_after = 1                       # seconds a 503 answer tells the client to wait
     shutdown_timeout = 10                 # seconds requests in progress get to finish at stop
+
+    # Data sources: one [[sources]] table per source of a tenant; none by default (shown
+    # commented). Every key but tenant, name and one path has the default shown. Durations are
+    # seconds or text like "30s", "5m", "1h30m". Connector tables take kind plus that
+    # connector's options (see eventcenter.center.source_config); nothing connects before the
+    # center starts.
+    # [[sources]]
+    # tenant = "acme"                       # the tenant the source's events belong to
+    # name = "orders"                       # unique within the tenant
+    # # push path: redis_stream (stream, group, consumer, url, ...), nats_jetstream (stream,
+    # # subject, durable, url, ...), pg_notify (url, table, channel, ...) or webhook (items
+    # # POSTed to /sources/<tenant>/<name>/webhook of eventcenter run; max_pending)
+    # events = { kind = "redis_stream", stream = "orders-events", group = "eventcenter" }
+    # poll = { kind = "http_poll", url = "http://127.0.0.1:9000/orders?since={cursor}" }
+    # reconcile = { kind = "http_list", url = "http://127.0.0.1:9000/orders" }   # optional
+    # failure_threshold = 3                 # consecutive push failures that leave push
+    # success_threshold = 5                 # consecutive push successes that come back
+    # max_hysteresis = 10                   # ceiling flapping raises both thresholds to
+    # event_timeout = "30s"                 # push silence counted as one failure
+    # polling_interval = "5m"               # rhythm of polling while it runs
+    # min_polling_interval = "30s"          # bounds of a tuned interval (default: a tenth
+    # max_polling_interval = "50m"          #   and ten times polling_interval)
+    # reconciliation_interval = "15m"       # rhythm of the listing, when reconcile is given
+    # flap_window = "5m"                    # flap_switches switches within flap_window are
+    # flap_switches = 4                     #   flapping: thresholds rise one step and
+    # cool_down = "1m"                      #   returns towards push wait this long
+    # decay_period = "10m"                  # a quiet period that lowers thresholds a step
+    # batch = 100                           # push messages asked for per receive
+    # extra = { team = "orders" }           # free-form, shown by eventcenter sources show
 """
 
 from __future__ import annotations
@@ -99,6 +131,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from eventcenter.center.source_config import SourceSettings
 from eventcenter.domain.errors import ConfigurationError
 from eventcenter.handlers.config import ProcessorSettings
 
@@ -108,6 +141,7 @@ __all__ = [
     "CenterSettings",
     "HttpSettings",
     "RecordingSettings",
+    "SourceSettings",
 ]
 
 CONFIG_ENV_VAR = "EVENTCENTER_CONFIG"
@@ -201,12 +235,29 @@ class CenterSettings(BaseSettings):
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    sources: list[SourceSettings] = Field(
+        default_factory=list,
+        description="data sources the center registers and runs ([[sources]] tables)",
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
         # Resolved against the working directory at load time, so a later chdir changes nothing.
         return value.expanduser().resolve()
+
+    @field_validator("sources")
+    @classmethod
+    def _one_table_per_source(cls, value: list[SourceSettings]) -> list[SourceSettings]:
+        seen: dict[str, int] = {}
+        for index, source in enumerate(value):
+            if source.key in seen:
+                raise ValueError(
+                    f"source '{source.key}' is declared twice (sources[{seen[source.key]}]"
+                    f" and sources[{index}])"
+                )
+            seen[source.key] = index
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -32,6 +32,44 @@ ERROR_RATE_WEIGHT = 0.1
 DEGRADED_MODE_FACTOR = {HYBRID: 0.8, POLLING_ONLY: 0.6, TRANSITION: 0.7}
 
 
+@dataclass(frozen=True, slots=True)
+class HealthFactors:
+    """The four factors of the score (each in [0, 1]): what ``sources show`` prints so an
+    operator sees which one pulls the score down. ``reliability`` is ``1 - error_rate``."""
+
+    mode: float
+    freshness: float
+    streak: float
+    reliability: float
+
+    @property
+    def score(self) -> float:
+        return self.mode * self.freshness * self.streak * self.reliability
+
+
+def health_factors(
+    *,
+    mode: str,
+    has_push: bool,
+    consecutive_failures: int,
+    failure_threshold: int,
+    last_success_age: float,
+    expected_interval: float,
+    error_rate: float,
+) -> HealthFactors:
+    """The factors of the module docstring's formula (see :func:`health_score`)."""
+    if failure_threshold < 1 or expected_interval <= 0:
+        raise ValueError("failure_threshold and expected_interval must be positive")
+    normal = mode == EVENT_ONLY or (mode == POLLING_ONLY and not has_push)
+    age = max(last_success_age, 0.0)
+    return HealthFactors(
+        mode=1.0 if normal else DEGRADED_MODE_FACTOR.get(mode, 0.0),
+        freshness=1.0 if age <= expected_interval else expected_interval / age,
+        streak=failure_threshold / (failure_threshold + max(consecutive_failures, 0)),
+        reliability=1.0 - min(max(error_rate, 0.0), 1.0),
+    )
+
+
 def health_score(
     *,
     mode: str,
@@ -44,15 +82,15 @@ def health_score(
 ) -> float:
     """The score of the module docstring. ``last_success_age``: seconds since a delivering
     path last succeeded (since registration if it never did)."""
-    if failure_threshold < 1 or expected_interval <= 0:
-        raise ValueError("failure_threshold and expected_interval must be positive")
-    normal = mode == EVENT_ONLY or (mode == POLLING_ONLY and not has_push)
-    mode_factor = 1.0 if normal else DEGRADED_MODE_FACTOR.get(mode, 0.0)
-    age = max(last_success_age, 0.0)
-    freshness = 1.0 if age <= expected_interval else expected_interval / age
-    streak = failure_threshold / (failure_threshold + max(consecutive_failures, 0))
-    reliability = 1.0 - min(max(error_rate, 0.0), 1.0)
-    return mode_factor * freshness * streak * reliability
+    return health_factors(
+        mode=mode,
+        has_push=has_push,
+        consecutive_failures=consecutive_failures,
+        failure_threshold=failure_threshold,
+        last_success_age=last_success_age,
+        expected_interval=expected_interval,
+        error_rate=error_rate,
+    ).score
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +109,7 @@ class SourceHealth:
     polls: int  # poll calls made
     error_rate: float
     mean_lag: float | None  # seconds from the source's own timestamp to admission
+    factors: HealthFactors | None = None  # what the score is made of
 
 
 class HealthTally:
@@ -138,7 +177,7 @@ class HealthTally:
         seen = [self.last_success[path] for path in paths if path in self.last_success]
         age = now - (max(seen) if seen else self.registered_at)
         expected = event_timeout if mode == EVENT_ONLY else polling_interval
-        score = health_score(
+        factors = health_factors(
             mode=mode,
             has_push=has_push,
             consecutive_failures=consecutive,
@@ -149,7 +188,7 @@ class HealthTally:
         )
         return SourceHealth(
             mode=mode,
-            score=score,
+            score=factors.score,
             last_success=max(self.last_success.values(), default=None),
             last_failure=self.last_failure,
             consecutive_failures=consecutive,
@@ -160,4 +199,5 @@ class HealthTally:
             polls=self.polls,
             error_rate=self.error_rate,
             mean_lag=self._lag_total / self._lag_count if self._lag_count else None,
+            factors=factors,
         )
