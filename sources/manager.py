@@ -278,8 +278,17 @@ class SourceRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self.machine is not None:
-            self._record(Outcome(self.wall(), "stop", mode=self.machine.mode), 0)
+        if self.machine is not None and self.policy is not None:
+            now = self.wall()
+            # Silence due by now is charged before the stop, as a replay of the outcomes charges
+            # it, so the record and the replay stay equal. A switch it makes is recorded, not
+            # entered: the engines are stopped; the next start resumes in the recorded mode.
+            try:
+                for decision in self.policy.silence_check(now):
+                    await self._log(decision)
+            except EventCenterError as error:
+                log.error("source %s: recording a decision failed: %s", self.spec.key, error)
+            self._record(Outcome(now, "stop", mode=self.policy.mode), 0)
         self._flush_outcomes()
 
     # outcomes ----------------------------------------------------------------------------------
@@ -345,7 +354,7 @@ class SourceRunner:
             return policy.silence_check(now)
         else:
             self.tally.failed(item.path, now)
-        reason = "" if item.ok else f"{item.kind}: {item.detail}"
+        reason = "" if item.ok else item.detail  # a SourceError's text starts with its kind
         self._record(Outcome(now, item.path, item.ok, reason), item.items)
         if item.path == "poll":
             return policy.observe(Outcome(now, "poll", item.ok, reason))
@@ -365,11 +374,17 @@ class SourceRunner:
     async def _apply(self, decisions: Decisions) -> None:
         """Record the decisions in order; enter each switch's mode right after recording it
         (one rung at a time, as the mode machine requires). A switch rolled back voids the
-        rest of this batch: the policy is told where the source landed."""
+        later switches of this batch (the policy was told where the source landed); the
+        threshold changes that came with them are still recorded."""
+        rolled_back = False
         for decision in decisions:
-            await self._log(decision)
-            if isinstance(decision, Switch) and not await self._enter(decision):
-                return
+            if isinstance(decision, Switch):
+                if rolled_back:
+                    continue
+                await self._log(decision)
+                rolled_back = not await self._enter(decision)
+            else:
+                await self._log(decision)
 
     async def _log(self, decision: HysteresisDecision) -> None:
         spec = self.spec
