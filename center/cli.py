@@ -29,6 +29,7 @@ from typer.core import TyperGroup
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.demo import DemoResult, run_demo
+from eventcenter.center.demo_source import SourceDemoResult
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings, SourceSettings
 from eventcenter.center.source_report import compare, source_report
@@ -253,9 +254,39 @@ def _print_demo(result: DemoResult) -> None:
 
     console.print(_letters_table(result.dead_letters, "Dead letters"))
     console.print(_decisions_table(result.decisions, "Recorded decisions, in order"))
+    if result.source is not None:
+        _print_source_demo(result.source)
     console.print(
         f"processor state at the end: [bold]{result.final_state}[/];"
         f" shutdown {'clean' if result.shutdown_clean else 'left work dead-lettered'}"
+    )
+
+
+def _print_source_demo(source: SourceDemoResult) -> None:
+    """The demo source's mode timeline and the counts its subscription saw."""
+    policy = source.policy
+    console.print(
+        Text(
+            f"\nData source {source.key}: its local push path was cut, came back, then stalled"
+            f" twice (event_timeout {policy['event_timeout']:g}s, failure/success thresholds"
+            f" {policy['failure_threshold']}/{policy['success_threshold']}, polling every"
+            f" {policy['polling_interval']:g}s)"
+        )
+    )
+    table = Table(title=f"Mode timeline of {source.key}, as recorded", title_justify="left")
+    for column in ("time", "from", "to", "reason"):
+        table.add_column(column, justify="right" if column == "time" else "left")
+    for row in source.timeline:
+        table.add_row(f"+{row.at:.2f}s", row.previous, row.to, Text(row.reason))
+    console.print(table)
+    if source.thresholds:
+        raised = ", then ".join(f"{f}/{s}" for f, s in source.thresholds)
+        console.print(f"flapping raised the thresholds to {raised} (failure/success)")
+    paths = ", ".join(f"{path} {count}" for path, count in sorted(source.by_path.items()))
+    console.print(
+        f"produced {source.produced}, delivered {source.delivered},"
+        f" duplicates {source.duplicates} (handled by {paths});"
+        f" source mode at the end: {source.final_mode}"
     )
 
 

@@ -5,13 +5,17 @@ handler times out now and then (retried with back-off) and cannot handle expired
 malformed payloads (dead-lettered with the reason). A latency spike moves the processor to
 adjusting, two deployments race for the one load-test slot (one is measured by a simulated
 pressure tester, the other is deferred), and an idle period settles the processor back to
-stable. Every transition and decision is recorded in the event store.
+stable. Meanwhile a local data source's push path fails, recovers and flaps, and the source
+falls back to polling and returns (see :mod:`eventcenter.center.demo_source`). Every
+transition and decision is recorded in the event store.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +23,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from eventcenter.center.app import EventCenter
+from eventcenter.center.demo_source import SourceDemo, SourceDemoResult
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import PermanentFailure
@@ -110,6 +115,7 @@ class DemoResult:
     final_state: str
     shutdown_clean: bool
     counters: DemoCounters = field(default_factory=DemoCounters)
+    source: SourceDemoResult | None = None
 
 
 def demo_stream(count: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -164,14 +170,17 @@ async def run_demo(
     rng = random.Random(seed)
     center = EventCenter(settings, pressure=SimulatedPressureTester(rng))
     counters = register_demo_handlers(center, seed)
+    source = SourceDemo(center, seed)
     loop = asyncio.get_running_loop()
     started = loop.time()
     published = 0
     stream = demo_stream(events, rng)
     quarter = max(1, events // 4)
     await center.start()
+    script: asyncio.Task[None] | None = None
     try:
         start_position = await asyncio.to_thread(_last_position, center)
+        script = asyncio.create_task(source.play(time.time))
 
         async def report() -> None:
             while True:
@@ -189,6 +198,7 @@ async def run_demo(
             if offset // quarter != (offset + batch) // quarter:
                 published += await _milestone(center, (offset + batch) // quarter)
             await asyncio.sleep(batch / rate)
+        await script
         await center.processor.join()
         await center.publish(
             "system.idle",
@@ -207,6 +217,10 @@ async def run_demo(
             progress(done, done)
         final_state = center.processor.state.state
     finally:
+        if script is not None and not script.done():
+            script.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await script
         report_ = await center.stop()
     reader = CenterReader(settings)
     try:
@@ -214,6 +228,7 @@ async def run_demo(
         decisions = [row for row in reader.decisions() if row.position > start_position]
     finally:
         reader.close()
+    source_result = await asyncio.to_thread(source.result, settings.effective_url, start_position)
     return DemoResult(
         published=published,
         seconds=loop.time() - started,
@@ -223,6 +238,7 @@ async def run_demo(
         final_state=final_state,
         shutdown_clean=report_.clean,
         counters=counters,
+        source=source_result,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -69,6 +70,8 @@ def test_demo_runs_on_the_embedded_default_and_summarises_what_it_decided(
     assert "processor state at the end: stable" in out
     assert "shutdown clean" in out
 
+    check_the_data_source_part(out)
+
     trail = run("decisions", "--last", "3", cwd=tmp_path).stdout
     assert "adjusting -> stable (settle)" in trail, "the audit trail is read back from the store"
     assert "frequency.restore" in trail
@@ -81,6 +84,30 @@ def test_demo_runs_on_the_embedded_default_and_summarises_what_it_decided(
         "PermanentFailure",
         "TimeoutError",
     }
+
+
+def check_the_data_source_part(out: str) -> None:
+    """The demo source's timeline is read back from its log and its counts are the handler's:
+    the delivered count is the one the processor's per-type table shows for the source's
+    events, which the demo does not print itself."""
+    assert re.search(r"Mode timeline of acme/inventory-[0-9a-f]{4}, as recorded", out)
+    assert re.search(r"│\s*\+\d+\.\d\ds\s*│\s*event_only\s*│\s*hybrid\s*│", out), out
+    assert re.search(r"│\s*hybrid\s*│\s*event_only\s*│\s*\d+ consecutive push successes", out)
+    counts = re.search(
+        r"produced (\d+), delivered (\d+), duplicates (\d+) \(handled by (.*?)\)", out
+    )
+    assert counts, out
+    produced, delivered, duplicates = (int(counts.group(n)) for n in (1, 2, 3))
+    assert produced > 50, "the producer ran for seconds, one item every 20 ms"
+    assert delivered == produced
+    assert duplicates == 0
+    by_path = dict(part.split() for part in counts.group(4).split(", "))
+    assert {"push", "poll"} <= set(by_path), "both paths carried items"
+    assert sum(int(n) for n in by_path.values()) == delivered + duplicates
+    row = re.search(r"│\s*source\.item\.changed\s*│\s*(\d+)\s*│\s*(\d+)\s*│", out)
+    assert row, "the per-type table counts the source's events"
+    assert (int(row.group(1)), int(row.group(2))) == (delivered, delivered)
+    assert "source mode at the end: event_only" in out
 
 
 def test_the_replay_command_the_demo_prints_works_as_printed(tmp_path: Path) -> None:

@@ -1,0 +1,583 @@
+"""Data source figures: real streams through a real center, and the push -> poll -> push switch.
+
+Run from the repository root::
+
+    .venv/bin/python -m bench.sources [--quick] [--json] [--pg-url URL]
+
+What is measured, in one run (every figure next to its baseline of the same run):
+
+1. **Redis stream** (the shared server at ``--redis-url``): N items (20,000; ``--quick``
+   3,000) through a source (``redis_stream``) -> durable admission -> processor (one no-op
+   subscription on ``source.item.*``), on a fresh SQLite store and on a fresh PostgreSQL
+   schema, next to a plain consumer of the same stream content that only ``XREADGROUP``s and
+   ``XACK``s. Time: from the first item added until every item is handled. Batch 500 messages
+   per read for both (``DataSource.batch``; the default is 100). Best of 2 interleaved runs
+   (``--quick``: 1). Target: center/plain >= 0.5 on SQLite (the embedded default).
+2. **NATS JetStream** (``--nats-url``): the same with ``nats_jetstream`` next to a plain
+   durable pull consumer that ``fetch``es and ``ack``s each message.
+3. **Items/s per tenant, by store**: one tenant (the Redis runs of section 1) and 4 tenants at
+   once, each with its own Redis stream source (5,000 items each; ``--quick`` 750), on SQLite
+   and PostgreSQL. Target: >= 10,000 items/s for one tenant on PostgreSQL.
+4. **Push outage and recovery** (see :mod:`bench.source_failover`): a ``redis-server`` of the
+   bench's own is killed and started again (3 times; ``--quick``: once); time from the outage
+   to the switch and to the first polled item handled, and from the recovery to the first
+   pushed item and to the switch back to ``event_only``. The source runs with a short policy
+   made for this run (``event_timeout`` 0.5 s, thresholds 2/3, polling every 0.2 s), shown in
+   the report.
+   Target: the switch comes within ``failure_threshold x event_timeout`` of the outage.
+
+Every center run checks that each item was handled exactly once. Streams, consumers and
+PostgreSQL schemas are the run's own and are deleted afterwards. A server that cannot be
+reached is reported as unavailable with the reason (its targets: "not measured").
+
+Output: rich tables, then a summary of the targets; ``--json`` sends the tables to stderr and
+prints one JSON document on stdout. ``config.code`` holds sha256 prefixes of the measured
+modules and ``config.load`` the machine's load averages at the start and the end: other work
+on the two cores moves every figure. Sizes are chosen for about 50 s on a 2-core machine
+(``--quick``: under 10 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import nats
+from redis.asyncio import Redis
+from rich.console import Console
+from rich.table import Table
+
+from bench import source_failover, source_streams
+from bench.common import (
+    BACKENDS,
+    DEFAULT_PG_URL,
+    PG_URL_ENV,
+    machine_load,
+    postgres_reason,
+    shown,
+    unavailable,
+)
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+PROBE_TIMEOUT_S = 2.0
+
+TARGET_RATIO = 0.5
+TARGET_PG_ITEMS = 10_000.0
+
+#: The modules whose code decides these figures (fingerprinted in the report).
+MEASURED_MODULES = (
+    "eventcenter.sources.event_engine",
+    "eventcenter.sources.polling_engine",
+    "eventcenter.sources.manager",
+    "eventcenter.sources.connectors.redis_stream",
+    "eventcenter.sources.connectors.nats_jetstream",
+    "eventcenter.center.source_sink",
+    "eventcenter.handlers.admission",
+    "eventcenter.handlers.processor",
+    "eventcenter.storage.writer",
+    "eventcenter.storage.source_state",
+    "eventcenter.domain.hysteresis",
+)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    items: int
+    repeats: int
+    tenants: int
+    tenant_items: int
+    cycles: int
+    steady_s: float
+    hold_s: float
+
+
+DEFAULT_SIZES = Sizes(
+    items=20_000, repeats=2, tenants=4, tenant_items=5_000, cycles=3, steady_s=1.0, hold_s=1.0
+)
+QUICK_SIZES = Sizes(
+    items=3_000, repeats=1, tenants=4, tenant_items=750, cycles=1, steady_s=0.5, hold_s=0.5
+)
+
+
+# reachability --------------------------------------------------------------------------------
+
+
+async def _redis_probe(url: str) -> None:
+    client = Redis.from_url(url, socket_connect_timeout=PROBE_TIMEOUT_S)
+    try:
+        await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def _nats_probe(url: str) -> None:
+    errors: list[Exception] = []
+
+    async def keep(error: Exception) -> None:  # instead of the client's traceback on stderr
+        errors.append(error)
+
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S * 2):
+            client = await nats.connect(
+                url,
+                connect_timeout=PROBE_TIMEOUT_S,
+                max_reconnect_attempts=1,
+                allow_reconnect=False,
+                error_cb=keep,
+            )
+    except Exception as error:
+        raise (errors[-1] if errors else error) from None
+    try:
+        await client.jetstream().account_info()
+    finally:
+        await client.close()
+
+
+def server_reason(probe: Callable[[str], Any], url: str) -> str | None:
+    """None when the server answers; else why not (one line, for the report)."""
+    try:
+        asyncio.run(probe(url))
+    except Exception as error:  # any failure to reach it is reported, the run goes on
+        return f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    return None
+
+
+# sections ------------------------------------------------------------------------------------
+
+
+def measure_broker(
+    broker_url: str,
+    down: str | None,
+    plain: source_streams.PlainRun,
+    center: source_streams.CenterRun,
+    sizes: Sizes,
+    pg_url: str,
+    pg_down: str | None,
+) -> dict[str, Any]:
+    if down is not None:
+        return unavailable(broker_url, down)
+    backends = [b for b in BACKENDS if b == "sqlite" or pg_down is None]
+    result = source_streams.measure_broker(
+        broker_url, plain, center, sizes.items, backends, pg_url, sizes.repeats
+    )
+    if pg_down is not None:
+        result["postgresql"] = unavailable(pg_url, pg_down)
+    return result
+
+
+def measure_tenants(
+    redis_url: str, redis_down: str | None, sizes: Sizes, pg_url: str, pg_down: str | None
+) -> dict[str, Any]:
+    if redis_down is not None:
+        return unavailable(redis_url, redis_down)
+    backends = [b for b in BACKENDS if b == "sqlite" or pg_down is None]
+    result: dict[str, Any] = {
+        "status": "measured",
+        "tenants": sizes.tenants,
+        "items_per_tenant": sizes.tenant_items,
+        **source_streams.measure_tenants(
+            redis_url, sizes.tenant_items, sizes.tenants, backends, pg_url
+        ),
+    }
+    if pg_down is not None:
+        result["postgresql"] = unavailable(pg_url, pg_down)
+    return result
+
+
+# targets -------------------------------------------------------------------------------------
+
+
+def target(name: str, goal: str, value: Any, met: bool | None) -> dict[str, Any]:
+    return {"name": name, "target": goal, "value": value, "met": met}
+
+
+def _measured(section: dict[str, Any], key: str) -> dict[str, Any] | None:
+    if section.get("status") != "measured":
+        return None
+    run = section.get(key)
+    if run is None or run.get("status") == "unavailable":
+        return None
+    return dict(run)
+
+
+def targets_of(report: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, label in (("redis", "Redis stream"), ("nats", "NATS JetStream")):
+        run = _measured(report[key], "sqlite")
+        ratio = run["ratio"] if run else None
+        rows.append(
+            target(
+                f"{label}: center (SQLite) / plain consumer",
+                f">= {TARGET_RATIO}",
+                ratio if ratio is not None else "unavailable",
+                None if ratio is None else ratio >= TARGET_RATIO,
+            )
+        )
+    for key, label in (("redis", "Redis"), ("nats", "NATS")):
+        run = _measured(report[key], "postgresql")
+        rate = run["items_per_s"] if run else None
+        rows.append(
+            target(
+                f"PostgreSQL: items/s of one tenant's source ({label})",
+                f">= {TARGET_PG_ITEMS:,.0f}",
+                rate if rate is not None else "unavailable",
+                None if rate is None else rate >= TARGET_PG_ITEMS,
+            )
+        )
+    failover = report["failover"]
+    if failover["status"] == "measured":
+        config = failover["config"]
+        bound = config["failure_threshold"] * config["event_timeout"]
+        took = failover["outage_to_switch_s"]["max"]
+        rows.append(
+            target(
+                "push outage -> switch to polling, slowest cycle (s)",
+                f"<= {bound:g}",
+                took,
+                took <= bound,
+            )
+        )
+    else:
+        rows.append(target("push outage -> switch to polling (s)", "measured", "unavailable", None))
+    rows.append(exactly_once_target(report))
+    return rows
+
+
+def exactly_once_target(report: dict[str, Any]) -> dict[str, Any]:
+    """Every center run of every section: (runs checked, runs where it held)."""
+    runs = held = 0
+    for key in ("redis", "nats", "tenants"):
+        for backend in BACKENDS:
+            run = _measured(report[key], backend)
+            if run is not None:
+                count = int(run.get("checked_runs", 1))
+                runs += count
+                held += count if run["exactly_once"] else 0
+    if report["failover"]["status"] == "measured":
+        runs += 1
+        held += 1 if report["failover"]["exactly_once"] else 0
+    return target(
+        "every item handled exactly once (every center run)",
+        "all",
+        f"{held}/{runs} runs",
+        held == runs if runs else None,
+    )
+
+
+# rendering -----------------------------------------------------------------------------------
+
+
+def fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+#: Columns of text, left-aligned (figures are right-aligned).
+TEXT_COLUMNS = {"note", "from", "to", "reason", "cycles"}
+
+
+def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
+    grid = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        grid.add_column(column, justify="left" if i == 0 or column in TEXT_COLUMNS else "right")
+    for row in rows:
+        grid.add_row(*(fmt(v) for v in row))
+    return grid
+
+
+def render_broker(number: int, title: str, plain: str, section: dict[str, Any]) -> Table:
+    columns = ["system", "items/s", "seconds", "commits", "items/commit", "vs plain", "once"]
+    columns.append("runs (items/s)")
+    if section["status"] != "measured":
+        return table(f"{number}. {title}: unavailable ({section['reason']})", columns, [])
+    rows: list[list[Any]] = []
+    p = section["plain"]
+    rows.append([plain, p["items_per_s"], p["seconds"], "", "", "", "", str(p["runs"])])
+    for backend in BACKENDS:
+        run = section[backend]
+        if run.get("status") == "unavailable":
+            rows.append([f"center on {backend}", "unavailable", run["reason"], *[""] * 5])
+            continue
+        rows.append(
+            [
+                f"center on {backend}",
+                run["items_per_s"],
+                run["seconds"],
+                run["commits"],
+                run["items_per_commit"],
+                run["ratio"],
+                run["exactly_once"],
+                str(run["runs"]),
+            ]
+        )
+    return table(
+        f"{number}. {title} -> source -> durable admission -> processor, next to {plain}"
+        f" ({section['items']:,} items, {section['batch']} per read, best of"
+        f" {section['best_of']})",
+        columns,
+        rows,
+    )
+
+
+def render_tenants(report: dict[str, Any]) -> Table:
+    columns = ["store, tenants", "per tenant min", "per tenant max", "all tenants", "seconds"]
+    columns.append("once")
+    section = report["tenants"]
+    rows: list[list[Any]] = []
+    redis = report["redis"]
+    for backend in BACKENDS:
+        one = _measured(redis, backend)
+        if one is not None:
+            rate = one["items_per_s"]
+            rows.append([f"{backend}, 1", rate, rate, rate, one["seconds"], one["exactly_once"]])
+        if section["status"] != "measured":
+            continue
+        run = section[backend]
+        if run.get("status") == "unavailable":
+            rows.append([f"{backend}, {section['tenants']}", "unavailable", run["reason"]])
+            continue
+        rows.append(
+            [
+                f"{backend}, {section['tenants']}",
+                run["per_tenant_min"],
+                run["per_tenant_max"],
+                run["items_per_s"],
+                run["seconds"],
+                run["exactly_once"],
+            ]
+        )
+    sizes = report["config"]["sizes"]
+    return table(
+        f"3. Items/s per tenant, by store: Redis stream sources (one tenant: section 1,"
+        f" {sizes['items']:,} items; {sizes['tenants']} tenants at once:"
+        f" {sizes['tenant_items']:,} items each)",
+        columns,
+        rows,
+    )
+
+
+def render_failover(section: dict[str, Any], console: Console) -> None:
+    if section["status"] != "measured":
+        console.print(f"4. Push outage and recovery: {section['status']} ({section['reason']})")
+        return
+    config = section["config"]
+    shown_config = ", ".join(
+        f"{key} {value}"
+        for key, value in config.items()
+        if key not in ("flap_window", "max_hysteresis", "cycles")
+    )
+    notes = {
+        "outage_to_switch_s": "",
+        "outage_to_first_polled_s": "",
+        "recovery_to_first_pushed_s": "mostly the engine's reconnect back-off (grows in an outage)",
+        "recovery_to_event_only_s": "",
+    }
+    rows: list[list[Any]] = []
+    for key, label in (
+        ("outage_to_switch_s", "outage -> switch away from event_only"),
+        ("outage_to_first_polled_s", "outage -> first polled item handled"),
+        ("recovery_to_first_pushed_s", "recovery -> first pushed item handled"),
+        ("recovery_to_event_only_s", "recovery -> switch back to event_only"),
+    ):
+        values = [cycle[key] for cycle in section["cycles"]]
+        figures = section[key]
+        rows.append([label, figures["median"], figures["max"], str(values), notes[key]])
+    first = section["cycles"][0]
+    rows.append(["why it left push (cycle 1)", "", "", "", first["switch_reason"]])
+    rows.append(["why it came back (cycle 1)", "", "", "", first["return_reason"]])
+    rows.append(
+        [
+            "items produced / delivered / duplicates",
+            "",
+            "",
+            "",
+            f"{section['produced']} / {section['delivered']} / {section['duplicates']}"
+            f" ({section['lost_by_push']} never reached the stream; handled by "
+            + ", ".join(f"{path} {n}" for path, n in sorted(section["by_path"].items()))
+            + ")",
+        ]
+    )
+    if section["missing"]:
+        rows.append(["never handled", "", "", "", ", ".join(section["missing"])])
+    console.print(
+        table(
+            f"4. Push outage and recovery, {config['cycles']} cycle(s): a redis-server of the"
+            f" bench's own killed, then started again; seconds ({shown_config})",
+            ["measure", "median", "max", "cycles", "note"],
+            rows,
+        )
+    )
+    console.print(
+        table(
+            "   Mode timeline (seconds from the first outage, as recorded in the source's log)",
+            ["at", "from", "to", "reason"],
+            [
+                [entry["at"], entry["previous"], entry["to"], entry["reason"]]
+                for entry in section["timeline"]
+            ],
+        )
+    )
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    console.print(render_broker(1, "Redis stream", "plain XREADGROUP + XACK", report["redis"]))
+    console.print(render_broker(2, "NATS JetStream", "plain fetch + ack", report["nats"]))
+    console.print(render_tenants(report))
+    render_failover(report["failover"], console)
+    config = report["config"]
+    console.print(
+        table(
+            f"Targets (total {config['seconds']:.1f} s on {config['cpus']} cores; load average"
+            f" (1/5/15 min) {_load(config['load']['start'])} at the start,"
+            f" {_load(config['load']['end'])} at the end)",
+            ["target", "goal", "value", "met"],
+            [[t["name"], t["target"], t["value"], _met(t["met"])] for t in report["targets"]],
+        )
+    )
+
+
+def _load(load: dict[str, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in load.values())
+
+
+def _met(met: bool | None) -> str:
+    return "not measured" if met is None else ("met" if met else "NOT MET")
+
+
+# running -------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.sources",
+        description="Data source figures: real streams through a real center, and failover.",
+    )
+    parser.add_argument("--json", action="store_true", help="JSON on stdout, tables on stderr")
+    parser.add_argument("--quick", action="store_true", help="small sizes (under 10 s)")
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(PG_URL_ENV, DEFAULT_PG_URL),
+        help=f"PostgreSQL server (default: ${PG_URL_ENV} or {DEFAULT_PG_URL})",
+    )
+    parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis server")
+    parser.add_argument("--nats-url", default=DEFAULT_NATS_URL, help="NATS JetStream server")
+    return parser.parse_args(argv)
+
+
+def code_fingerprint() -> dict[str, str]:
+    """sha256 prefixes of the measured modules: runs are comparable only when these match."""
+    fingerprint = {}
+    for name in MEASURED_MODULES:
+        source = Path(str(importlib.import_module(name).__file__)).read_bytes()
+        fingerprint[name.removeprefix("eventcenter.")] = hashlib.sha256(source).hexdigest()[:12]
+    return fingerprint
+
+
+def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    sizes = QUICK_SIZES if args.quick else DEFAULT_SIZES
+    started = time.perf_counter()
+    report: dict[str, Any] = {
+        "config": {
+            "sizes": asdict(sizes),
+            "batch": source_streams.BATCH,
+            "python": sys.version.split()[0],
+            "cpus": os.cpu_count(),
+            "load": {"start": machine_load()},
+            "servers": {
+                "postgresql": shown(args.pg_url),
+                "redis": args.redis_url,
+                "nats": args.nats_url,
+            },
+            "code": code_fingerprint(),
+        }
+    }
+    with console.status("checking the servers"):
+        pg_down = postgres_reason(args.pg_url)
+        redis_down = server_reason(_redis_probe, args.redis_url)
+        nats_down = server_reason(_nats_probe, args.nats_url)
+    sections: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
+        (
+            "redis",
+            "1/4 Redis stream: plain consumer and center",
+            lambda: measure_broker(
+                args.redis_url,
+                redis_down,
+                source_streams.redis_plain,
+                source_streams.redis_center,
+                sizes,
+                args.pg_url,
+                pg_down,
+            ),
+        ),
+        (
+            "nats",
+            "2/4 NATS JetStream: plain consumer and center",
+            lambda: measure_broker(
+                args.nats_url,
+                nats_down,
+                source_streams.nats_plain,
+                source_streams.nats_center,
+                sizes,
+                args.pg_url,
+                pg_down,
+            ),
+        ),
+        (
+            "tenants",
+            "3/4 items/s per tenant, by store",
+            lambda: measure_tenants(args.redis_url, redis_down, sizes, args.pg_url, pg_down),
+        ),
+        (
+            "failover",
+            "4/4 push outage and recovery",
+            lambda: source_failover.measure_failover(sizes.cycles, sizes.steady_s, sizes.hold_s),
+        ),
+    ]
+    timings: dict[str, float] = {}
+    for key, label, measure in sections:
+        section_started = time.perf_counter()
+        with console.status(label):
+            report[key] = measure()
+        timings[key] = round(time.perf_counter() - section_started, 1)
+    report["config"]["section_seconds"] = timings
+    report["config"]["seconds"] = round(time.perf_counter() - started, 1)
+    report["config"]["load"]["end"] = machine_load()
+    report["targets"] = targets_of(report)
+    return report
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # The engines log each reconnect and switch; the report shows them, the log would interleave.
+    logging.getLogger("eventcenter").setLevel(logging.ERROR)
+    console = Console(stderr=args.json)
+    if not console.is_terminal:
+        console.width = 140  # rich assumes 80 columns when piped; the tables need more
+    report = run(args, console)
+    render(report, console)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
