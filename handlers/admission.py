@@ -179,17 +179,53 @@ class Admitter:
         # Pending from now on, so that join() also waits for this commit.
         pending = sum(len(p[2]) for p in stored)
         self._books.add(pending)
+        store = self._store
+        commit: asyncio.Future[list[str | None]]
+        if progress is not None:
+            commit = asyncio.ensure_future(store.admit(records, progress))
+        elif records:
+            commit = asyncio.ensure_future(store.admit(records))
+        else:
+            commit = asyncio.get_running_loop().create_future()
+            commit.set_result([])
         try:
-            if progress is not None:
-                earlier = await self._store.admit(records, progress)
-            else:
-                earlier = await self._store.admit(records) if records else []
-        except BaseException:
-            for _ in range(pending):
-                self._books.end()
-            for event, *_ in planned:
-                self._dedupe.forget(event.id)
+            earlier = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # The caller went away, not the write: the store commits it all the same, so its
+            # deliveries are placed when it does (else they would wait for a restart).
+            commit.add_done_callback(lambda done: self._after_cancel(done, planned, kept, pending))
             raise
+        except BaseException:
+            self._not_admitted(planned, pending)
+            raise
+        return self._admitted(planned, kept, earlier, ids)
+
+    def _not_admitted(self, planned: list[_Planned], pending: int) -> None:
+        for _ in range(pending):
+            self._books.end()
+        for event, *_ in planned:
+            self._dedupe.forget(event.id)
+
+    def _after_cancel(
+        self,
+        commit: asyncio.Future[list[str | None]],
+        planned: list[_Planned],
+        kept: list[int],
+        pending: int,
+    ) -> None:
+        if commit.cancelled() or commit.exception() is not None:
+            self._not_admitted(planned, pending)
+            return
+        self._admitted(planned, kept, commit.result(), [e.id_text for e, *_ in planned])
+
+    def _admitted(
+        self,
+        planned: list[_Planned],
+        kept: list[int],
+        earlier: Sequence[str | None],
+        ids: list[str],
+    ) -> list[str]:
+        """The commit succeeded: place the new deliveries, count the repeats; the ids."""
         known_of = dict(zip(kept, earlier, strict=True))
         first: dict[str, str] = {}
         for index, (event, counts, deliveries, _) in enumerate(planned):
