@@ -103,15 +103,24 @@ class OutcomeRow:
     items: int
 
 
+#: Rows per upsert statement (8 columns: well under SQLite's 32,766 bound parameters).
+UPSERT_CHUNK = 500
+
+
 def _upsert(
     session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
+    """Insert or update ``rows`` in one statement per chunk (one round trip, not one per row:
+    an executemany of ``ON CONFLICT`` runs row by row on psycopg2). Keys must be unique within
+    ``rows``: a statement cannot update one row twice."""
     if not rows:
         return
     dialect = session.get_bind().dialect.name
-    statement: Any = pg_insert(table) if dialect == "postgresql" else sqlite_insert(table)
-    updated = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
-    session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updated), rows)
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    for start in range(0, len(rows), UPSERT_CHUNK):
+        statement: Any = make(table).values(list(rows[start : start + UPSERT_CHUNK]))
+        updated = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+        session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updated))
 
 
 def store_position(

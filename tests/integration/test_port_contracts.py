@@ -217,3 +217,16 @@ async def test_progress_without_events_still_stores_the_position(ports: Ports) -
     store = ports.deliveries
     await store.admit([], SourceProgress("acme", "orders", "poll", "cursor-9"))
     assert await store.source_position("acme", "orders", "poll") == "cursor-9"
+
+
+async def test_many_items_of_one_admission_are_all_recorded(ports: Ports) -> None:
+    """More items than one upsert statement carries (they are written in chunks)."""
+    store = ports.deliveries
+    records = [record(n, ("s",), seq=n + 1, key=f"item-{n}@v1") for n in range(1_200)]
+    delivered = {
+        str(r.event.id): (f"item-{n}", Delivered("v1", f"d{n}")) for n, r in enumerate(records)
+    }
+    await store.admit(records, SourceProgress("acme", "bulk", "poll", "c-1200", delivered))
+    held = await store.source_delivered("acme", "bulk")
+    assert len(held) == 1_200
+    assert held["item-1199"] == Delivered("v1", "d1199")
