@@ -34,7 +34,7 @@ from eventcenter.domain.sources import (
     Received,
     SourceError,
 )
-from eventcenter.sources.lifecycle import EngineTask, reraise_if_cancelled
+from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling, reraise_if_cancelled
 from eventcenter.sources.outcomes import AdmissionFailed, OnOutcome, PathName, PathOutcome
 
 log = logging.getLogger("eventcenter.sources")
@@ -157,7 +157,9 @@ class EventEngine:
             extra=self._fields(),
         )
         while True:
+            raise_if_cancelling()  # a path may have swallowed a stop (redis-py does)
             received = await self._path.receive(self._batch, self._receive_timeout)
+            raise_if_cancelling()
             self._failures = 0  # the connection answered: the next failure starts over
             if received:
                 self._last_message_at = self._clock.now()

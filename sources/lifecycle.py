@@ -42,6 +42,19 @@ class EngineTask:
                 raise  # the caller itself is being cancelled
 
 
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if the current task is being cancelled.
+
+    Some client libraries swallow a cancellation outright: redis-py 8 lets a command that was
+    cancelled while it released its connection return its answer as if nothing happened. An
+    engine that went on to its next ``receive`` would then block for the whole receive
+    timeout (and more) before ``stop`` returns: call this between two calls on a path.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError()
+
+
 def reraise_if_cancelled(error: BaseException) -> None:
     """Raise CancelledError if the current task is being cancelled.
 

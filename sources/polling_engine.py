@@ -32,7 +32,7 @@ import random
 from eventcenter.domain.backoff import ReconnectBackoff
 from eventcenter.domain.errors import ConfigurationError, EventCenterError
 from eventcenter.domain.sources import Clock, ItemSink, PollPath, SourceError
-from eventcenter.sources.lifecycle import EngineTask, reraise_if_cancelled
+from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling, reraise_if_cancelled
 from eventcenter.sources.outcomes import AdmissionFailed, OnOutcome, PathName, PathOutcome
 
 log = logging.getLogger("eventcenter.sources")
@@ -181,6 +181,7 @@ class PollingEngine:
         moved the cursor (there may be more). A refused admission stores nothing: the next
         poll asks with the same cursor."""
         received, cursor = await self._poll(self._cursor)
+        raise_if_cancelling()  # a poll may have swallowed a stop
         moved = cursor != self._cursor
         if received or moved:
             try:

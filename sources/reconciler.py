@@ -32,7 +32,7 @@ from eventcenter.domain.sources import (
     SourceError,
     SourceItem,
 )
-from eventcenter.sources.lifecycle import EngineTask, reraise_if_cancelled
+from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling, reraise_if_cancelled
 from eventcenter.sources.outcomes import AdmissionFailed, OnOutcome, PathName, PathOutcome
 
 log = logging.getLogger("eventcenter.sources")
@@ -167,6 +167,7 @@ class Reconciler:
                 )
                 await self._clock.sleep(delay)
                 continue
+            raise_if_cancelling()  # the listing may have swallowed a stop
             failures = 0
             await self._clock.sleep(interval)
 

@@ -37,6 +37,14 @@ async def _next(iterator: AsyncIterator[Any]) -> Any:
     return await anext(iterator)
 
 
+def _seen(pull: asyncio.Future[Any]) -> None:
+    """Mark how a pull ended as seen. A pull survives ``aclose``; if the iterator ends or fails
+    after the path was closed for good (the service stopped), nobody reads it and asyncio
+    would report an error "never retrieved" at exit. A later ``receive`` still reads it."""
+    if not pull.cancelled():
+        pull.exception()
+
+
 class IteratorPath:
     """See :func:`iterator_path`."""
 
@@ -93,6 +101,7 @@ class IteratorPath:
         while len(found) < max_items and not self._ended:
             if self._pull is None:
                 self._pull = asyncio.ensure_future(_next(self._iterator))
+                self._pull.add_done_callback(_seen)
             wait = 0.0 if found else max(deadline - loop.time(), 0.0)
             done, _ = await asyncio.wait({self._pull}, timeout=wait)
             if not done:

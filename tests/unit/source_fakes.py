@@ -180,10 +180,11 @@ class FakePushPath:
     """A push path over a :class:`FakeSource`'s log, with scripted failures.
 
     ``receive`` hands out what the log holds after the cursor, or waits ``timeout`` on the
-    fake clock and returns nothing. Like a consumer group, it hands out again on ``open`` what
-    it handed out up to the opened position and was never acknowledged. ``ack`` records into
-    ``acked_early`` any message the sink does not hold yet: the engine must never acknowledge
-    before admission.
+    fake clock and returns nothing; while ``muted`` it hands out nothing at all (a subscription
+    that died without an error: only silence tells). Like a consumer group, it hands out again
+    on ``open`` what it handed out up to the opened position and was never acknowledged.
+    ``ack`` records into ``acked_early`` any message the sink does not hold yet: the engine must
+    never acknowledge before admission.
     """
 
     describe = "fake push path"
@@ -201,6 +202,7 @@ class FakePushPath:
         self.acked_early: list[Received] = []
         self.closes = 0
         self.is_open = False
+        self.muted = False
         self._pending: dict[str, Received] = {}  # handed out, not acknowledged
         self._cursor = 0
         self._group_acked = 0  # the server's durable consumer position
@@ -229,6 +231,9 @@ class FakePushPath:
         if self.receive_errors:
             self.is_open = False  # a broken connection
             raise self.receive_errors.popleft()
+        if self.muted:
+            await self.clock.sleep(timeout)
+            return []
         if self.redeliver:
             message = self.redeliver.popleft()
             self._pending[message.position] = message

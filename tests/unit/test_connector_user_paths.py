@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import pytest
@@ -113,6 +114,39 @@ class TestIteratorPath:
 
         assert await path.receive(10, QUICK_S) == []
         await path.finish()
+
+    @pytest.mark.parametrize("ending", ["ends", "raises"])
+    async def test_an_iterator_ending_after_the_path_closed_leaves_no_unretrieved_error(
+        self, ending: str
+    ) -> None:
+        """A service stopping while the iterator's next value is being awaited: the pull that
+        ends afterwards (the iterator ended or failed) must not be reported at exit as an
+        error nobody retrieved."""
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, object]] = []
+        previous = loop.get_exception_handler()
+        loop.set_exception_handler(lambda _, context: reported.append(context))
+        gate = asyncio.Event()
+
+        async def source() -> AsyncIterator[dict[str, object]]:
+            yield {"key": "a", "version": 1}
+            await gate.wait()
+            if ending == "raises":
+                raise RuntimeError("the upstream went away (test)")
+
+        try:
+            path = iterator_path(source())
+            await path.open(None)
+            assert len(await path.receive(10, QUICK_S)) == 1  # the next pull is under way
+            await path.aclose()
+            gate.set()
+            for _ in range(5):
+                await asyncio.sleep(0)
+            del path
+            gc.collect()
+        finally:
+            loop.set_exception_handler(previous)
+        assert reported == []
 
     async def test_misuse_is_a_clear_error(self) -> None:
         path = iterator_path(numbers(1))
