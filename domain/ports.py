@@ -74,6 +74,7 @@ class StoredDelivery:
     attempts: int
     failure: str | None
     replay_of: str | None
+    tenant: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +83,7 @@ class BacklogCount:
     priority: int
     count: int
     first_seq: int
+    tenant: str = ""
 
 
 class DeliveryStore(Protocol):
@@ -138,10 +140,15 @@ class DeliveryStore(Protocol):
     ) -> None: ...
 
     async def load(
-        self, subscription: str, priority: int, after: int, limit: int
-    ) -> list[StoredDelivery]: ...
+        self, subscription: str, priority: int, after: int, limit: int, tenant: str | None = None
+    ) -> list[StoredDelivery]:
+        """The next ``limit`` stored deliveries of a subscription at one priority after seq
+        ``after``, in seq order; of one tenant only when ``tenant`` is given."""
+        ...
 
-    async def summary(self) -> tuple[list[BacklogCount], int]: ...
+    async def summary(self) -> tuple[list[BacklogCount], int]:
+        """Stored deliveries per (subscription, priority, tenant), and the highest seq."""
+        ...
 
     async def flush(self) -> None:
         """Return once everything queued before this call is committed."""

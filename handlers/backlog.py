@@ -1,17 +1,20 @@
 """Memory is a cache: a bounded window of each subscription's deliveries, the rest in the store.
 
 With a durable store, a subscription holds at most ``memory_window`` deliveries in memory.
-Deliveries admitted beyond that stay in the store only (counted per priority in
-``Subscription.spilled``); once the subscription has drained to half its window they are read
-back, highest priority first and in admission order within a priority, up to the window.
-While a priority has deliveries waiting in the store, new deliveries of that priority for that
-subscription go to the store too, so admission order within a priority is kept.
+Deliveries admitted beyond that stay in the store only (counted per priority and tenant);
+once the subscription has drained to half its window they are read back, up to the window:
+highest priority first, and within a priority the room is shared evenly among the tenants
+that have deliveries waiting, each tenant's read in admission order. While a tenant has
+deliveries of a priority waiting in the store, its new deliveries of that priority for that
+subscription go to the store too, so each tenant's admission order within a priority is kept.
 
 What holds over the durable backlog: among the deliveries in memory, the scheduler's rules
 (priority, ageing, tenant round-robin) hold exactly. A lagging subscription's stored backlog is
-read back priority first, then oldest first: a CRITICAL delivery waiting in the store is taken
-into memory before any HIGH one, but ageing and tenant round-robin only apply once deliveries
-are in memory. Other subscriptions are not affected by one subscription's lag.
+read back priority first, then tenant by tenant in equal shares, then oldest first: a
+CRITICAL delivery waiting in the store is taken into memory before any HIGH one, and a tenant
+with a few deliveries waiting behind another tenant's flood gets its share of the next read
+instead of waiting for the whole flood. Ageing only applies once deliveries are in memory.
+Other subscriptions are not affected by one subscription's lag.
 
 After a restart, every delivery still in the store (handled or not before the crash: the
 store cannot tell) is read back this way and runs again: at-least-once. Deliveries for a
@@ -68,9 +71,11 @@ class Backlog:
         """An admitted delivery: into memory if its subscription has room, else store only."""
         sub = delivery.subscription
         priority = delivery.event.priority
-        if self._store is not None and (sub.spilled[priority] or sub.buffered >= self.window):
-            if not sub.spilled[priority]:
-                sub.cursor[priority] = (delivery.seq or 1) - 1
+        key = (int(priority), delivery.event.tenant)
+        if self._store is not None and (sub.waiting.get(key) or sub.buffered >= self.window):
+            if not sub.waiting.get(key):
+                sub.cursor[key] = (delivery.seq or 1) - 1
+            sub.waiting[key] = sub.waiting.get(key, 0) + 1
             sub.spilled[priority] += 1
             if not sub.loading and sub.buffered <= self.window // 2:
                 self._start_load(sub)
@@ -105,26 +110,9 @@ class Backlog:
                 room = self.window - sub.buffered
                 if room <= 0:
                     break
-                waiting = sub.spilled[priority]
-                if not waiting:
-                    continue
-                wanted = min(room, waiting)
-                rows = await self._store.load(sub.name, priority, sub.cursor[priority], wanted)
-                for row in rows:
-                    self._take(sub, row)
-                sub.spilled[priority] -= len(rows)
-                if rows:
-                    sub.cursor[priority] = rows[-1].seq
-                if len(rows) < wanted and sub.spilled[priority]:
-                    log.error(
-                        "store holds %d fewer deliveries of %s for '%s' than counted",
-                        sub.spilled[priority],
-                        Priority(priority).name,
-                        sub.name,
-                    )
-                    for _ in range(sub.spilled[priority]):
-                        self._books.end()
-                    sub.spilled[priority] = 0
+                tenants = [t for (p, t), n in sub.waiting.items() if p == priority and n]
+                if tenants:
+                    await self._load_tenants(sub, int(priority), tenants, room)
         except EventCenterError as error:
             log.error("reading the backlog of '%s' failed, retrying in 1s: %s", sub.name, error)
             sub.loading = False
@@ -134,6 +122,43 @@ class Backlog:
             sub.loading = False
         if any(sub.spilled) and sub.buffered <= self.window // 2 and not sub.closed:
             self._start_load(sub)
+
+    async def _load_tenants(
+        self, sub: Subscription, priority: int, tenants: list[str], room: int
+    ) -> None:
+        """Read back up to ``room`` deliveries of one priority, shared evenly among
+        ``tenants`` (a tenant that needs less leaves its share to the next read)."""
+        assert self._store is not None
+        share = max(1, room // len(tenants))
+        for tenant in tenants:
+            key = (priority, tenant)
+            waiting = sub.waiting[key]
+            wanted = min(share, waiting, self.window - sub.buffered)
+            if wanted <= 0:
+                return
+            rows = await self._store.load(sub.name, priority, sub.cursor[key], wanted, tenant)
+            for row in rows:
+                self._take(sub, row)
+            taken = len(rows)
+            if rows:
+                sub.cursor[key] = rows[-1].seq
+            if taken < wanted:
+                log.error(
+                    "store holds %d fewer deliveries of %s for '%s' (tenant %s) than counted",
+                    waiting - taken,
+                    Priority(priority).name,
+                    sub.name,
+                    tenant,
+                )
+                for _ in range(waiting - taken):
+                    self._books.end()
+                taken = waiting
+            sub.spilled[priority] -= taken
+            if waiting - taken:
+                sub.waiting[key] = waiting - taken
+            else:
+                del sub.waiting[key]
+                del sub.cursor[key]
 
     def _retry_load(self, sub: Subscription) -> None:
         if not sub.loading and not sub.closed and any(sub.spilled):
@@ -167,8 +192,10 @@ class Backlog:
                 orphans[count.subscription] = orphans.get(count.subscription, 0) + count.count
                 continue
             sub = self._subscriptions.get(count.subscription)
+            key = (count.priority, count.tenant)
             sub.spilled[count.priority] += count.count
-            sub.cursor[count.priority] = count.first_seq - 1
+            sub.waiting[key] = sub.waiting.get(key, 0) + count.count
+            sub.cursor[key] = count.first_seq - 1
             recovered += count.count
         self._books.add(recovered)
         for name, number in orphans.items():

@@ -137,6 +137,7 @@ class MemoryDeliveryStore:
                     0,
                     target.failure,
                     record.replay_of,
+                    record.event.tenant,
                 )
             results.append(None)
         return results
@@ -167,25 +168,28 @@ class MemoryDeliveryStore:
         self.letters.append(MemoryDeadLetter(uuid4(), event, subscription, error, attempts))
 
     async def load(
-        self, subscription: str, priority: int, after: int, limit: int
+        self, subscription: str, priority: int, after: int, limit: int, tenant: str | None = None
     ) -> list[StoredDelivery]:
         found = sorted(
             (
                 row
                 for row in self.rows.values()
-                if row.subscription == subscription and row.priority == priority and row.seq > after
+                if row.subscription == subscription
+                and row.priority == priority
+                and row.seq > after
+                and (tenant is None or row.tenant == tenant)
             ),
             key=lambda row: row.seq,
         )
         return found[:limit]
 
     async def summary(self) -> tuple[list[BacklogCount], int]:
-        groups: dict[tuple[str, int], list[int]] = {}
+        groups: dict[tuple[str, int, str], list[int]] = {}
         for row in self.rows.values():
-            groups.setdefault((row.subscription, row.priority), []).append(row.seq)
+            groups.setdefault((row.subscription, row.priority, row.tenant), []).append(row.seq)
         counts = [
-            BacklogCount(sub, priority, len(seqs), min(seqs))
-            for (sub, priority), seqs in sorted(groups.items())
+            BacklogCount(sub, priority, len(seqs), min(seqs), tenant)
+            for (sub, priority, tenant), seqs in sorted(groups.items())
         ]
         return counts, max(self.rows, default=0)
 

@@ -25,9 +25,10 @@ class Subscription:
 
     ``buffered`` counts this subscription's deliveries held in memory (queued, parked, running
     or waiting for a retry). With a durable store, deliveries beyond ``memory_window`` stay in
-    the store only: ``spilled[priority]`` counts them and ``cursor[priority]`` is the highest
-    seq of that priority already taken into memory; they are read back in seq order as room
-    frees up.
+    the store only: ``spilled[priority]`` counts them, ``waiting[(priority, tenant)]`` counts
+    them per tenant and ``cursor[(priority, tenant)]`` is the highest seq of that tenant and
+    priority already taken into memory; they are read back as room frees up, the room shared
+    among the tenants waiting, each tenant's in seq order.
     """
 
     __slots__ = (
@@ -47,6 +48,7 @@ class Subscription:
         "priority_min",
         "spilled",
         "timeout",
+        "waiting",
     )
 
     def __init__(
@@ -72,7 +74,8 @@ class Subscription:
         self.parked: deque[Delivery] = deque()
         self.buffered = 0
         self.spilled = [0] * _PRIORITIES
-        self.cursor = [0] * _PRIORITIES
+        self.waiting: dict[tuple[int, str], int] = {}
+        self.cursor: dict[tuple[int, str], int] = {}
         self.loading = False
         self.latency: LatencyWindow = LatencyWindow()  # replaced by the processor's own
 

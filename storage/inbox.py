@@ -68,7 +68,8 @@ deliveries = Table(
     Column("failure", Text, nullable=True),
     Column("replay_of", String(36), nullable=True),
     Column("admitted_at", Float, nullable=False),
-    Index("center_deliveries_backlog", "center", "subscription", "priority", "seq"),
+    Index("center_deliveries_backlog", "center", "subscription", "priority", "tenant", "seq"),
+    Index("center_deliveries_by_priority", "center", "subscription", "priority", "seq"),
 )
 
 idempotency = Table(
@@ -211,21 +212,26 @@ _COLUMNS = (
 
 
 def load_backlog(
-    session: Session, center: str, subscription: str, priority: int, after: int, limit: int
+    session: Session,
+    center: str,
+    subscription: str,
+    priority: int,
+    after: int,
+    limit: int,
+    tenant: str | None = None,
 ) -> list[DeliveryRow]:
-    """The next ``limit`` deliveries of one subscription and priority after ``after``."""
+    """The next ``limit`` deliveries of one subscription and priority after ``after`` (of one
+    tenant, when given)."""
+    conditions = [
+        deliveries.c.center == center,
+        deliveries.c.subscription == subscription,
+        deliveries.c.priority == priority,
+        deliveries.c.seq > after,
+    ]
+    if tenant is not None:
+        conditions.append(deliveries.c.tenant == tenant)
     rows = session.execute(
-        select(*_COLUMNS)
-        .where(
-            and_(
-                deliveries.c.center == center,
-                deliveries.c.subscription == subscription,
-                deliveries.c.priority == priority,
-                deliveries.c.seq > after,
-            )
-        )
-        .order_by(deliveries.c.seq)
-        .limit(limit)
+        select(*_COLUMNS).where(and_(*conditions)).order_by(deliveries.c.seq).limit(limit)
     )
     return [_row(row) for row in rows]
 
@@ -236,21 +242,23 @@ class BacklogSummary:
     priority: int
     count: int
     first_seq: int
+    tenant: str
 
 
 def summarize(session: Session, center: str) -> tuple[list[BacklogSummary], int]:
-    """Unsettled deliveries per (subscription, priority), and the highest seq in use."""
+    """Unsettled deliveries per (subscription, priority, tenant), and the highest seq."""
     rows = session.execute(
         select(
             deliveries.c.subscription,
             deliveries.c.priority,
+            deliveries.c.tenant,
             func.count(),
             func.min(deliveries.c.seq),
         )
         .where(deliveries.c.center == center)
-        .group_by(deliveries.c.subscription, deliveries.c.priority)
+        .group_by(deliveries.c.subscription, deliveries.c.priority, deliveries.c.tenant)
     )
-    summary = [BacklogSummary(s, p, n, first) for s, p, n, first in rows]
+    summary = [BacklogSummary(s, p, n, first, t) for s, p, t, n, first in rows]
     top = session.execute(
         select(func.max(deliveries.c.seq)).where(deliveries.c.center == center)
     ).scalar()

@@ -103,19 +103,29 @@ class DurableDeliveries:
         )
 
     async def load(
-        self, subscription: str, priority: int, after: int, limit: int
+        self, subscription: str, priority: int, after: int, limit: int, tenant: str | None = None
     ) -> list[StoredDelivery]:
-        rows = await self.writer.submit(LoadCommand(subscription, priority, after, limit))
+        rows = await self.writer.submit(LoadCommand(subscription, priority, after, limit, tenant))
         return [
             StoredDelivery(
-                r.seq, r.subscription, r.priority, r.envelope, r.attempts, r.failure, r.replay_of
+                r.seq,
+                r.subscription,
+                r.priority,
+                r.envelope,
+                r.attempts,
+                r.failure,
+                r.replay_of,
+                r.tenant,
             )
             for r in rows
         ]
 
     async def summary(self) -> tuple[list[BacklogCount], int]:
         counts, top = await self.writer.submit(SummaryCommand())
-        return [BacklogCount(c.subscription, c.priority, c.count, c.first_seq) for c in counts], top
+        found = [
+            BacklogCount(c.subscription, c.priority, c.count, c.first_seq, c.tenant) for c in counts
+        ]
+        return found, top
 
     async def flush(self) -> None:
         await self.writer.submit(FlushCommand())

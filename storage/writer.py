@@ -778,8 +778,10 @@ class ClaimReplayCommand(Command):
 class LoadCommand(Command):
     """Read back a subscription's backlog (one priority, after a seq)."""
 
-    def __init__(self, subscription: str, priority: int, after: int, limit: int) -> None:
-        self.args = (subscription, priority, after, limit)
+    def __init__(
+        self, subscription: str, priority: int, after: int, limit: int, tenant: str | None = None
+    ) -> None:
+        self.args = (subscription, priority, after, limit, tenant)
 
     def apply(self, writer: StoreWriter, batch: Batch) -> list[inbox.DeliveryRow]:
         assert batch.session is not None
