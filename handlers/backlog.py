@@ -142,23 +142,26 @@ class Backlog:
             taken = len(rows)
             if rows:
                 sub.cursor[key] = rows[-1].seq
-            if taken < wanted:
+            lost = 0
+            if taken < wanted:  # the store has none left of those counted before the read
+                lost = waiting - taken
                 log.error(
                     "store holds %d fewer deliveries of %s for '%s' (tenant %s) than counted",
-                    waiting - taken,
+                    lost,
                     Priority(priority).name,
                     sub.name,
                     tenant,
                 )
-                for _ in range(waiting - taken):
+                for _ in range(lost):
                     self._books.end()
-                taken = waiting
-            sub.spilled[priority] -= taken
-            if waiting - taken:
-                sub.waiting[key] = waiting - taken
+            # Deliveries of this tenant placed in the store while the read ran count on.
+            left = sub.waiting.get(key, 0) - taken - lost
+            sub.spilled[priority] -= taken + lost
+            if left > 0:
+                sub.waiting[key] = left
             else:
-                del sub.waiting[key]
-                del sub.cursor[key]
+                sub.waiting.pop(key, None)
+                sub.cursor.pop(key, None)
 
     def _retry_load(self, sub: Subscription) -> None:
         if not sub.loading and not sub.closed and any(sub.spilled):
