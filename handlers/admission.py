@@ -64,6 +64,7 @@ class Admitter:
         self._ensure_running = ensure_running
         self._dedupe = DedupeWindow(settings.dedupe_window, settings.dedupe_max_ids)
         self.next_seq = 1
+        self._in_flight: set[asyncio.Future[list[str | None]]] = set()
 
     def identity(self, event: Event, key: str | None) -> str | None:
         if key is None:
@@ -188,6 +189,8 @@ class Admitter:
         else:
             commit = asyncio.get_running_loop().create_future()
             commit.set_result([])
+        self._in_flight.add(commit)
+        commit.add_done_callback(self._in_flight.discard)
         try:
             earlier = await asyncio.shield(commit)
         except asyncio.CancelledError:
@@ -199,6 +202,14 @@ class Admitter:
             self._not_admitted(planned, pending)
             raise
         return self._admitted(planned, kept, earlier, ids)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait (at most ``timeout`` s) for commits under way, including those whose caller
+        went away, so that what they admitted is accounted for before the processor reports
+        what it leaves in the store."""
+        if self._in_flight:
+            await asyncio.wait(set(self._in_flight), timeout=timeout)
+            await asyncio.sleep(0)  # let their done callbacks place or end the deliveries
 
     def _not_admitted(self, planned: list[_Planned], pending: int) -> None:
         for _ in range(pending):

@@ -266,6 +266,7 @@ class EventProcessor:
             report.dead_lettered = [str(delivery.event.id) for delivery in leftovers]
             report.unrecorded = len(deliverer.unrecorded)
         else:
+            await self._admitter.settle(limit)
             report.left_in_store = self._books.pending
         report.handled_while_stopping = self._handled_total() - before
         self._status = "stopped"
