@@ -23,6 +23,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psycopg2.extras import execute_values  # type: ignore[import-untyped]
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -37,7 +38,6 @@ from sqlalchemy import (
     delete,
     select,
 )
-from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
@@ -103,24 +103,46 @@ class OutcomeRow:
     items: int
 
 
-#: Rows per upsert statement (8 columns: well under SQLite's 32,766 bound parameters).
-UPSERT_CHUNK = 500
+#: Rows per upsert statement on PostgreSQL.
+UPSERT_PAGE = 500
 
 
 def _upsert(
     session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
-    """Insert or update ``rows`` in one statement per chunk (one round trip, not one per row:
-    an executemany of ``ON CONFLICT`` runs row by row on psycopg2). Keys must be unique within
-    ``rows``: a statement cannot update one row twice."""
+    """Insert or update ``rows`` (keys unique within them: a statement cannot update one row
+    twice). PostgreSQL: ``execute_values``, one statement per page of rows (an executemany of
+    ``ON CONFLICT`` through psycopg2 runs row by row, about 120 ms per 1,000 rows). SQLite:
+    an executemany, which the driver runs in C."""
     if not rows:
         return
-    dialect = session.get_bind().dialect.name
-    make = pg_insert if dialect == "postgresql" else sqlite_insert
-    for start in range(0, len(rows), UPSERT_CHUNK):
-        statement: Any = make(table).values(list(rows[start : start + UPSERT_CHUNK]))
-        updated = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
-        session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updated))
+    if session.get_bind().dialect.name == "postgresql":
+        _upsert_pg(session, table, rows, keys)
+        return
+    statement: Any = sqlite_insert(table)
+    updated = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
+    session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updated), rows)
+
+
+def _upsert_pg(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    columns = [c.name for c in table.columns]
+    names = ", ".join(f'"{name}"' for name in columns)
+    conflict = ", ".join(f'"{name}"' for name in keys)
+    changes = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in columns if name not in keys)
+    sql = (
+        f'INSERT INTO "{table.name}" ({names}) VALUES %s'
+        f" ON CONFLICT ({conflict}) DO UPDATE SET {changes}"
+    )
+    values = [tuple(row[name] for name in columns) for row in rows]
+    raw = session.connection().connection.dbapi_connection  # this very transaction
+    assert raw is not None
+    cursor = raw.cursor()
+    try:
+        execute_values(cursor, sql, values, page_size=UPSERT_PAGE)
+    finally:
+        cursor.close()
 
 
 def store_position(
