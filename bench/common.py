@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from rich.table import Table
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -234,3 +235,54 @@ def postgres_reason(pg_url: str) -> str | None:
 
 def unavailable(pg_url: str, reason: str) -> dict[str, Any]:
     return {"status": "unavailable", "url": shown(pg_url), "reason": reason}
+
+
+# report tables -----------------------------------------------------------------------------------
+
+
+def fmt(value: Any) -> str:
+    """A figure as the report tables show it (thousands separated, booleans as yes/NO)."""
+    if isinstance(value, bool):
+        return "yes" if value else "NO"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if value is None:
+        return "-"
+    return str(value)
+
+
+def table(
+    title: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    text_columns: frozenset[str] = frozenset(),
+) -> Table:
+    """A report table: the first column and ``text_columns`` left-aligned, figures right."""
+    grid = Table(title=title, title_justify="left")
+    for i, column in enumerate(columns):
+        grid.add_column(column, justify="left" if i == 0 or column in text_columns else "right")
+    for row in rows:
+        grid.add_row(*(fmt(v) for v in row))
+    return grid
+
+
+def targets_table(report: dict[str, Any]) -> Table:
+    """The closing summary of a bench report: each target, its goal, value and verdict."""
+    config = report["config"]
+    return table(
+        f"Targets (total {config['seconds']:.1f} s on {config['cpus']} cores; load average"
+        f" (1/5/15 min) {_load(config['load']['start'])} at the start,"
+        f" {_load(config['load']['end'])} at the end)",
+        ["target", "goal", "value", "met"],
+        [[t["name"], t["target"], t["value"], _met(t["met"])] for t in report["targets"]],
+    )
+
+
+def _load(load: dict[str, float]) -> str:
+    return " / ".join(f"{v:.2f}" for v in load.values())
+
+
+def _met(met: bool | None) -> str:
+    return "not measured" if met is None else ("met" if met else "NOT MET")

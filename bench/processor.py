@@ -89,7 +89,6 @@ from typing import Any
 from uuid import UUID
 
 from rich.console import Console
-from rich.table import Table
 
 from bench import durable
 from bench.common import (
@@ -110,6 +109,8 @@ from bench.common import (
     postgres_reason,
     postgres_schema,
     sqlite_url,
+    table,
+    targets_table,
     unavailable,
 )
 from eventcenter.domain.aggregates import ProcessorLog
@@ -710,27 +711,6 @@ def targets_of(report: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value is None:
-        return "-"
-    return str(value)
-
-
-def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    grid = Table(title=title, title_justify="left")
-    for i, column in enumerate(columns):
-        grid.add_column(column, justify="left" if i == 0 else "right")
-    for row in rows:
-        grid.add_row(*(fmt(v) for v in row))
-    return grid
-
-
 def render_memory(report: dict[str, Any], console: Console) -> None:
     rows: list[list[Any]] = []
     for name, case in report["throughput"].items():
@@ -931,24 +911,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     render_memory(report, console)
     render_durable(report, console)
     render_stores(report, console)
-    config = report["config"]
-    console.print(
-        table(
-            f"Targets (total {config['seconds']:.1f} s on {config['cpus']} cores; load average"
-            f" (1/5/15 min) {_load(config['load']['start'])} at the start,"
-            f" {_load(config['load']['end'])} at the end)",
-            ["target", "goal", "value", "met"],
-            [[t["name"], t["target"], t["value"], _met(t["met"])] for t in report["targets"]],
-        )
-    )
-
-
-def _load(load: dict[str, float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in load.values())
-
-
-def _met(met: bool | None) -> str:
-    return "not measured" if met is None else ("met" if met else "NOT MET")
+    console.print(targets_table(report))
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

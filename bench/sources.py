@@ -66,8 +66,10 @@ from bench.common import (
     machine_load,
     postgres_reason,
     shown,
+    targets_table,
     unavailable,
 )
+from bench.common import table as common_table
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -279,29 +281,12 @@ def exactly_once_target(report: dict[str, Any]) -> dict[str, Any]:
 # rendering -----------------------------------------------------------------------------------
 
 
-def fmt(value: Any) -> str:
-    if isinstance(value, bool):
-        return "yes" if value else "NO"
-    if isinstance(value, float):
-        return f"{value:,.3f}" if abs(value) < 100 else f"{value:,.0f}"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if value is None:
-        return "-"
-    return str(value)
-
-
 #: Columns of text, left-aligned (figures are right-aligned).
-TEXT_COLUMNS = {"note", "from", "to", "reason", "cycles"}
+TEXT_COLUMNS = frozenset({"note", "from", "to", "reason", "cycles"})
 
 
 def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> Table:
-    grid = Table(title=title, title_justify="left")
-    for i, column in enumerate(columns):
-        grid.add_column(column, justify="left" if i == 0 or column in TEXT_COLUMNS else "right")
-    for row in rows:
-        grid.add_row(*(fmt(v) for v in row))
-    return grid
+    return common_table(title, columns, rows, TEXT_COLUMNS)
 
 
 def render_broker(number: int, title: str, plain: str, section: dict[str, Any]) -> Table:
@@ -443,24 +428,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     console.print(render_broker(2, "NATS JetStream", "plain fetch + ack", report["nats"]))
     console.print(render_tenants(report))
     render_failover(report["failover"], console)
-    config = report["config"]
-    console.print(
-        table(
-            f"Targets (total {config['seconds']:.1f} s on {config['cpus']} cores; load average"
-            f" (1/5/15 min) {_load(config['load']['start'])} at the start,"
-            f" {_load(config['load']['end'])} at the end)",
-            ["target", "goal", "value", "met"],
-            [[t["name"], t["target"], t["value"], _met(t["met"])] for t in report["targets"]],
-        )
-    )
-
-
-def _load(load: dict[str, float]) -> str:
-    return " / ".join(f"{v:.2f}" for v in load.values())
-
-
-def _met(met: bool | None) -> str:
-    return "not measured" if met is None else ("met" if met else "NOT MET")
+    console.print(targets_table(report))
 
 
 # running -------------------------------------------------------------------------------------

@@ -227,14 +227,14 @@ class Admitter:
         if commit.cancelled() or commit.exception() is not None:
             self._not_admitted(planned, pending)
             return
-        self._admitted(planned, kept, commit.result(), [e.id_text for e, *_ in planned])
+        self._admitted(planned, kept, commit.result(), ())  # nobody waits for the ids
 
     def _admitted(
         self,
         planned: list[_Planned],
         kept: list[int],
         earlier: Sequence[str | None],
-        ids: list[str],
+        ids: Sequence[str],
     ) -> list[str]:
         """The commit succeeded: place the new deliveries, count the repeats; the ids."""
         known_of = dict(zip(kept, earlier, strict=True))

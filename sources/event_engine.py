@@ -34,7 +34,7 @@ from eventcenter.domain.sources import (
     Received,
     SourceError,
 )
-from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling, reraise_if_cancelled
+from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling
 from eventcenter.sources.outcomes import AdmissionFailed, OnOutcome, PathName, PathOutcome
 
 log = logging.getLogger("eventcenter.sources")
@@ -121,16 +121,16 @@ class EventEngine:
                 try:
                     await self._connect_and_receive()
                 except PositionLost as lost:
-                    reraise_if_cancelled(lost)
+                    raise_if_cancelling(lost)
                     if self._position is None:  # lost even "from now": a plain failure
                         await self._retry_later(lost, lost.retry_after)
                     else:
                         await self._resume_from_now(lost)
                 except SourceError as error:
-                    reraise_if_cancelled(error)
+                    raise_if_cancelling(error)
                     await self._retry_later(error, error.retry_after)
                 except AdmissionFailed as failed:
-                    reraise_if_cancelled(failed)
+                    raise_if_cancelling(failed)
                     await self._retry_later(failed, None)
         finally:
             await self._close()

@@ -42,27 +42,16 @@ class EngineTask:
                 raise  # the caller itself is being cancelled
 
 
-def raise_if_cancelling() -> None:
+def raise_if_cancelling(cause: BaseException | None = None) -> None:
     """Raise CancelledError if the current task is being cancelled.
 
-    Some client libraries swallow a cancellation outright: redis-py 8 lets a command that was
-    cancelled while it released its connection return its answer as if nothing happened. An
-    engine that went on to its next ``receive`` would then block for the whole receive
-    timeout (and more) before ``stop`` returns: call this between two calls on a path.
+    Some client libraries hide a cancellation: redis-py lets a command cancelled while it
+    released its connection return its answer as if nothing happened, and turns one that hits
+    it in the middle of a read into its own "Timeout reading from ...". An engine that went on
+    (to its next ``receive``, or to a retry of that "failure") would not stop for a long
+    while, or ever. Call this between two calls on a path, and first in every handler of a
+    path's error (passing the error as ``cause``).
     """
     task = asyncio.current_task()
     if task is not None and task.cancelling():
-        raise asyncio.CancelledError()
-
-
-def reraise_if_cancelled(error: BaseException) -> None:
-    """Raise CancelledError if the current task is being cancelled.
-
-    Some client libraries turn a cancellation that hits them in the middle of a read into
-    their own timeout or connection error (redis-py raises "Timeout reading from ..."). An
-    engine that treated that as a path failure would retry forever and its ``stop`` would
-    never return: call this first in every handler of a path's error.
-    """
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError() from error
+        raise asyncio.CancelledError() from cause

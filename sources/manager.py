@@ -386,15 +386,19 @@ class SourceRunner:
             else:
                 await self._log(decision)
 
-    async def _log(self, decision: HysteresisDecision) -> None:
-        spec = self.spec
+    async def _on_log(self, command: Callable[[SourceLog], None]) -> None:
+        """Run ``command`` on the source's log (registered at start) and save it."""
 
-        def record(current: SourceLog | None) -> tuple[SourceLog, None]:
-            assert current is not None
-            current.record(decision)
+        def apply(current: SourceLog | None) -> tuple[SourceLog, None]:
+            assert current is not None, "the source is registered when it starts"
+            command(current)
             return current, None
 
-        await self._recorder.change(spec.tenant, spec.name, record)
+        await self._recorder.change(self.spec.tenant, self.spec.name, apply)
+
+    async def _log(self, decision: HysteresisDecision) -> None:
+        spec = self.spec
+        await self._on_log(lambda source_log: source_log.record(decision))
         if isinstance(decision, Switch):
             entry = {
                 "at": decision.at,
@@ -466,13 +470,11 @@ class SourceRunner:
         decisions = policy.rolled_back(now, landed, reason)
         self._record(Outcome(now, "rollback", False, reason, landed), 0)
         spec = self.spec
-
-        def record(current: SourceLog | None) -> tuple[SourceLog, None]:
-            assert current is not None
-            current.roll_back(at=now, attempted=attempted, landed=landed, reason=reason)
-            return current, None
-
-        await self._recorder.change(spec.tenant, spec.name, record)
+        await self._on_log(
+            lambda source_log: source_log.roll_back(
+                at=now, attempted=attempted, landed=landed, reason=reason
+            )
+        )
         log.error(
             "source %s: could not enter %s (%s); back in %s", spec.key, attempted, reason, landed
         )
@@ -480,21 +482,13 @@ class SourceRunner:
             await self._log(decision)
 
     def _reconciled(self, report: ReconcileReport) -> None:
-        spec = self.spec
         at = self.wall()
-
-        def record(current: SourceLog | None) -> tuple[SourceLog, None]:
-            assert current is not None
-            current.reconciled(
-                at=at,
-                missing=report.missing,
-                changed=report.changed,
-                deleted=report.deleted,
-            )
-            return current, None
-
         task = asyncio.get_running_loop().create_task(
-            self._recorder.change(spec.tenant, spec.name, record)
+            self._on_log(
+                lambda source_log: source_log.reconciled(
+                    at=at, missing=report.missing, changed=report.changed, deleted=report.deleted
+                )
+            )
         )
         task.add_done_callback(_log_failure)
 

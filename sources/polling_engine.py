@@ -32,7 +32,7 @@ import random
 from eventcenter.domain.backoff import ReconnectBackoff
 from eventcenter.domain.errors import ConfigurationError, EventCenterError
 from eventcenter.domain.sources import Clock, ItemSink, PollPath, SourceError
-from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling, reraise_if_cancelled
+from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling
 from eventcenter.sources.outcomes import AdmissionFailed, OnOutcome, PathName, PathOutcome
 
 log = logging.getLogger("eventcenter.sources")
@@ -155,11 +155,11 @@ class PollingEngine:
             try:
                 more = await self._poll_and_admit()
             except SourceError as error:
-                reraise_if_cancelled(error)
+                raise_if_cancelling(error)
                 await self._back_off(error, error.retry_after)
                 continue
             except AdmissionFailed as failed:
-                reraise_if_cancelled(failed)
+                raise_if_cancelling(failed)
                 await self._back_off(failed, None)
                 continue
             if more and self._drain:

@@ -32,7 +32,7 @@ from eventcenter.domain.sources import (
     SourceError,
     SourceItem,
 )
-from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling, reraise_if_cancelled
+from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling
 from eventcenter.sources.outcomes import AdmissionFailed, OnOutcome, PathName, PathOutcome
 
 log = logging.getLogger("eventcenter.sources")
@@ -151,7 +151,7 @@ class Reconciler:
             try:
                 await self.reconcile_once()
             except (SourceError, AdmissionFailed) as error:
-                reraise_if_cancelled(error)
+                raise_if_cancelling(error)
                 failures += 1
                 delay = self._backoff.delay(failures, self._rng.random())
                 if isinstance(error, SourceError) and error.retry_after is not None:
