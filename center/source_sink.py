@@ -67,12 +67,15 @@ class CenterItemSink:
         delivered: dict[str, tuple[str, Delivered]] = {}
         rejected: list[RejectedItem] = []
         slots: list[int | None] = []  # per message: its index in events, or None if rejected
+        # The batch's first event of each type is validated in full; the others share its
+        # type, tenant and source, and only their content is checked (Event.sibling).
+        first: dict[str, Event] = {}
         for message in received:
             item = message.item
             try:
                 if item is None:
                     raise InvalidItem(message.problem or "not an item")
-                event = self._event(tenant, source, path, message, item, correction)
+                event = self._event(tenant, source, path, message, item, correction, first)
                 digest = item_digest(item)
             except (InvalidItem, InvalidEvent) as problem:
                 rejected.append(self._rejected(tenant, source, path, message, str(problem)))
@@ -109,6 +112,7 @@ class CenterItemSink:
         message: Received,
         item: SourceItem,
         correction: str | None,
+        first: dict[str, Event],
     ) -> Event:
         metadata: dict[str, Any] = {"path": path, "position": message.position}
         if item.occurred_at is not None:
@@ -121,14 +125,16 @@ class CenterItemSink:
             "deleted": item.deleted,
             "data": dict(item.data),
         }
-        return Event.create(
-            DELETED if item.deleted else CHANGED,
-            payload,
-            tenant=tenant,
-            source=source,
-            metadata=metadata,
-            limits=self._processor.settings.limits,
+        kind = DELETED if item.deleted else CHANGED
+        limits = self._processor.settings.limits
+        like = first.get(kind)
+        if like is not None:
+            return like.sibling(payload, metadata, limits)
+        event = Event.create(
+            kind, payload, tenant=tenant, source=source, metadata=metadata, limits=limits
         )
+        first[kind] = event
+        return event
 
     def _key(self, item: SourceItem) -> str:
         key = f"{item.key}@{item.version}"

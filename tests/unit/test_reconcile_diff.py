@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
 import pytest
 from hypothesis import given, settings
@@ -54,10 +55,24 @@ def test_other_content_gives_another_digest(other: SourceItem) -> None:
     assert item_digest(other) != item_digest(item("a", total=3))
 
 
-@pytest.mark.parametrize("value", [object(), math.nan, {1, 2}])
+@pytest.mark.parametrize(
+    "value", [object(), math.nan, {1, 2}, [1, {"x": -math.inf}], datetime.now(UTC)]
+)
 def test_data_that_is_not_plain_json_is_refused_with_the_key(value: object) -> None:
     with pytest.raises(InvalidItem, match="item 'a': its data is not plain JSON"):
         item_digest(SourceItem("a", "1", data={"v": value}))
+
+
+def test_what_only_the_standard_library_writes_still_gets_a_stable_digest() -> None:
+    big = SourceItem("a", "1", data={"n": 2**70, "ok": None})
+    int_keys = SourceItem("a", "1", data={"m": {1: "x"}})
+    assert item_digest(big) == item_digest(SourceItem("a", "1", data={"ok": None, "n": 2**70}))
+    assert item_digest(int_keys) == item_digest(SourceItem("a", "1", data={"m": {1: "x"}}))
+    assert item_digest(big) != item_digest(int_keys)
+
+
+def test_a_null_in_the_data_is_content_not_a_refusal() -> None:
+    assert item_digest(item("a", note=None)) != item_digest(item("a"))
 
 
 # --- diff ---------------------------------------------------------------------------------------
