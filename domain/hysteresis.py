@@ -56,6 +56,7 @@ MAX_FLAP_SWITCHES = 20
 #: The next rung down (push failing) and up (push proving itself) from each mode.
 DOWN = {EVENT_ONLY: HYBRID, HYBRID: POLLING_ONLY}
 UP = {POLLING_ONLY: HYBRID, HYBRID: EVENT_ONLY}
+_RANK = {EVENT_ONLY: 0, HYBRID: 1, POLLING_ONLY: 2}  # how far down toward polling
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +176,8 @@ class ThresholdDecayed:
 HysteresisDecision = Switch | ThresholdRaised | ThresholdDecayed
 Decisions = tuple[HysteresisDecision, ...]
 
-OutcomePath = Literal["push", "poll", "rollback", "stop", "start"]
-OUTCOME_PATHS = ("push", "poll", "rollback", "stop", "start")
+OutcomePath = Literal["push", "poll", "rollback", "stop", "start", "force"]
+OUTCOME_PATHS = ("push", "poll", "rollback", "stop", "start", "force")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +186,9 @@ class Outcome:
 
     ``path`` is ``push`` or ``poll`` (one outcome per receive or poll call, not per item),
     ``rollback`` (a switch's target could not start; ``mode`` is where the source landed),
-    ``stop`` (the source was stopped: silence is charged up to here, not beyond) or ``start``
-    (the source was (re)started: streaks start over, silence is measured from here). Silence
+    ``stop`` (the source was stopped: silence is charged up to here, not beyond), ``start``
+    (the source was (re)started: streaks start over, silence is measured from here) or
+    ``force`` (a healing strategy or an operator moved the source down to ``mode``). Silence
     is never recorded: it is derived from the gaps between push outcomes. Five plain fields,
     so a row is cheap: see :meth:`row`.
 
@@ -345,6 +347,26 @@ class Hysteresis:
         self.state.failures = self.state.successes = 0
         return tuple(decisions)
 
+    def forced(self, now: float, to: str, reason: str) -> Decisions:
+        """Move the source down to ``to`` (``hybrid`` or ``polling_only``) one rung at a time,
+        because something outside the policy asked for it (a healing strategy that forces
+        polling, an operator): each rung is a switch with ``reason``, and counts for flapping.
+
+        Only down: the way back is the push path's own successes, as after any failure. A source
+        already at or below ``to`` is left alone (no decisions).
+        """
+        now = self._at(now)
+        decisions = self._advance(now)
+        state = self.state
+        if to not in DOWN.values() or to not in supported_modes(state.has_push, state.has_poll):
+            raise ValueError(f"a source with these paths cannot be forced down to {to!r}")
+        while state.mode != to:
+            target = self._next_down()
+            if target is None or _RANK[state.mode] >= _RANK[to]:
+                break
+            decisions.extend(self._switch(now, target, f"forced: {reason}", 0))
+        return tuple(decisions)
+
     def observe(self, outcome: Outcome) -> Decisions:
         """Apply one recorded outcome. Poll outcomes change nothing: they are no evidence about
         the push path (they only advance time). A ``rollback`` outcome is applied as is; the
@@ -357,6 +379,8 @@ class Hysteresis:
             return self.rolled_back(outcome.at, outcome.mode, outcome.reason)
         if outcome.path == "start":
             return self.restarted(outcome.at)
+        if outcome.path == "force":
+            return self.forced(outcome.at, outcome.mode, outcome.reason)
         return self.silence_check(outcome.at)  # poll, stop: time passes, nothing else
 
     # the rules -----------------------------------------------------------------------------------

@@ -287,3 +287,24 @@ class SourceProgress:
     def letter_subscription(self) -> str:
         """The subscription name the dead letters of rejected messages carry."""
         return f"source:{self.tenant}/{self.source}"
+
+
+#: What went wrong on a source, as :class:`SourceFailure` reports it: a path's own error kind,
+#: ``silence`` (push quiet for longer than ``event_timeout``), ``storage`` (the center's store
+#: refused an admission: not the path's fault) or ``rollback`` (a mode could not start).
+FailureKind = str
+
+
+@dataclass(frozen=True, slots=True)
+class SourceFailure:
+    """One failure of a source, for whoever watches them (the RCA runner): which path, what
+    kind (a :class:`SourceErrorKind` value, ``silence``, ``storage`` or ``rollback``), the
+    detail, when (epoch seconds), and the mode the source was in."""
+
+    tenant: str
+    source: str
+    path: str
+    kind: FailureKind
+    detail: str
+    at: float
+    mode: str

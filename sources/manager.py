@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eventcenter.domain.errors import EventCenterError
+from eventcenter.domain.errors import EventCenterError, SourceModeRefused
 from eventcenter.domain.hysteresis import (
     Decisions,
     Hysteresis,
@@ -55,7 +55,7 @@ from eventcenter.domain.source_modes import (
     POLLING_ONLY,
     SourceModeMachine,
 )
-from eventcenter.domain.sources import Clock, Delivered, ItemSink, Received
+from eventcenter.domain.sources import Clock, Delivered, ItemSink, Received, SourceFailure
 from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.event_engine import EventEngine
 from eventcenter.sources.outcomes import PathOutcome
@@ -142,9 +142,11 @@ class SourceRunner:
         clock: Clock,
         wall: Callable[[], float],
         rng: random.Random,
+        on_failure: Callable[[SourceFailure], None] | None = None,
     ) -> None:
         self.spec = spec
         self.wall = wall
+        self._on_failure = on_failure
         self._recorder = recorder
         self._clock = clock
         self._rng = rng
@@ -155,7 +157,7 @@ class SourceRunner:
         self.last_reconcile: ReconcileReport | None = None
         self.policy: Hysteresis | None = None
         self.machine: SourceModeMachine | None = None
-        self._inbox: asyncio.Queue[PathOutcome | ReconcileReport | str] = asyncio.Queue()
+        self._inbox: asyncio.Queue[_Item] = asyncio.Queue()
         self._first_poll: asyncio.Future[PathOutcome] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._outcomes: list[tuple[Any, ...]] = []
@@ -332,15 +334,35 @@ class SourceRunner:
                 await self._apply(self._feed(item))
             except EventCenterError as error:  # the store refused: the next outcome retries
                 log.error("source %s: recording a decision failed: %s", self.spec.key, error)
+                if isinstance(item, _Forced) and not item.done.done():
+                    item.done.set_exception(error)
+            except ValueError as error:  # a forced move the source's paths do not allow
+                if not isinstance(item, _Forced):
+                    raise
+                refused = SourceModeRefused(
+                    self.spec.key, f"force {item.to}", self.mode, str(error)
+                )
+                item.done.set_exception(refused)
+            if isinstance(item, _Forced) and not item.done.done():
+                item.done.set_result(self.mode)
             if self._inbox.empty():
                 self._flush_outcomes()
 
-    def _feed(self, item: PathOutcome | ReconcileReport | str) -> Decisions:
+    def _feed(self, item: _Item) -> Decisions:
         policy = self.policy
         assert policy is not None
         now = self.wall()
         if isinstance(item, str):  # a tick: silence is charged by the policy
-            return policy.silence_check(now)
+            silences = policy.state.silences
+            decisions = policy.silence_check(now)
+            if policy.state.silences > silences:
+                quiet = policy.state.silences * self.spec.hysteresis.event_timeout
+                self._failed("push", "silence", f"no push outcome for {quiet:g}s", now)
+            return decisions
+        if isinstance(item, _Forced):
+            decisions = policy.forced(now, item.to, item.reason)
+            self._record(Outcome(now, "force", True, item.reason, item.to), 0)
+            return decisions
         if isinstance(item, ReconcileReport):
             self.last_reconcile = item
             self._reconciled(item)
@@ -351,9 +373,11 @@ class SourceRunner:
             lags = tuple(self.lags.pop(item.path, ()))
             self.tally.succeeded(item.path, now, item.items, lags)
         elif item.kind is None:  # the center's store failed: not the path's fault
+            self._failed(item.path, "storage", item.detail, now)
             return policy.silence_check(now)
         else:
             self.tally.failed(item.path, now)
+            self._failed(item.path, str(item.kind), item.detail, now)
         reason = "" if item.ok else item.detail  # a SourceError's text starts with its kind
         self._record(Outcome(now, item.path, item.ok, reason), item.items)
         if item.path == "poll":
@@ -469,6 +493,7 @@ class SourceRunner:
         assert policy is not None
         decisions = policy.rolled_back(now, landed, reason)
         self._record(Outcome(now, "rollback", False, reason, landed), 0)
+        self._failed(attempted, "rollback", f"could not enter {attempted}: {reason}", now)
         spec = self.spec
         await self._on_log(
             lambda source_log: source_log.roll_back(
@@ -491,6 +516,66 @@ class SourceRunner:
             )
         )
         task.add_done_callback(_log_failure)
+
+    # failures and controls (for the RCA runner and healing strategies) -------------------------
+
+    def _failed(self, path: str, kind: str, detail: str, now: float) -> None:
+        if self._on_failure is None:
+            return
+        spec = self.spec
+        failure = SourceFailure(spec.tenant, spec.name, path, kind, detail, now, self.mode)
+        try:
+            self._on_failure(failure)
+        except Exception:  # a watcher's bug must not stop the source's decisions
+            log.exception("source %s: the failure watcher raised", spec.key)
+
+    async def force_mode(self, to: str, reason: str) -> str:
+        """Move the source down to ``to`` (``hybrid`` or ``polling_only``), recorded as switches
+        with ``reason``, in turn with the other decisions; returns the mode it is in after.
+        Push successes bring it back as after any failure. Raises :class:`SourceModeRefused`
+        when the source's paths do not allow ``to``."""
+        self._require_started()
+        done: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._inbox.put_nowait(_Forced(to, reason, done))
+        return await done
+
+    async def restart_push(self, reason: str) -> None:
+        """Close the push path and open it again from the stored position (the back-off of
+        its previous failures starts over)."""
+        self._require_started()
+        push = self.push
+        if push is None:
+            raise self._refused("restart push", "the source has no push path")
+        log.warning("source %s: restarting the push path (%s)", self.spec.key, reason)
+        await push.stop()
+        push.start()
+
+    async def reconcile_now(self) -> ReconcileReport:
+        """Run one reconciliation now (the listing against what was delivered) and return its
+        report. Raises the listing's :class:`SourceError` or :class:`AdmissionFailed`."""
+        self._require_started()
+        if self.reconciler is None:
+            raise self._refused("reconcile", "the source has no listing to reconcile with")
+        return await self.reconciler.reconcile_once()
+
+    def set_load_factor(self, factor: float) -> None:
+        """Scale the polling interval (the tuning knob): 2.0 polls half as often."""
+        if self.polling is None:
+            raise self._refused("set load factor", "the source has no poll path")
+        self.polling.set_load_factor(factor)
+
+    def push_delivered_since(self, since: float) -> bool:
+        """Whether the push path delivered (a batch admitted) at or after ``since`` (epoch
+        seconds) and has not failed since: the re-check after healing a push path."""
+        last = self.tally.last_success.get("push")
+        return last is not None and last >= since and self.tally.consecutive["push"] == 0
+
+    def _require_started(self) -> None:
+        if self.machine is None or not self._tasks:
+            raise self._refused("control", "the source is not running")
+
+    def _refused(self, trigger: str, reason: str) -> SourceModeRefused:
+        return SourceModeRefused(self.spec.key, trigger, self.mode, reason)
 
     # reading -----------------------------------------------------------------------------------
 
@@ -535,6 +620,18 @@ class SourceRunner:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class _Forced:
+    """A forced move waiting in a runner's inbox; ``done`` gets the mode after it."""
+
+    to: str
+    reason: str
+    done: asyncio.Future[str]
+
+
+_Item = PathOutcome | ReconcileReport | str | _Forced
+
+
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if task.cancelled():
         return
@@ -554,8 +651,10 @@ class SourceManager:
         clock: Clock | None = None,
         wall: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        on_failure: Callable[[SourceFailure], None] | None = None,
     ) -> None:
         self._sink = sink
+        self.on_failure = on_failure
         self._recorder = recorder
         self._clock: Clock = clock or SystemClock()
         self._wall = wall
@@ -570,7 +669,15 @@ class SourceManager:
             raise SourceAlreadyRegistered(
                 f"source '{spec.name}' of tenant '{spec.tenant}' is already registered"
             )
-        runner = SourceRunner(spec, self._sink, self._recorder, self._clock, self._wall, self._rng)
+        runner = SourceRunner(
+            spec,
+            self._sink,
+            self._recorder,
+            self._clock,
+            self._wall,
+            self._rng,
+            self._report_failure,
+        )
         self._runners[key] = runner
         return runner
 
@@ -596,6 +703,10 @@ class SourceManager:
         self._running = False
         for runner in list(self._runners.values()):
             await runner.stop()
+
+    def _report_failure(self, failure: SourceFailure) -> None:
+        if self.on_failure is not None:  # set after construction by whoever wires the RCA
+            self.on_failure(failure)
 
     def runners(self) -> list[SourceRunner]:
         return list(self._runners.values())

@@ -508,3 +508,44 @@ def test_the_mode_machine_accepts_every_switch_and_agrees_on_the_mode(
                 landed = fsm.roll_back(previous_works=previous_works)
                 policy.rolled_back(now, landed, "would not start")
         assert fsm.mode == policy.mode
+
+
+# --- forced moves (healing, operators) --------------------------------------------------------
+
+
+def test_forcing_polling_steps_down_one_rung_at_a_time_with_the_reason() -> None:
+    policy = fresh()
+    made = policy.forced(5.0, POLLING_ONLY, "case c-1: force polling")
+    assert moves(made) == [(EVENT_ONLY, HYBRID), (HYBRID, POLLING_ONLY)]
+    assert {s.reason for s in switches(made)} == {"forced: case c-1: force polling"}
+    assert policy.mode == POLLING_ONLY
+
+
+def test_a_forced_source_comes_back_only_on_push_successes() -> None:
+    policy = fresh(replace(DEFAULT, success_threshold=3))
+    policy.forced(1.0, HYBRID, "force polling")
+    assert moves(policy.push_succeeded(2.0) + policy.push_succeeded(3.0)) == []
+    assert moves(policy.push_succeeded(4.0)) == [(HYBRID, EVENT_ONLY)]
+
+
+def test_forcing_never_moves_up_and_a_source_already_there_is_left_alone() -> None:
+    policy = in_mode(POLLING_ONLY)
+    assert policy.forced(1.0, HYBRID, "x") == ()
+    assert policy.forced(1.0, POLLING_ONLY, "x") == ()
+    assert policy.mode == POLLING_ONLY
+
+
+@pytest.mark.parametrize(("to", "has_poll"), [(EVENT_ONLY, True), (HYBRID, False), ("x", True)])
+def test_forcing_to_a_mode_the_source_cannot_be_forced_to_is_refused(
+    to: str, has_poll: bool
+) -> None:
+    with pytest.raises(ValueError, match="cannot be forced down to"):
+        fresh(has_poll=has_poll).forced(1.0, to, "x")
+
+
+def test_a_forced_move_replays_from_its_outcome_row() -> None:
+    live, replay = fresh(), fresh()
+    made = live.forced(3.0, POLLING_ONLY, "force polling")
+    row = Outcome(3.0, "force", True, "force polling", POLLING_ONLY).row()
+    assert replay.observe(Outcome.from_row(row)) == made
+    assert replay.state == live.state
