@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,6 +39,7 @@ from eventcenter.domain.errors import (
     waited_on_store,
 )
 from eventcenter.domain.event import Event
+from eventcenter.domain.failures import HandlerFailure
 from eventcenter.domain.ports import DeadLetterStore, DeliveryStore
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import CauseScope, Context, current_scope
@@ -114,8 +116,10 @@ class Deliverer:
         store: DeliveryStore | None,
         dead_letters: DeadLetterStore,
         on_end: Callable[[Delivery], None],
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        self._wall = wall
         self.metrics = metrics
         self.context = context
         self._clock = clock
@@ -123,6 +127,8 @@ class Deliverer:
         self.store = store
         self._dead_letters = dead_letters
         self._on_end = on_end
+        #: Told of each handler failure (not the store's); set by whoever wires the RCA.
+        self.on_failure: Callable[[HandlerFailure], None] | None = None
         self.scheduler: PriorityScheduler[Delivery] = PriorityScheduler(settings.max_wait())
         self.running: dict[Delivery, asyncio.Task[Any] | None] = {}
         self.retrying: dict[Delivery, asyncio.TimerHandle] = {}
@@ -297,9 +303,11 @@ class Deliverer:
                 or waited_on_store(error)
             )
         )
+        retryable = not isinstance(error, PermanentFailure)
         if not store_failure:
             delivery.counts.failed += 1
-        retryable = not isinstance(error, PermanentFailure)
+            final = not retryable or delivery.attempt >= self.settings.max_attempts
+            self._report(delivery, error, final)
         if retryable and (store_failure or delivery.attempt < self.settings.max_attempts):
             if not self.retrying_allowed and self.store is not None:
                 # Stopping with a store: the delivery stays there and runs after a restart.
@@ -312,6 +320,28 @@ class Deliverer:
                 self._retry_later(delivery, error, store_failure, decisions)
                 return
         await self._give_up(delivery, error, decisions)
+
+    def _report(self, delivery: Delivery, error: Exception, final: bool) -> None:
+        watcher = self.on_failure
+        if watcher is None:
+            return
+        event = delivery.event
+        failure = HandlerFailure(
+            subscription=delivery.subscription.name,
+            tenant=event.tenant,
+            event_type=event.type,
+            event_id=event.id_text,
+            correlation_id=event.correlation_id,
+            error_type=type(error).__name__,
+            error=str(error) or repr(error),
+            attempt=delivery.attempt,
+            final=final,
+            at=self._wall(),
+        )
+        try:
+            watcher(failure)
+        except Exception:  # a watcher's bug must not lose the delivery's outcome
+            log.exception("the handler failure watcher raised", extra=log_fields(event))
 
     def _retry_later(
         self,

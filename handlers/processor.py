@@ -39,6 +39,7 @@ from eventcenter.domain.errors import (
     SubscriptionError,
 )
 from eventcenter.domain.event import Event
+from eventcenter.domain.failures import HandlerFailure
 from eventcenter.domain.fsm import STABLE, ProcessorStateMachine
 from eventcenter.domain.ports import DeadLetterStore, DecisionLog, DeliveryStore, PressureTester
 from eventcenter.domain.priority import Priority
@@ -162,6 +163,15 @@ class EventProcessor:
             place=self._backlog.place,
             ensure_running=self._ensure_running,
         )
+
+    @property
+    def on_failure(self) -> Callable[[HandlerFailure], None] | None:
+        """Told of each failed handler attempt (not the store's failures): the RCA's input."""
+        return self._deliverer.on_failure
+
+    @on_failure.setter
+    def on_failure(self, watcher: Callable[[HandlerFailure], None] | None) -> None:
+        self._deliverer.on_failure = watcher
 
     @property
     def durable(self) -> bool:

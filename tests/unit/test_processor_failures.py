@@ -23,6 +23,7 @@ from eventcenter.domain.errors import (
     ShutdownInterrupted,
 )
 from eventcenter.domain.event import Event
+from eventcenter.domain.failures import HandlerFailure
 from eventcenter.handlers.builtin import LatencySpikeHandler
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
@@ -141,6 +142,51 @@ async def test_a_handler_that_always_fails_is_dead_lettered_after_max_attempts(
     totals = rig.processor.snapshot().totals
     assert (totals["failed"], totals["retried"], totals["dead_lettered"]) == (3, 2, 1)
     assert totals["handled"] == 0
+
+
+async def test_each_failed_attempt_is_reported_to_the_watcher_the_last_as_final(
+    build: Build,
+) -> None:
+    rig = await build(max_attempts=3)
+    seen: list[HandlerFailure] = []
+    rig.processor.on_failure = seen.append
+
+    @rig.processor.on("broken.call", name="broken")
+    async def broken(event: Event, ctx: Context) -> None:
+        raise ConnectionError("refused")
+
+    @rig.processor.on("orders.created", name="orders")
+    async def permanent(event: Event, ctx: Context) -> None:
+        raise PermanentFailure("unknown warehouse")
+
+    broken_id = await rig.processor.publish("broken.call", tenant="acme", correlation_id="c-9")
+    await rig.processor.publish("orders.created")
+    await joined(rig.processor)
+
+    calls = [f for f in seen if f.subscription == "broken"]
+    assert [(f.attempt, f.final) for f in calls] == [(1, False), (2, False), (3, True)]
+    assert {(f.tenant, f.event_id, f.correlation_id, f.error_type, f.error) for f in calls} == {
+        ("acme", broken_id, "c-9", "ConnectionError", "refused")
+    }
+    [orders] = [f for f in seen if f.subscription == "orders"]
+    assert (orders.attempt, orders.final, orders.permanent) == (1, True, True)
+
+
+async def test_a_watcher_that_raises_changes_nothing_for_the_delivery(build: Build) -> None:
+    rig = await build(max_attempts=1)
+
+    def broken_watcher(failure: HandlerFailure) -> None:
+        raise RuntimeError("watcher bug")
+
+    rig.processor.on_failure = broken_watcher
+
+    @rig.processor.on("broken.call", name="broken")
+    async def broken(event: Event, ctx: Context) -> None:
+        raise ConnectionError("refused")
+
+    await rig.processor.publish("broken.call")
+    await joined(rig.processor)
+    assert len(rig.dead_letters.letters) == 1
 
 
 async def test_a_permanent_failure_is_dead_lettered_at_once(build: Build) -> None:
