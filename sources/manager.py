@@ -47,6 +47,7 @@ from eventcenter.domain.hysteresis import (
 )
 from eventcenter.domain.ports import SourceRecorder
 from eventcenter.domain.reconcile import ReconcileReport
+from eventcenter.domain.source_control import SourceControl
 from eventcenter.domain.source_health import HealthTally, SourceHealth
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.source_modes import (
@@ -723,6 +724,10 @@ class SourceManager:
             return self._runners[(tenant, name)]
         except KeyError:
             raise SourceNotFound(f"no source '{name}' of tenant '{tenant}' is registered") from None
+
+    def control(self, tenant: str, source: str) -> SourceControl:
+        """The healing controls of one source (see :class:`SourceControl`)."""
+        return self.runner(tenant, source)
 
     def statuses(self) -> list[SourceStatus]:
         return [runner.status() for runner in self._runners.values()]

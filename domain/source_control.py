@@ -1,0 +1,48 @@
+"""What healing may do to a running data source: the port the sources package implements
+(``SourceManager.control``) and healing strategies call. Every action is recorded by the source
+itself (a forced move is a switch in its log); the re-check is the source's own evidence."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from eventcenter.domain.reconcile import ReconcileReport
+
+
+class SourceControl(Protocol):
+    """One source's controls. Each raises
+    :class:`~eventcenter.domain.errors.SourceModeRefused` when the source cannot do it (no
+    such path, not running)."""
+
+    @property
+    def mode(self) -> str:
+        """``event_only``, ``hybrid``, ``polling_only`` (``transition`` while switching)."""
+        ...
+
+    async def force_mode(self, to: str, reason: str) -> str:
+        """Move down to ``to`` (``hybrid`` or ``polling_only``); the mode after."""
+        ...
+
+    async def restart_push(self, reason: str) -> None:
+        """Close and reopen the push path from the stored position."""
+        ...
+
+    async def reconcile_now(self) -> ReconcileReport:
+        """List, compare, correct, now."""
+        ...
+
+    def set_load_factor(self, factor: float) -> None:
+        """Scale the polling interval (2.0: half as often)."""
+        ...
+
+    def push_delivered_since(self, since: float) -> bool:
+        """The push path delivered at or after ``since`` (epoch s) and has not failed since."""
+        ...
+
+
+class SourceControls(Protocol):
+    """Finds a source's controls by tenant and name."""
+
+    def control(self, tenant: str, source: str) -> SourceControl:
+        """Raises ``LookupError`` (``SourceNotFound``) for a source not registered."""
+        ...
