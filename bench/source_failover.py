@@ -54,7 +54,7 @@ from eventcenter.center.app import EventCenter
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.event import Event
 from eventcenter.domain.source_modes import EVENT_ONLY
-from eventcenter.domain.sources import SourceItem
+from eventcenter.domain.sources import SourceFailure, SourceItem
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.sources.connectors import callable_poll, redis_stream
 from eventcenter.sources.manager import SourceRunner
@@ -221,7 +221,12 @@ def first_switch(entries: Iterable[dict[str, Any]], **match: str) -> dict[str, A
 
 
 async def outage_cycle(
-    number: int, server: RedisServer, runner: SourceRunner, record: Record, hold_s: float
+    number: int,
+    server: RedisServer,
+    runner: SourceRunner,
+    record: Record,
+    hold_s: float,
+    failures: list[SourceFailure],
 ) -> dict[str, Any]:
     """Kill the server, wait for a polled item, hold, start it again, wait for event_only."""
     if runner.mode != EVENT_ONLY:
@@ -241,6 +246,13 @@ async def outage_cycle(
     left = first_switch(switches(runner, outage), previous=EVENT_ONLY)
     back = first_switch(switches(runner, recovery), to=EVENT_ONLY)
     polled, pushed = record.first(down, "poll"), record.first(up, "push")
+    # The push path's failed attempts (connection errors and silences) during the outage: the
+    # reconnect back-off after n of them is 0.8 s * 2^(n-1) with jitter, so the last attempt
+    # before the recovery and its count tell how long the engine still waited after it.
+    attempts = [
+        f.at for f in failures if f.path == "push" and f.kind != "silence" and outage <= f.at
+    ]
+    before = [at for at in attempts if at <= recovery]
     assert left is not None
     assert back is not None
     assert polled is not None
@@ -253,6 +265,10 @@ async def outage_cycle(
         "recovery_to_first_pushed_s": round(pushed - recovery, 3) if pushed else None,
         "recovery_to_event_only_s": round(back["at"] - recovery, 3),
         "return_reason": back["reason"],
+        "failed_push_attempts": len(before),
+        "last_failed_attempt_before_recovery_s": round(recovery - before[-1], 3)
+        if before
+        else None,
     }
 
 
@@ -288,6 +304,8 @@ async def failover_run(
     record = Record()
     center = build_center(directory, stream, server, record)
     runner = center.sources.runner(TENANT, SOURCE)
+    failures: list[SourceFailure] = []
+    center.sources.on_failure = failures.append
     client = Redis.from_url(server.url, socket_connect_timeout=0.2, socket_timeout=1.0)
     stop = asyncio.Event()
     measured: list[dict[str, Any]] = []
@@ -297,7 +315,7 @@ async def failover_run(
         await record.wait(lambda: record.seen.total() >= RATE * steady_s / 2)
         for number in range(1, cycles + 1):
             await asyncio.sleep(steady_s / 2)
-            measured.append(await outage_cycle(number, server, runner, record, hold_s))
+            measured.append(await outage_cycle(number, server, runner, record, hold_s, failures))
         stop.set()
         lost = await producer
         produced = len(record.items)

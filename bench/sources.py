@@ -386,6 +386,20 @@ def render_failover(section: dict[str, Any], console: Console) -> None:
         values = [cycle[key] for cycle in section["cycles"]]
         figures = section[key]
         rows.append([label, figures["median"], figures["max"], str(values), notes[key]])
+    rows.append(
+        [
+            "failed push attempts in the outage / last one before recovery (s)",
+            "",
+            "",
+            str(
+                [
+                    (c["failed_push_attempts"], c["last_failed_attempt_before_recovery_s"])
+                    for c in section["cycles"]
+                ]
+            ),
+            "back-off after n attempts: 0.8 s * 2^(n-1), jitter takes off up to half",
+        ]
+    )
     first = section["cycles"][0]
     rows.append(["why it left push (cycle 1)", "", "", "", first["switch_reason"]])
     rows.append(["why it came back (cycle 1)", "", "", "", first["return_reason"]])
