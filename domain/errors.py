@@ -19,7 +19,10 @@
     ├── LeaseLost               this process is no longer the active center (fenced off)
     ├── ReplayRefused           a dead letter is not pending (being replayed, or replayed)
     ├── HandlerTimeout          the reason on a handler attempt that ran past its timeout
-    └── PermanentFailure        raised by a handler: do not retry, dead-letter at once
+    ├── PermanentFailure        raised by a handler: do not retry, dead-letter at once
+    ├── InvalidNotice           an escalation notice holds, or a body gives, values it cannot
+    ├── InvalidAnswer           a person's answer to an escalated case failed validation
+    └── SignatureInvalid        a signed webhook body: header missing, stale, or not matching
 
 Each class says when it is raised; callers catch only what they can act on.
 """
@@ -154,6 +157,35 @@ class PermanentFailure(EventCenterError):
 
     The processor dead-letters the event at once instead of retrying it.
     """
+
+
+class InvalidNotice(EventCenterError, ValueError):
+    """Raised when an escalation notice is built with values it cannot hold (an empty case id,
+    escalated before it was opened, a time that is not finite) or a body read back is not a
+    notice of this format. ``field`` names the first offending field."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid escalation notice: field '{field}': {reason}")
+
+
+class InvalidAnswer(EventCenterError, ValueError):
+    """Raised when a person's answer to an escalated case fails validation: an unknown action
+    or field, no one named as ``by``, a resolve without a note. ``field`` names the first
+    offending field; the message lists every problem, so one correction fixes them all."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        self.field, self.reason = problems[0]
+        listed = "; ".join(f"field '{field}': {reason}" for field, reason in problems)
+        super().__init__(f"invalid answer: {listed}")
+
+
+class SignatureInvalid(EventCenterError, ValueError):
+    """Raised by ``verify_signature`` when a webhook body cannot be trusted: the signature
+    header is missing or malformed, its timestamp lies outside the tolerance (a replay, or a
+    clock far off), or no signature in it matches the body with the shared secret."""
 
 
 STORE_WAIT_NOTE = "cancelled while waiting for the store to commit a write"
