@@ -39,6 +39,10 @@ class SourceControl(Protocol):
         """The push path delivered at or after ``since`` (epoch s) and has not failed since."""
         ...
 
+    def path_succeeded_since(self, path: str, since: float) -> bool:
+        """``push`` or ``poll`` worked at or after ``since`` and has not failed since."""
+        ...
+
 
 class SourceControls(Protocol):
     """Finds a source's controls by tenant and name."""

@@ -568,8 +568,13 @@ class SourceRunner:
     def push_delivered_since(self, since: float) -> bool:
         """Whether the push path delivered (a batch admitted) at or after ``since`` (epoch
         seconds) and has not failed since: the re-check after healing a push path."""
-        last = self.tally.last_success.get("push")
-        return last is not None and last >= since and self.tally.consecutive["push"] == 0
+        return self.path_succeeded_since("push", since)
+
+    def path_succeeded_since(self, path: str, since: float) -> bool:
+        """Whether ``path`` (``push`` or ``poll``) worked at or after ``since`` (epoch seconds)
+        and has not failed since (a poll that answered counts, even with nothing new)."""
+        last = self.tally.last_success.get(path)
+        return last is not None and last >= since and self.tally.consecutive.get(path, 0) == 0
 
     def _require_started(self) -> None:
         if self.machine is None or not self._tasks:

@@ -63,6 +63,7 @@ async def test_forcing_polling_is_recorded_and_push_successes_bring_it_back(w: W
     assert w.switches() == [(EVENT_ONLY, HYBRID), (HYBRID, POLLING_ONLY)]
     assert w.poll.cursors, "polling started"
     assert {entry["reason"] for entry in w.runner.recent} == {"forced: case 7: force polling"}
+    assert w.runner.path_succeeded_since("poll", w.clock.now())  # the first poll answered
     for n in range(12):  # push delivers: success_threshold (5) per rung brings it back
         w.source.change(f"o-{n}")
         await w.run(5)
