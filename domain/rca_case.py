@@ -511,3 +511,15 @@ class CaseRecorder(Protocol):
     async def open_cases(self) -> list[RcaCase]: ...
 
     async def stats(self, category: str) -> HealingStats | None: ...
+
+
+class CaseReader(Protocol):
+    """What ``rca list`` and ``rca show`` read while the center runs (both recorders have it):
+    cases newest first (open ones only, one tenant's), and one case's events in order
+    (:class:`~eventcenter.domain.errors.RcaCaseNotFound` if there is no such case)."""
+
+    async def cases(
+        self, *, open_only: bool = False, tenant: str | None = None, limit: int = 1_000
+    ) -> list[CaseRow]: ...
+
+    async def history(self, case_id: UUID) -> list[CaseStep]: ...

@@ -69,16 +69,18 @@ class MemoryCaseRecorder:
 
     # reading (what ``rca list`` / ``rca show`` print) --------------------------------------------
 
-    def cases(self, *, open_only: bool = False, tenant: str | None = None) -> list[CaseRow]:
+    async def cases(
+        self, *, open_only: bool = False, tenant: str | None = None, limit: int = 1_000
+    ) -> list[CaseRow]:
         """Cases, newest first; only open ones, or one tenant's, when asked."""
         rows = [
             CaseRow.of(case)
             for case in self._cases.values()
             if (not open_only or case.is_open) and (tenant is None or case.tenant == tenant)
         ]
-        return sorted(rows, key=lambda row: (-row.opened_at, row.case_id))
+        return sorted(rows, key=lambda row: (-row.opened_at, row.case_id))[:limit]
 
-    def history(self, case_id: UUID) -> list[CaseStep]:
+    async def history(self, case_id: UUID) -> list[CaseStep]:
         """The case's events in order."""
         if case_id not in self._steps:
             raise RcaCaseNotFound(f"no rca case {case_id}")

@@ -218,6 +218,12 @@ class RcaRunner:
                 await task
         self._workers.clear()
 
+    @property
+    def busy(self) -> int:
+        """How many cases are being worked on now (healing, waiting for a cool-down or for
+        their next renotification)."""
+        return sum(1 for task in self._workers.values() if not task.done())
+
     def report(self, failure: Failure) -> PutResult:
         """Queue a failure for analysis (never blocks; see :class:`FailureQueue`)."""
         result = self.queue.put(failure)

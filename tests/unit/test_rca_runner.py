@@ -34,13 +34,13 @@ async def started(test: Rig, stop_later: list[RcaRunner]) -> RcaRunner:
     return runner
 
 
-def only_case(test: Rig) -> UUID:
-    [row] = test.recorder.cases()
+async def only_case(test: Rig) -> UUID:
+    [row] = await test.recorder.cases()
     return UUID(row.case_id)
 
 
-def steps(test: Rig, case_id: UUID) -> list[str]:
-    return [step.name for step in test.recorder.history(case_id)]
+async def steps(test: Rig, case_id: UUID) -> list[str]:
+    return [step.name for step in await test.recorder.history(case_id)]
 
 
 async def test_repeated_timeouts_make_one_case_healed_by_a_verified_strategy(
@@ -59,11 +59,11 @@ async def test_repeated_timeouts_make_one_case_healed_by_a_verified_strategy(
     gate.set()
     await settle()
 
-    case_id = only_case(test)
+    case_id = await only_case(test)
     case = await test.recorder.case(case_id)
     assert case is not None
     assert (case.category, case.status, case.failures) == ("event_timeout", CLOSED, 4)
-    assert steps(test, case_id) == [
+    assert await steps(test, case_id) == [
         "Opened",
         "Analysed",
         "HealingAttempted",
@@ -95,8 +95,8 @@ async def test_a_failed_re_check_moves_on_to_the_next_strategy(
     runner.report(timeout())
     await settle()
 
-    case_id = only_case(test)
-    assert steps(test, case_id)[2:] == [
+    case_id = await only_case(test)
+    assert (await steps(test, case_id))[2:] == [
         "HealingAttempted",
         "HealingFailed",
         "HealingAttempted",
@@ -124,7 +124,7 @@ async def test_a_second_case_picks_by_the_learned_rates(stop_later: list[RcaRunn
     runner.report(timeout(AT + 600))  # the first case is closed: a new one opens
     await settle()
 
-    _first, second = sorted(test.recorder.cases(), key=lambda row: row.opened_at)
+    _first, second = sorted(await test.recorder.cases(), key=lambda row: row.opened_at)
     second_case = await test.recorder.case(UUID(second.case_id))
     assert second_case is not None
     assert [a["strategy"] for a in second_case.attempts] == ["reconnect"], (
@@ -151,7 +151,7 @@ async def first_picks(seed: int, cases: int = 8) -> list[str]:
     finally:
         await runner.stop()
     made = []
-    for row in sorted(test.recorder.cases(), key=lambda row: row.opened_at):
+    for row in sorted(await test.recorder.cases(), key=lambda row: row.opened_at):
         case = await test.recorder.case(UUID(row.case_id))
         assert case is not None
         made.append(case.attempts[0]["strategy"])
@@ -178,11 +178,11 @@ async def test_an_unhealable_case_escalates_exactly_once(stop_later: list[RcaRun
         runner.report(timeout(AT + 30 * n))
         await settle()
 
-    case_id = only_case(test)
+    case_id = await only_case(test)
     case = await test.recorder.case(case_id)
     assert case is not None
     assert case.status == ESCALATED
-    assert steps(test, case_id).count("Escalated") == 1
+    assert (await steps(test, case_id)).count("Escalated") == 1
     assert [s.case_id for s in test.escalator.seen] == [str(case_id)]
     summary = test.escalator.seen[0]
     assert summary.reason.startswith("every strategy was tried as often as allowed")
@@ -195,7 +195,7 @@ async def test_an_unknown_failure_escalates_at_once(stop_later: list[RcaRunner])
     runner = await started(test, stop_later)
     runner.report(Failure("acme", None, Component.DISPATCH, "exception", "boom", AT))
     await settle()
-    case = await test.recorder.case(only_case(test))
+    case = await test.recorder.case(await only_case(test))
     assert case is not None
     assert (case.category, case.status, case.attempts) == ("unknown", ESCALATED, [])
     assert test.escalator.seen[0].reason == (
@@ -209,9 +209,9 @@ async def test_a_re_check_that_does_not_answer_in_time_fails(stop_later: list[Rc
     runner = await started(test, stop_later)
     runner.report(timeout())
     await settle()
-    case_id = only_case(test)
+    case_id = await only_case(test)
     await test.clock.advance(9.9)
-    assert steps(test, case_id)[-1] == "HealingAttempted"
+    assert (await steps(test, case_id))[-1] == "HealingAttempted"
     await test.clock.advance(0.1)
     case = await test.recorder.case(case_id)
     assert case is not None
@@ -226,7 +226,7 @@ async def test_an_action_that_raises_is_a_failed_attempt(stop_later: list[RcaRun
     runner = await started(test, stop_later)
     runner.report(timeout())
     await settle()
-    case = await test.recorder.case(only_case(test))
+    case = await test.recorder.case(await only_case(test))
     assert case is not None
     assert case.attempts[0]["detail"] == "apply raised RuntimeError: no such stream"
     assert broken.checks == 0, "nothing to re-check after a failed action"
@@ -248,7 +248,7 @@ async def test_a_strategy_cooling_down_is_retried_only_after_its_cooldown(
     assert len(restart.applied) == 1
     await test.clock.advance(1.0)
     assert len(restart.applied) == 2
-    case = await test.recorder.case(only_case(test))
+    case = await test.recorder.case(await only_case(test))
     assert case is not None
     assert case.status == CLOSED
     assert [a["at"] for a in case.attempts] == [AT, AT + 60.0]
@@ -278,7 +278,7 @@ async def test_no_sink_taking_the_case_is_retried_with_back_off(
     await settle()
     assert test.escalator.refused == 1
     await test.clock.advance(120.0)
-    case = await test.recorder.case(only_case(test))
+    case = await test.recorder.case(await only_case(test))
     assert case is not None
     assert (test.escalator.refused, len(test.escalator.seen), case.status) == (2, 1, ESCALATED)
 
@@ -290,7 +290,7 @@ async def test_an_unanswered_case_is_renotified_until_acknowledged(
     runner = await started(test, stop_later)
     runner.report(Failure("acme", None, Component.DISPATCH, "exception", "boom", AT))
     await settle()
-    case_id = only_case(test)
+    case_id = await only_case(test)
     await test.clock.advance(599.0)
     assert len(test.escalator.seen) == 1
     await test.clock.advance(1.0)
@@ -304,7 +304,12 @@ async def test_an_unanswered_case_is_renotified_until_acknowledged(
     case = await test.recorder.case(case_id)
     assert case is not None
     assert case.status == ACKNOWLEDGED
-    assert steps(test, case_id)[-4:] == ["Escalated", "Renotified", "Renotified", "Acknowledged"]
+    assert (await steps(test, case_id))[-4:] == [
+        "Escalated",
+        "Renotified",
+        "Renotified",
+        "Acknowledged",
+    ]
 
     await runner.resolve(case_id, "restarted the dispatcher", by="ops@acme")
     with pytest.raises(RcaCaseRefused, match="closed"):
@@ -318,12 +323,12 @@ async def test_a_failure_after_a_resolution_opens_a_new_case(stop_later: list[Rc
     runner = await started(test, stop_later)
     runner.report(timeout(AT))
     await settle()
-    first = only_case(test)
+    first = await only_case(test)
     await runner.resolve(first, "fixed the broker")
     runner.report(timeout(AT + 10))
     await settle()
-    assert len(test.recorder.cases()) == 2
-    assert len(test.recorder.cases(open_only=True)) == 1
+    assert len(await test.recorder.cases()) == 2
+    assert len(await test.recorder.cases(open_only=True)) == 1
 
 
 async def test_context_that_cannot_be_gathered_does_not_stop_the_analysis(
@@ -334,7 +339,7 @@ async def test_context_that_cannot_be_gathered_does_not_stop_the_analysis(
     runner = await started(test, stop_later)
     runner.report(timeout())
     await settle()
-    case = await test.recorder.case(only_case(test))
+    case = await test.recorder.case(await only_case(test))
     assert case is not None
     assert (case.category, case.status) == ("event_timeout", CLOSED)
 
@@ -381,7 +386,7 @@ async def test_users_register_strategies_from_two_functions(stop_later: list[Rca
     runner.report(timeout())
     await settle()
     assert calls == ["apply", "verify"]
-    case = await test.recorder.case(only_case(test))
+    case = await test.recorder.case(await only_case(test))
     assert case is not None
     assert case.attempts[0]["action"] == "flushed the cache"
 
@@ -397,7 +402,7 @@ async def test_a_resumed_runner_re_checks_an_interrupted_action_instead_of_re_ru
     first = await started(test, stop_later)
     first.report(timeout())
     await settle()
-    case_id = only_case(test)
+    case_id = await only_case(test)
     case = await test.recorder.case(case_id)
     assert case is not None
     assert case.status == HEALING
@@ -427,7 +432,7 @@ async def test_a_resumed_runner_does_not_escalate_again(stop_later: list[RcaRunn
     assert len(test.escalator.seen) == 1
     second.report(timeout(AT + 200))  # attaches to the resumed case
     await settle()
-    case_id = only_case(test)
+    case_id = await only_case(test)
     case = await test.recorder.case(case_id)
     assert case is not None
     assert case.failures == 2
@@ -435,4 +440,4 @@ async def test_a_resumed_runner_does_not_escalate_again(stop_later: list[RcaRunn
     assert len(test.escalator.seen) == 1
     await test.clock.advance(1.0)
     assert [s.notification for s in test.escalator.seen] == [1, 2], "renotified when due"
-    assert steps(test, case_id).count("Escalated") == 1
+    assert (await steps(test, case_id)).count("Escalated") == 1
