@@ -124,8 +124,9 @@ def choose(
 
     ``counts`` maps strategy names to (verified, attempts) in the case's category;
     ``recommended`` is the analysis' order (ties); ``options`` not in it rank after, in their
-    own order. Exactly one ``rng.random()`` is drawn when there is a choice to make, and one
-    ``rng.choice`` more when it explores.
+    own order. Exactly one ``rng.random()`` is drawn whenever a strategy is chosen (a
+    :class:`Choice` is returned), and one ``rng.choice`` more when it explores: a seeded
+    source gives the same choices every run.
     """
     if not 0.0 <= epsilon <= 1.0:
         raise ConfigurationError(f"epsilon must be in [0, 1], got {epsilon}")

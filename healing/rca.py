@@ -149,7 +149,7 @@ class RunnerStats:
     failed: int = 0
     escalated: int = 0
     renotified: int = 0
-    unrecorded: int = 0  # failures whose case could not be recorded (the store refused)
+    unrecorded: int = 0  # failures not analysed or recorded (the store refused, a rule raised)
     by_category: dict[str, int] = field(default_factory=dict)
 
 
@@ -225,7 +225,9 @@ class RcaRunner:
         return sum(1 for task in self._workers.values() if not task.done())
 
     def report(self, failure: Failure) -> PutResult:
-        """Queue a failure for analysis (never blocks; see :class:`FailureQueue`)."""
+        """Queue a failure for analysis (never blocks; see :class:`FailureQueue`). Call it on
+        the event loop's thread; from another thread (the store writer's) hand it over with
+        ``loop.call_soon_threadsafe(runner.report, failure)``."""
         result = self.queue.put(failure)
         if result == "dropped":
             log.warning(
@@ -283,6 +285,14 @@ class RcaRunner:
                     entry.failure.source,
                     entry.failure.kind,
                     error,
+                )
+            except Exception:  # a user's rule raised: counted and logged; the taker goes on
+                self.stats.unrecorded += entry.count
+                log.exception(
+                    "rca: analysing the failure of %s/%s (%s) failed",
+                    entry.failure.tenant,
+                    entry.failure.source,
+                    entry.failure.kind,
                 )
 
     async def _take(self, entry: QueuedFailure) -> None:

@@ -11,7 +11,7 @@ from uuid import UUID
 import pytest
 
 from eventcenter.domain.errors import RcaCaseNotFound, RcaCaseRefused
-from eventcenter.domain.rca import Component, Failure, PerTenant
+from eventcenter.domain.rca import Component, Condition, Failure, PerTenant, Rule
 from eventcenter.domain.rca_case import ACKNOWLEDGED, CLOSED, ESCALATED, HEALING
 from eventcenter.healing.rca import CallableStrategy, RcaRunner
 from eventcenter.sources.clock import settle
@@ -342,6 +342,29 @@ async def test_context_that_cannot_be_gathered_does_not_stop_the_analysis(
     case = await test.recorder.case(await only_case(test))
     assert case is not None
     assert (case.category, case.status) == ("event_timeout", CLOSED)
+
+
+async def test_a_rule_that_raises_is_counted_and_the_runner_goes_on(
+    stop_later: list[RcaRunner], caplog: pytest.LogCaptureFixture
+) -> None:
+    test = rig(FakeStrategy("restart_stream", heals=True))
+    runner = await started(test, stop_later)
+
+    def broken(failure: Failure, context: object) -> bool:
+        if failure.tenant == "beta":
+            raise KeyError("region")
+        return False
+
+    runner.rules.register(
+        Rule("regional", "region_down", when=(Condition("x", broken),), confidence=0.5)
+    )
+    runner.report(timeout(tenant="beta"))
+    runner.report(timeout(tenant="acme"))
+    await settle()
+    assert runner.stats.unrecorded == 1
+    assert "analysing the failure of beta/orders (timeout) failed" in caplog.text
+    [row] = await test.recorder.cases()
+    assert (row.tenant, row.status) == ("acme", CLOSED)
 
 
 async def test_each_tenant_gets_the_strategies_it_chose(stop_later: list[RcaRunner]) -> None:
