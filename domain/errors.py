@@ -22,7 +22,10 @@
     ├── PermanentFailure        raised by a handler: do not retry, dead-letter at once
     ├── InvalidNotice           an escalation notice holds, or a body gives, values it cannot
     ├── InvalidAnswer           a person's answer to an escalated case failed validation
-    └── SignatureInvalid        a signed webhook body: header missing, stale, or not matching
+    ├── SignatureInvalid        a signed webhook body: header missing, stale, or not matching
+    ├── InvalidFailure          a failure reported for RCA failed validation (names the field)
+    ├── RcaCaseRefused          an RCA case refused a step that does not follow from its state
+    └── RcaCaseNotFound         no RCA case with that id
 
 Each class says when it is raised; callers catch only what they can act on.
 """
@@ -150,6 +153,35 @@ class ReplayRefused(EventCenterError):
 class HandlerTimeout(EventCenterError):
     """The reason recorded on a handler attempt that ran longer than its subscription's
     timeout. It is a handler failure: retried, then dead-lettered with this reason."""
+
+
+class InvalidFailure(EventCenterError, ValueError):
+    """Raised when a failure reported for root-cause analysis (or the context gathered for
+    it) fails validation. ``field`` names the offending field, ``reason`` what is wrong."""
+
+    def __init__(self, field: str, reason: str) -> None:
+        self.field = field
+        self.reason = reason
+        super().__init__(f"invalid failure: field '{field}': {reason}")
+
+
+class RcaCaseRefused(EventCenterError):
+    """Raised when an RCA case refuses a step that does not follow from its state (resolving
+    a closed case, healing an escalated one, a verdict for an attempt that was not made).
+
+    ``case`` is the case id, ``command`` what was asked, ``status`` where the case was.
+    """
+
+    def __init__(self, case: str, command: str, status: str, reason: str) -> None:
+        self.case = case
+        self.command = command
+        self.status = status
+        self.reason = reason
+        super().__init__(f"rca case {case}: '{command}' refused while {status}: {reason}")
+
+
+class RcaCaseNotFound(EventCenterError, LookupError):
+    """Raised when no RCA case has the id given (the message names it)."""
 
 
 class PermanentFailure(EventCenterError):

@@ -59,12 +59,17 @@ from eventcenter.domain.errors import (
     note_store_wait,
 )
 from eventcenter.domain.event import Event
+from eventcenter.domain.healing_choice import HealingStats
+from eventcenter.domain.rca_case import RcaCase
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
-from eventcenter.storage import inbox, source_state
+from eventcenter.storage import inbox, rca_state, source_state
 from eventcenter.storage.application import CenterApplication
 
 log = logging.getLogger("eventcenter.storage")
+
+#: Aggregates whose loading the writer keeps bounded with snapshots (besides the processor log).
+SNAPSHOTTED = (SourceLog, RcaCase, HealingStats)
 
 _TRANSIENT = (
     sqlalchemy.exc.OperationalError,
@@ -185,7 +190,7 @@ class StoreWriter:
         self.available = True  # False while the store cannot be reached
         self.outage_since: float | None = None
         self.outages = 0  # times the store became unreachable
-        self._source_snapshots: dict[UUID, int] = {}  # source log id -> version snapshotted
+        self._source_snapshots: dict[UUID, int] = {}  # aggregate id -> version snapshotted
         self.saves = 0  # transactions committed
         self.commands = 0
         self.retries = 0  # batches retried after a transient failure
@@ -198,6 +203,7 @@ class StoreWriter:
             with self._datastore.transaction(commit=True) as session:
                 inbox.create_tables(session.connection())
                 source_state.metadata.create_all(session.connection(), checkfirst=True)
+                rca_state.metadata.create_all(session.connection(), checkfirst=True)
                 inbox.ensure_commit_row(session, self.center)
             self._processor_log = self.app.processor_log(self.center)
         except Exception as error:
@@ -448,10 +454,11 @@ class StoreWriter:
             self._snapshot_version = processor_log.version
 
     def _snapshot_sources(self, state: Batch) -> None:
-        """Snapshot each source log this batch moved ``snapshot_interval`` events past its last
-        snapshot (or past where this process first loaded it), so loading stays bounded."""
+        """Snapshot each source log, RCA case and healing stats aggregate this batch moved
+        ``snapshot_interval`` events past its last snapshot (or past where this process first
+        loaded it), so loading stays bounded."""
         for aggregate in state.aggregates.values():
-            if not isinstance(aggregate, SourceLog):
+            if not isinstance(aggregate, SNAPSHOTTED):
                 continue
             last = self._source_snapshots.setdefault(aggregate.id, 0)
             if aggregate.version - last < self.snapshot_interval:
@@ -459,7 +466,7 @@ class StoreWriter:
             try:
                 self.app.snapshot(aggregate)
             except Exception as error:  # the batch is stored; a later snapshot will do
-                log.warning("snapshot of source log %s failed: %r", aggregate.name, error)
+                log.warning("snapshot of %s failed: %r", aggregate.name, error)
             else:
                 self._source_snapshots[aggregate.id] = aggregate.version
 
