@@ -129,7 +129,7 @@ async def runner_cost(failures: list[Failure], one_case: bool) -> float:
         _Escalator(),
         clock=SystemClock(),
         strategies=[strategy],
-        settings=RcaSettings(epsilon=0.0, renotify_after=None),
+        settings=RcaSettings(epsilon=0.0, renotify=None),
     )
     await runner.start()
     started = time.perf_counter()

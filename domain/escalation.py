@@ -325,6 +325,13 @@ class RenotifyPolicy:
                 f"max_renotifications must be a whole number >= 0, got {count!r}"
             )
 
+    def due_at(self, sendings: int, last_sent_at: float) -> float | None:
+        """When the next reminder is due for a case sent ``sendings`` times so far (the
+        escalation included), the last at ``last_sent_at``; None once the reminders are spent."""
+        if sendings > self.max_renotifications:
+            return None
+        return last_sent_at + self.wait_before(sendings)
+
     def wait_before(self, renotification: int) -> float:
         """Seconds from the previous sending to re-notification number ``renotification``."""
         if renotification < 1:
@@ -349,10 +356,8 @@ def next_renotify_at(policy: RenotifyPolicy, escalation: OpenEscalation) -> floa
     """When the case is due to re-notify, or None: answered, or its reminders are spent."""
     if escalation.answered:
         return None
-    number = escalation.notice.notification  # sendings so far; the next reminder's number
-    if number > policy.max_renotifications:
-        return None
-    return escalation.last_sent_at + policy.wait_before(number)
+    # the notice's number is the sendings so far
+    return policy.due_at(escalation.notice.notification, escalation.last_sent_at)
 
 
 def renotification_due(

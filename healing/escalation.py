@@ -15,10 +15,8 @@ whatever went wrong. Three come with eventcenter:
 - :class:`CallbackSink` calls a function of the user's (sync or async).
 
 The :class:`Escalator` sends a notice to the sinks chosen for its tenant, all at once, and
-reports which were reached. The :class:`Renotifier` reminds people of unanswered cases at the
-pace of a :class:`~eventcenter.domain.escalation.RenotifyPolicy`; it keeps no state of its own:
-whoever owns the cases tells it which are open (:data:`OpenEscalations`) and records each
-re-notification (:data:`RecordRenotification`), so a restart loses nothing.
+reports which were reached. Reminders of unanswered cases are the RCA runner's (it owns the
+cases), at the pace of a :class:`~eventcenter.domain.escalation.RenotifyPolicy`.
 """
 
 from __future__ import annotations
@@ -28,10 +26,9 @@ import hashlib
 import hmac
 import inspect
 import logging
-import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol, Self
@@ -42,10 +39,6 @@ from eventcenter.domain.backoff import spread_delay
 from eventcenter.domain.errors import ConfigurationError, SignatureInvalid
 from eventcenter.domain.escalation import (
     EscalationNotice,
-    OpenEscalation,
-    RenotifyPolicy,
-    next_renotify_at,
-    renotification_due,
 )
 from eventcenter.domain.sources import Clock
 from eventcenter.healing.escalation_config import (
@@ -66,9 +59,6 @@ __all__ = [
     "EscalationSink",
     "Escalator",
     "LogSink",
-    "OpenEscalations",
-    "RecordRenotification",
-    "Renotifier",
     "WebhookSink",
     "sign",
     "verify_signature",
@@ -563,87 +553,3 @@ class Escalator:
             close = getattr(sink, "aclose", None)
             if close is not None:
                 await close()
-
-
-# --- re-notification -----------------------------------------------------------------------------
-
-OpenEscalations = Callable[[], Awaitable[Sequence[OpenEscalation]]]
-"""Asks the owner of the cases for those escalated and open, each with its last notice."""
-
-RecordRenotification = Callable[[EscalationNotice, EscalationReport], Awaitable[None]]
-"""Tells the owner of the cases that ``notice`` was sent now (its ``sent_at``), and how."""
-
-
-class Renotifier:
-    """Reminds people of escalated cases nobody answered, per ``policy``.
-
-    Each pass (:meth:`run_once`) asks ``open_escalations`` for the open cases, sends the
-    notices that are due through the ``escalator`` and hands each to ``record``, reached or
-    not (the policy counts sendings, so a receiver that is down is not hammered). It holds no
-    state: after a restart the owner's records say what was sent when. A crash between a
-    sending and its record sends that notice again, with the same id, which a receiver drops.
-
-    ``now`` is wall time (the times are stored with the cases); ``clock`` only sleeps.
-    :meth:`run` repeats passes until cancelled, waking when the next reminder is due and at
-    least every ``interval`` seconds (cases escalate meanwhile).
-    """
-
-    def __init__(
-        self,
-        escalator: Escalator,
-        policy: RenotifyPolicy,
-        *,
-        open_escalations: OpenEscalations,
-        record: RecordRenotification,
-        clock: Clock,
-        now: Callable[[], float] = time.time,
-        interval: float = 60.0,
-    ) -> None:
-        if not (math.isfinite(interval) and interval > 0):
-            raise ConfigurationError(f"the renotify interval must be > 0 seconds, got {interval}")
-        self._escalator = escalator
-        self._policy = policy
-        self._open = open_escalations
-        self._record = record
-        self._clock = clock
-        self._now = now
-        self._interval = interval
-        self.next_due: float | None = None
-        """When the earliest reminder known after the last pass is due (None: none)."""
-
-    async def run_once(self) -> list[EscalationReport]:
-        """One pass: send what is due now; return the reports of what was sent."""
-        self.next_due = None
-        now = self._now()
-        escalations = await self._open()
-        due: list[EscalationNotice] = []
-        upcoming: list[float] = []
-        for escalation in escalations:
-            notice = renotification_due(self._policy, escalation, now)
-            if notice is not None:
-                due.append(notice)
-                escalation = OpenEscalation(notice, notice.sent_at)
-            at = next_renotify_at(self._policy, escalation)
-            if at is not None:
-                upcoming.append(at)
-        reports = list(await asyncio.gather(*(self._renotify(notice) for notice in due)))
-        self.next_due = min(upcoming, default=None)
-        return reports
-
-    async def _renotify(self, notice: EscalationNotice) -> EscalationReport:
-        report = await self._escalator.escalate(notice)
-        await self._record(notice, report)
-        return report
-
-    async def run(self) -> None:
-        """Passes until cancelled. A pass that fails (the case store unreachable) is logged and
-        tried again after ``interval``: nothing is lost, the owner still holds every case."""
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                logger.exception("a re-notification pass failed; next try in %g s", self._interval)
-            wait = self._interval
-            if self.next_due is not None:
-                wait = min(wait, max(0.0, self.next_due - self._now()))
-            await self._clock.sleep(wait)

@@ -17,7 +17,7 @@ How it works:
   ``HealingFailed``) is recorded with the outcome counted in the healing stats, in one write.
   When nothing is left to try, the case escalates once through the
   :class:`~eventcenter.domain.rca.Escalator`; an escalated case nobody acknowledges is
-  renotified every ``renotify_after`` seconds.
+  renotified as its ``RenotifyPolicy`` says (growing waits, a bounded count).
 - On :meth:`start` the runner resumes every open case from the recorder: an attempt recorded
   without a verdict (a crash during the action) is re-checked, not run again; an escalated case
   is not escalated again, only renotified when due. A verified step is never re-run, because
@@ -46,6 +46,7 @@ from eventcenter.domain.errors import (
     RcaCaseNotFound,
     RcaCaseRefused,
 )
+from eventcenter.domain.escalation import RenotifyPolicy
 from eventcenter.domain.healing_choice import (
     EPSILON,
     Choice,
@@ -88,20 +89,25 @@ Cause = tuple[str, str | None, str]
 MAX_REFUSALS = 3
 
 
+#: Reminders of an unanswered escalated case: 30 min, doubling up to 4 h, five at most.
+DEFAULT_RENOTIFY = RenotifyPolicy()
+
+
 @dataclass(frozen=True, slots=True)
 class RcaSettings:
     """The runner's knobs (seconds for times).
 
     ``epsilon``: share of choices that explore (see :mod:`~eventcenter.domain.healing_choice`);
     ``verify_timeout``: how long a re-check may take before it counts as failed;
-    ``renotify_after``: renotify an escalated case nobody acknowledged after this long (None:
-    never); ``escalation_retry`` / ``escalation_retry_max``: back-off when no sink took a case
-    or the store refused a step; ``max_healing``: cases healed at the same time.
+    ``renotify``: when an escalated case nobody acknowledged reminds its people again (see
+    :class:`~eventcenter.domain.escalation.RenotifyPolicy`; None: never);
+    ``escalation_retry`` / ``escalation_retry_max``: back-off when no sink took a case or the
+    store refused a step; ``max_healing``: cases healed at the same time.
     """
 
     epsilon: float = EPSILON
     verify_timeout: float = 30.0
-    renotify_after: float | None = 3600.0
+    renotify: RenotifyPolicy | None = DEFAULT_RENOTIFY
     escalation_retry: float = 5.0
     escalation_retry_max: float = 300.0
     max_healing: int = 10
@@ -112,8 +118,6 @@ class RcaSettings:
         for name in ("verify_timeout", "escalation_retry", "escalation_retry_max"):
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be a positive number of seconds")
-        if self.renotify_after is not None and not self.renotify_after > 0:
-            raise ConfigurationError("renotify_after must be positive seconds, or None (never)")
         if self.max_healing < 1:
             raise ConfigurationError("max_healing must be at least 1")
 
@@ -627,17 +631,19 @@ class RcaRunner:
 
     async def _renotify_when_due(self, case: RcaCase) -> bool:
         """Wait until the escalated case is due for renotification and renotify it (if still
-        unanswered then). False when it never is (``renotify_after`` None)."""
-        after = self.settings.renotify_after
-        if after is None:
+        unanswered then). False when it never is again (no policy, or its reminders spent)."""
+        policy = self.settings.renotify
+        sent = len(case.notifications)
+        due = None if policy is None else policy.due_at(sent, case.notified_at or self._wall())
+        if policy is None or due is None:
             return False
-        due = (case.notified_at or self._wall()) + after
+        after = policy.wait_before(sent)
         wait = due - self._wall()
         if wait > 0:
             await self._clock.sleep(wait)
             return True  # look at the case again: a person may have answered meanwhile
-        number = len(case.notifications) + 1
-        reason = f"not acknowledged {after:g}s after notification #{number - 1}"
+        number = sent + 1
+        reason = f"not acknowledged {after:g}s after notification #{sent}"
         sink = await self._notify(case.summary(reason=reason, notification=number))
         at = self._wall()
 

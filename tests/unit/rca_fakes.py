@@ -119,7 +119,7 @@ class Rig:
 
 
 def rig(*strategies: FakeStrategy, **settings: float | None) -> Rig:
-    chosen = {"epsilon": 0.0, "verify_timeout": 10.0, "renotify_after": None, **settings}
+    chosen = {"epsilon": 0.0, "verify_timeout": 10.0, "renotify": None, **settings}
     return Rig(
         clock=FakeClock(AT),
         recorder=MemoryCaseRecorder(),

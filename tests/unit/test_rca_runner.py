@@ -5,12 +5,14 @@ a person's answer, and resuming after a restart without acting twice."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from uuid import UUID
 
 import pytest
 
 from eventcenter.domain.errors import RcaCaseNotFound, RcaCaseRefused
+from eventcenter.domain.escalation import RenotifyPolicy
 from eventcenter.domain.rca import Component, Condition, Failure, PerTenant, Rule
 from eventcenter.domain.rca_case import ACKNOWLEDGED, CLOSED, ESCALATED, HEALING
 from eventcenter.healing.rca import CallableStrategy, RcaRunner
@@ -286,7 +288,7 @@ async def test_no_sink_taking_the_case_is_retried_with_back_off(
 async def test_an_unanswered_case_is_renotified_until_acknowledged(
     stop_later: list[RcaRunner],
 ) -> None:
-    test = rig(renotify_after=600.0)
+    test = rig(renotify=RenotifyPolicy(after=600.0, factor=1.0, max_wait=600.0))
     runner = await started(test, stop_later)
     runner.report(Failure("acme", None, Component.DISPATCH, "exception", "boom", AT))
     await settle()
@@ -443,7 +445,7 @@ async def test_a_resumed_runner_re_checks_an_interrupted_action_instead_of_re_ru
 
 
 async def test_a_resumed_runner_does_not_escalate_again(stop_later: list[RcaRunner]) -> None:
-    test = rig(renotify_after=600.0)
+    test = rig(renotify=RenotifyPolicy(after=600.0, factor=1.0, max_wait=600.0))
     first = await started(test, stop_later)
     first.report(timeout())
     await settle()
@@ -464,3 +466,22 @@ async def test_a_resumed_runner_does_not_escalate_again(stop_later: list[RcaRunn
     await test.clock.advance(1.0)
     assert [s.notification for s in test.escalator.seen] == [1, 2], "renotified when due"
     assert (await steps(test, case_id)).count("Escalated") == 1
+
+
+async def test_reminders_grow_apart_and_stop_when_the_policy_has_spent_them(
+    stop_later: list[RcaRunner],
+) -> None:
+    policy = RenotifyPolicy(after=100.0, factor=2.0, max_wait=300.0, max_renotifications=3)
+    test = rig(renotify=policy)
+    runner = await started(test, stop_later)
+    runner.report(Failure("acme", None, Component.DISPATCH, "exception", "boom", AT))
+    await settle()
+    assert len(test.escalator.seen) == 1
+    sent_at = [test.clock.now()]
+    for _ in range(30):
+        await test.clock.advance(50.0)
+        while len(sent_at) < len(test.escalator.seen):
+            sent_at.append(test.clock.now())
+    gaps = [round(b - a) for a, b in itertools.pairwise(sent_at)]
+    assert [s.notification for s in test.escalator.seen] == [1, 2, 3, 4]
+    assert gaps == [100, 200, 300]
