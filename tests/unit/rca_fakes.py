@@ -7,6 +7,7 @@ import asyncio
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.domain.rca import CaseSummary, Component, Failure, RcaContext, Severity
@@ -118,7 +119,7 @@ class Rig:
         )
 
 
-def rig(*strategies: FakeStrategy, **settings: float | None) -> Rig:
+def rig(*strategies: FakeStrategy, **settings: Any) -> Rig:
     chosen = {"epsilon": 0.0, "verify_timeout": 10.0, "renotify": None, **settings}
     return Rig(
         clock=FakeClock(AT),
@@ -126,5 +127,5 @@ def rig(*strategies: FakeStrategy, **settings: float | None) -> Rig:
         escalator=FakeEscalator(),
         context=FakeContext(),
         strategies=list(strategies),
-        settings=RcaSettings(**chosen),  # type: ignore[arg-type]
+        settings=RcaSettings(**chosen),
     )
