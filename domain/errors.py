@@ -19,7 +19,10 @@
     ├── LeaseLost               this process is no longer the active center (fenced off)
     ├── ReplayRefused           a dead letter is not pending (being replayed, or replayed)
     ├── HandlerTimeout          the reason on a handler attempt that ran past its timeout
-    └── PermanentFailure        raised by a handler: do not retry, dead-letter at once
+    ├── PermanentFailure        raised by a handler: do not retry, dead-letter at once
+    ├── UnknownService          no health check, recovery or degradation registered by that name
+    ├── StrategyDeclined        a degradation strategy cannot answer this call (the next is tried)
+    └── ServiceUnavailable      a degraded call: the service failed and no strategy answered
 
 Each class says when it is raised; callers catch only what they can act on.
 """
@@ -154,6 +157,35 @@ class PermanentFailure(EventCenterError):
 
     The processor dead-letters the event at once instead of retrying it.
     """
+
+
+class UnknownService(EventCenterError, LookupError):
+    """Raised when a health check, recovery or degradation is asked for a service that nothing
+    was registered under (a typo in a name shows at the first call, not as silence)."""
+
+    def __init__(self, what: str, service: str, known: list[str]) -> None:
+        self.service = service
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(f"no {what} named {service!r} (registered: {listed})")
+
+
+class StrategyDeclined(EventCenterError):
+    """Raised by a degradation strategy that cannot answer this call (no good value cached, or
+    one older than allowed); the next strategy by priority is tried, and the reason is kept."""
+
+
+class ServiceUnavailable(EventCenterError):
+    """Raised by a degraded call when the service did not answer and no degradation strategy
+    could: ``reasons`` lists why each one declined, the service's own error is the cause."""
+
+    def __init__(self, service: str, reason: str, reasons: list[str]) -> None:
+        self.service = service
+        self.reason = reason
+        self.reasons = reasons
+        tried = "; ".join(reasons) or "no strategy registered"
+        super().__init__(
+            f"service {service!r} is unavailable ({reason}) and no fallback answered: {tried}"
+        )
 
 
 STORE_WAIT_NOTE = "cancelled while waiting for the store to commit a write"
