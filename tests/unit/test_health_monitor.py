@@ -24,7 +24,6 @@ from eventcenter.healing.checkers import CallableCheck
 from eventcenter.healing.health import HealthMonitor
 from eventcenter.sources.clock import FakeClock
 
-
 QUIET = AlertThresholds(
     success_rate_below=None,
     success_rate_clear=None,
@@ -90,7 +89,9 @@ async def test_first_checks_are_spread_over_the_interval_not_a_herd() -> None:
 
 async def test_checks_repeat_at_the_interval_within_the_jitter() -> None:
     clock = FakeClock()
-    monitor = HealthMonitor(clock, settings=settings(interval=10.0, jitter=0.2), rng=random.Random(5))
+    monitor = HealthMonitor(
+        clock, settings=settings(interval=10.0, jitter=0.2), rng=random.Random(5)
+    )
     service = Switchable(clock)
     monitor.add(service)
     async with monitor:
@@ -173,7 +174,7 @@ async def test_a_raising_or_misbehaving_check_is_a_failed_check_not_a_crash() ->
         return "yes"  # type: ignore[return-value]
 
     monitor.add(CallableCheck("broken", broken))
-    monitor.add(_Raw("raw", wrong_type))
+    monitor.add(_Raw("raw", wrong_type))  # type: ignore[arg-type]
     assert (await monitor.check_now("broken")).last_error == (
         "ConnectionRefusedError: refused by the test"
     )
