@@ -86,9 +86,10 @@ def _check_name(kind: str, name: str) -> str:
 class HttpCheck:
     """``method url`` must answer with a status in ``expected_status`` within ``timeout``.
 
-    A client may be passed (a custom transport, auth); otherwise each check makes its own
-    short-lived connection (no keep-alive: a pooled connection would hide a restarted server).
-    The client passed in stays the caller's to close.
+    The check keeps one client without keep-alive (each check opens a connection: a pooled
+    one would hide a restarted server) and closes it in :meth:`aclose` (the monitor's
+    ``aclose`` calls it). A client may be passed instead (a custom transport, auth); it stays
+    the caller's to close.
     """
 
     def __init__(
@@ -115,16 +116,13 @@ class HttpCheck:
         self.method = method.upper()
         self.timeout = _check_timeout("HTTP", name, timeout)
         self._client = client
+        self._own: httpx.AsyncClient | None = None
 
     async def check(self) -> CheckResult:
         where = f"{self.method} {shown_url(self.url)}"
+        client = self._client or self._own_client()
         try:
-            if self._client is not None:
-                response = await self._client.request(self.method, self.url, timeout=self.timeout)
-            else:
-                limits = httpx.Limits(max_keepalive_connections=0)
-                async with httpx.AsyncClient(limits=limits, timeout=self.timeout) as client:
-                    response = await client.request(self.method, self.url)
+            response = await client.request(self.method, self.url, timeout=self.timeout)
         except httpx.HTTPError as error:
             return CheckResult.failed(f"{where}: {describe(error, urlsplit(self.url).password)}")
         if response.status_code not in self.expected_status:
@@ -134,6 +132,18 @@ class HttpCheck:
                 status_code=response.status_code,
             )
         return CheckResult.passed(status_code=response.status_code)
+
+    async def aclose(self) -> None:
+        """Close the check's own client (a client passed in is left open); safe twice."""
+        own, self._own = self._own, None
+        if own is not None:
+            await own.aclose()
+
+    def _own_client(self) -> httpx.AsyncClient:
+        if self._own is None:
+            limits = httpx.Limits(max_keepalive_connections=0)
+            self._own = httpx.AsyncClient(limits=limits, timeout=self.timeout)
+        return self._own
 
 
 class PostgresCheck:
