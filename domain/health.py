@@ -138,8 +138,8 @@ class AlertThresholds(BaseModel):
     min_checks: int = Field(5, ge=1, description="checks needed before anything fires")
     success_rate_below: float | None = Field(0.9, ge=0, le=1)
     success_rate_clear: float | None = Field(0.95, ge=0, le=1)
-    response_time_above: Seconds | None = Field(5.0, gt=0)
-    response_time_clear: Seconds | None = Field(4.0, gt=0)
+    response_time_above: Seconds | None = Field(2.0, gt=0)
+    response_time_clear: Seconds | None = Field(1.0, gt=0)
 
     @model_validator(mode="after")
     def _bands(self) -> Self:

@@ -127,7 +127,9 @@ class HealthMonitor:
         """Call ``listener`` after checks: status changes and alerts only, or ``every_check``.
 
         A listener that raises is logged and the others still hear the update; it does not
-        stop the checks."""
+        stop the checks. Listeners run before the service's next check may start: one that
+        wants to re-check the same service must do so from a task of its own (awaiting
+        :meth:`check_now` of that service inside the listener would wait for itself)."""
         self._listeners.append(_Listener(listener, every_check))
 
     @property
