@@ -25,7 +25,10 @@
     ├── SignatureInvalid        a signed webhook body: header missing, stale, or not matching
     ├── InvalidFailure          a failure reported for RCA failed validation (names the field)
     ├── RcaCaseRefused          an RCA case refused a step that does not follow from its state
-    └── RcaCaseNotFound         no RCA case with that id
+    ├── RcaCaseNotFound         no RCA case with that id
+    ├── UnknownService          no health check, recovery or degradation registered by that name
+    ├── StrategyDeclined        a degradation strategy cannot answer this call (the next is tried)
+    └── ServiceUnavailable      a degraded call: the service failed and no strategy answered
 
 Each class says when it is raised; callers catch only what they can act on.
 """
@@ -191,6 +194,7 @@ class PermanentFailure(EventCenterError):
     """
 
 
+<<<<<<< HEAD
 class InvalidNotice(EventCenterError, ValueError):
     """Raised when an escalation notice is built with values it cannot hold (an empty case id,
     escalated before it was opened, a time that is not finite) or a body read back is not a
@@ -218,6 +222,35 @@ class SignatureInvalid(EventCenterError, ValueError):
     """Raised by ``verify_signature`` when a webhook body cannot be trusted: the signature
     header is missing or malformed, its timestamp lies outside the tolerance (a replay, or a
     clock far off), or no signature in it matches the body with the shared secret."""
+=======
+class UnknownService(EventCenterError, LookupError):
+    """Raised when a health check, recovery or degradation is asked for a service that nothing
+    was registered under (a typo in a name shows at the first call, not as silence)."""
+
+    def __init__(self, what: str, service: str, known: list[str]) -> None:
+        self.service = service
+        listed = ", ".join(sorted(known)) or "none"
+        super().__init__(f"no {what} named {service!r} (registered: {listed})")
+
+
+class StrategyDeclined(EventCenterError):
+    """Raised by a degradation strategy that cannot answer this call (no good value cached, or
+    one older than allowed); the next strategy by priority is tried, and the reason is kept."""
+
+
+class ServiceUnavailable(EventCenterError):
+    """Raised by a degraded call when the service did not answer and no degradation strategy
+    could: ``reasons`` lists why each one declined, the service's own error is the cause."""
+
+    def __init__(self, service: str, reason: str, reasons: list[str]) -> None:
+        self.service = service
+        self.reason = reason
+        self.reasons = reasons
+        tried = "; ".join(reasons) or "no strategy registered"
+        super().__init__(
+            f"service {service!r} is unavailable ({reason}) and no fallback answered: {tried}"
+        )
+>>>>>>> health
 
 
 STORE_WAIT_NOTE = "cancelled while waiting for the store to commit a write"
