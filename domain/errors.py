@@ -194,7 +194,6 @@ class PermanentFailure(EventCenterError):
     """
 
 
-<<<<<<< HEAD
 class InvalidNotice(EventCenterError, ValueError):
     """Raised when an escalation notice is built with values it cannot hold (an empty case id,
     escalated before it was opened, a time that is not finite) or a body read back is not a
@@ -222,7 +221,8 @@ class SignatureInvalid(EventCenterError, ValueError):
     """Raised by ``verify_signature`` when a webhook body cannot be trusted: the signature
     header is missing or malformed, its timestamp lies outside the tolerance (a replay, or a
     clock far off), or no signature in it matches the body with the shared secret."""
-=======
+
+
 class UnknownService(EventCenterError, LookupError):
     """Raised when a health check, recovery or degradation is asked for a service that nothing
     was registered under (a typo in a name shows at the first call, not as silence)."""
@@ -250,7 +250,6 @@ class ServiceUnavailable(EventCenterError):
         super().__init__(
             f"service {service!r} is unavailable ({reason}) and no fallback answered: {tried}"
         )
->>>>>>> health
 
 
 STORE_WAIT_NOTE = "cancelled while waiting for the store to commit a write"
