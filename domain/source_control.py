@@ -35,6 +35,15 @@ class SourceControl(Protocol):
         """Scale the polling interval (2.0: half as often)."""
         ...
 
+    @property
+    def load_factor(self) -> float:
+        """The polling interval's scale now (1.0 without a poll path)."""
+        ...
+
+    def poll_now(self) -> None:
+        """Poll at once if polling runs (the re-check after a change to polling)."""
+        ...
+
     def push_delivered_since(self, since: float) -> bool:
         """The push path delivered at or after ``since`` (epoch s) and has not failed since."""
         ...

@@ -565,6 +565,15 @@ class SourceRunner:
             raise self._refused("set load factor", "the source has no poll path")
         self.polling.set_load_factor(factor)
 
+    @property
+    def load_factor(self) -> float:
+        return self.polling.load_factor if self.polling is not None else 1.0
+
+    def poll_now(self) -> None:
+        """Poll at once if polling runs (nothing otherwise)."""
+        if self.polling is not None and self.polling.running:
+            self.polling.poll_now()
+
     def push_delivered_since(self, since: float) -> bool:
         """Whether the push path delivered (a batch admitted) at or after ``since`` (epoch
         seconds) and has not failed since: the re-check after healing a push path."""
