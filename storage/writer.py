@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
 from eventcenter.domain.backoff import backoff_delay
+from eventcenter.domain.breaker_log import BreakerLog
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.errors import (
     EventCenterError,
@@ -65,6 +66,9 @@ from eventcenter.storage import inbox, source_state
 from eventcenter.storage.application import CenterApplication
 
 log = logging.getLogger("eventcenter.storage")
+
+#: Aggregates the writer snapshots every ``snapshot_interval`` events (besides the processor log).
+_SNAPSHOTTED = (SourceLog, BreakerLog)
 
 _TRANSIENT = (
     sqlalchemy.exc.OperationalError,
@@ -447,11 +451,17 @@ class StoreWriter:
         else:
             self._snapshot_version = processor_log.version
 
+    def loaded(self, aggregate: Aggregate) -> None:
+        """Note the version ``aggregate`` had when a command loaded it from the store: its
+        snapshots are counted from there."""
+        self._source_snapshots.setdefault(aggregate.id, aggregate.version)
+
     def _snapshot_sources(self, state: Batch) -> None:
-        """Snapshot each source log this batch moved ``snapshot_interval`` events past its last
-        snapshot (or past where this process first loaded it), so loading stays bounded."""
+        """Snapshot each source or breaker log this batch moved ``snapshot_interval`` events
+        past its last snapshot (or past where this process first loaded it), so loading stays
+        bounded."""
         for aggregate in state.aggregates.values():
-            if not isinstance(aggregate, SourceLog):
+            if not isinstance(aggregate, _SNAPSHOTTED):
                 continue
             last = self._source_snapshots.setdefault(aggregate.id, 0)
             if aggregate.version - last < self.snapshot_interval:
@@ -459,7 +469,7 @@ class StoreWriter:
             try:
                 self.app.snapshot(aggregate)
             except Exception as error:  # the batch is stored; a later snapshot will do
-                log.warning("snapshot of source log %s failed: %r", aggregate.name, error)
+                log.warning("snapshot of the log of %s failed: %r", aggregate.name, error)
             else:
                 self._source_snapshots[aggregate.id] = aggregate.version
 
