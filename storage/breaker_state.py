@@ -51,16 +51,19 @@ class RecordBreakerMove(Command):
             current = writer.app.breaker_log(log_id)
             if current is not None:
                 writer.loaded(current)
-        if current is None:
-            assert batch.session is not None
-            create_tables(batch.session)
-            batch.session.execute(
-                insert(breakers).values(center=batch.center, name=move.name, registered_at=move.at)
-            )
-            current = BreakerLog.register(batch.center, move.name, at=move.at)
-        assert isinstance(current, BreakerLog)
-        current.record(move)
-        batch.touch(current)
+        if current is not None:
+            assert isinstance(current, BreakerLog)
+            current.record(move)
+            batch.touch(current)
+            return
+        fresh = BreakerLog.register(batch.center, move.name, at=move.at)
+        fresh.record(move)  # a refused move leaves no row behind it
+        assert batch.session is not None
+        create_tables(batch.session)
+        batch.session.execute(
+            insert(breakers).values(center=batch.center, name=move.name, registered_at=move.at)
+        )
+        batch.touch(fresh)
 
 
 class LoadBreakers(Command):

@@ -10,12 +10,19 @@ from dataclasses import dataclass
 
 import pytest
 
-from eventcenter.domain.breaker import CLOSED, HALF_OPEN, OPEN, BreakerConfig, BreakerState
+from eventcenter.domain.breaker import (
+    CLOSED,
+    HALF_OPEN,
+    OPEN,
+    BreakerConfig,
+    BreakerState,
+    BreakerTransition,
+)
 from eventcenter.domain.breaker_log import BreakerLog
-from eventcenter.domain.errors import CallNotPermitted
+from eventcenter.domain.errors import BreakerRefused, CallNotPermitted
 from eventcenter.healing.breaker import BreakerRegistry
 from eventcenter.storage.application import CenterApplication
-from eventcenter.storage.breaker_state import DurableBreakerRecorder
+from eventcenter.storage.breaker_state import DurableBreakerRecorder, RecordBreakerMove
 from eventcenter.storage.writer import FlushCommand, StoreWriter
 
 CONFIG = BreakerConfig(
@@ -198,3 +205,18 @@ async def test_a_long_history_is_loaded_from_a_snapshot(database_url: str) -> No
         assert len(tail) < 10
         [saved] = await one.store.load()
         assert (saved.state, saved.reopens) == (OPEN, 15)
+
+
+async def test_a_refused_first_move_leaves_nothing_behind(database_url: str) -> None:
+    """A first move the log refuses (its breaker's earlier moves were never stored) registers
+    nothing, so the breaker's next move that follows starts its log cleanly."""
+    async with process(database_url) as one:
+        stray = BreakerTransition("payments", "probe", OPEN, HALF_OPEN, "wait over", WALL_START)
+        with pytest.raises(BreakerRefused, match="the log holds closed"):
+            await one.writer.submit(RecordBreakerMove(stray))
+        assert await one.store.load() == []
+        opened = BreakerTransition(
+            "payments", "trip", CLOSED, OPEN, "failures", WALL_START + 1, 100.0, 0.0, 4, 30.0, 1
+        )
+        await one.writer.submit(RecordBreakerMove(opened))
+        assert await one.store.load() == [BreakerState("payments", OPEN, WALL_START + 31, 1)]
