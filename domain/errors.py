@@ -6,6 +6,9 @@
     ├── InvalidPattern          a subscription pattern is not a valid dot pattern
     ├── TransitionRefused       the processor state machine refused a trigger
     ├── SourceModeRefused       a source's mode machine (or its log) refused a move
+    ├── BreakerRefused          a circuit breaker (or its log) refused a move
+    ├── CallNotPermitted        a circuit breaker refused a call (open, forced open, no permit)
+    ├── CallTimedOut            a call through a circuit breaker ran past its timeout
     ├── SubscriptionError       unknown or duplicate subscription
     ├── Backpressure            the processor queue stayed full for longer than allowed
     ├── ProcessorClosed         publishing to a processor that is stopped or not running
@@ -93,6 +96,51 @@ class SourceModeRefused(EventCenterError):
         self.reason = reason
         named = f"source '{source}': " if source else ""
         super().__init__(f"{named}'{trigger}' refused in mode '{mode}': {reason}")
+
+
+class BreakerRefused(EventCenterError):
+    """Raised when a circuit breaker's state table has no such move from where it is (a
+    ``close`` while closed), or its log refuses to record a move that does not start from the
+    state it holds.
+
+    ``breaker`` names the breaker, ``trigger`` what was asked, ``state`` where it was.
+    """
+
+    def __init__(self, breaker: str, trigger: str, state: str, reason: str) -> None:
+        self.breaker = breaker
+        self.trigger = trigger
+        self.state = state
+        self.reason = reason
+        super().__init__(f"breaker '{breaker}': '{trigger}' refused in state '{state}': {reason}")
+
+
+class CallNotPermitted(EventCenterError):
+    """Raised by a circuit breaker without a fallback when it lets no call through: it is open
+    (``retry_in`` seconds are left of its wait), forced open by an operator, or half-open with
+    every trial call already given out. The call was not made: retrying at once is pointless.
+    """
+
+    def __init__(self, breaker: str, state: str, retry_in: float | None = None) -> None:
+        self.breaker = breaker
+        self.state = state
+        self.retry_in = retry_in
+        if retry_in is not None:
+            why = f"it is {state}; calls are tried again in {retry_in:.1f}s"
+        elif state == "forced_open":
+            why = "it was forced open; reset it to let calls through"
+        else:
+            why = f"it is {state} and every trial call is taken; try again shortly"
+        super().__init__(f"breaker '{breaker}' did not permit the call: {why}")
+
+
+class CallTimedOut(EventCenterError, TimeoutError):
+    """Raised when a call through a circuit breaker ran longer than the breaker's ``timeout``.
+    The call was cancelled and counts as a failure of the protected dependency."""
+
+    def __init__(self, breaker: str, timeout: float) -> None:
+        self.breaker = breaker
+        self.timeout = timeout
+        super().__init__(f"breaker '{breaker}': the call ran longer than its {timeout:g}s timeout")
 
 
 class SubscriptionError(EventCenterError, LookupError):

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 from uuid import UUID
 
+from eventcenter.domain.breaker import BreakerTransition
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.event import Event
 from eventcenter.domain.source_log import SourceLog
@@ -176,3 +177,16 @@ class SourceRecorder(Protocol):
     ) -> Any: ...
 
     def outcomes(self, tenant: str, source: str, rows: Sequence[tuple[Any, ...]]) -> None: ...
+
+
+class BreakerRecorder(Protocol):
+    """Makes a circuit breaker's moves durable (storage/ implements it on the event store).
+
+    ``record`` queues the transition and returns at once: it never blocks and never awaits, so
+    a breaker can call it from any thread or from a coroutine, under the breaker's own lock
+    (which keeps the records in the order the moves were made). It must not call back into the
+    breaker. A failure to queue raises; the breaker logs it and goes on deciding: the calls it
+    protects do not wait on the store.
+    """
+
+    def record(self, transition: BreakerTransition) -> None: ...

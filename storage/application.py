@@ -11,6 +11,7 @@ from eventsourcing.domain import DomainEventProtocol
 from sqlalchemy.engine import make_url
 
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
+from eventcenter.domain.breaker_log import BreakerLog
 from eventcenter.domain.errors import DeadLetterNotFound
 from eventcenter.domain.source_log import SourceLog
 
@@ -37,8 +38,8 @@ def with_keepalives(url: str) -> str:
 
 
 class CenterApplication(Application[UUID]):
-    """Stores the processor log and dead letters. Its tables are ``center_events``,
-    ``center_snapshots`` (eventsourcing names them after the application).
+    """Stores the processor log, dead letters, source and breaker logs. Its tables are
+    ``center_events``, ``center_snapshots`` (eventsourcing names them after the application).
 
     Snapshots are enabled but not taken by ``save``: the store writer takes one of the processor
     log every ``snapshot_interval`` events, after the batch that crossed it has committed (a
@@ -94,6 +95,14 @@ class CenterApplication(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, SourceLog) else None
+
+    def breaker_log(self, log_id: UUID) -> BreakerLog | None:
+        """The breaker log with this id, or None if that breaker never moved."""
+        try:
+            found: Any = self.repository.get(log_id)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, BreakerLog) else None
 
     def dead_letter(self, letter_id: UUID) -> DeadLetter:
         try:

@@ -49,6 +49,7 @@ from sqlalchemy.orm import Session
 
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
 from eventcenter.domain.backoff import backoff_delay
+from eventcenter.domain.breaker_log import BreakerLog
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.errors import (
     EventCenterError,
@@ -69,7 +70,7 @@ from eventcenter.storage.application import CenterApplication
 log = logging.getLogger("eventcenter.storage")
 
 #: Aggregates whose loading the writer keeps bounded with snapshots (besides the processor log).
-SNAPSHOTTED = (SourceLog, RcaCase, HealingStats)
+SNAPSHOTTED = (SourceLog, RcaCase, HealingStats, BreakerLog)
 
 _TRANSIENT = (
     sqlalchemy.exc.OperationalError,
@@ -453,8 +454,13 @@ class StoreWriter:
         else:
             self._snapshot_version = processor_log.version
 
+    def loaded(self, aggregate: Aggregate) -> None:
+        """Note the version ``aggregate`` had when a command loaded it from the store: its
+        snapshots are counted from there."""
+        self._source_snapshots.setdefault(aggregate.id, aggregate.version)
+
     def _snapshot_sources(self, state: Batch) -> None:
-        """Snapshot each source log, RCA case and healing stats aggregate this batch moved
+        """Snapshot each aggregate of :data:`SNAPSHOTTED` this batch moved
         ``snapshot_interval`` events past its last snapshot (or past where this process first
         loaded it), so loading stays bounded."""
         for aggregate in state.aggregates.values():

@@ -13,7 +13,12 @@ __version__ = "0.1.0"
 
 _EXPORTS: dict[str, str] = {
     "Backpressure": "eventcenter.domain.errors",
+    "BreakerConfig": "eventcenter.domain.breaker",
+    "BreakerRegistry": "eventcenter.healing.breaker",
+    "CallNotPermitted": "eventcenter.domain.errors",
+    "CallTimedOut": "eventcenter.domain.errors",
     "CenterSettings": "eventcenter.center.settings",
+    "CircuitBreaker": "eventcenter.healing.breaker",
     "Context": "eventcenter.handlers.context",
     "DataSource": "eventcenter.sources.source",
     "Decision": "eventcenter.domain.decisions",
@@ -43,7 +48,12 @@ _EXPORTS: dict[str, str] = {
 
 __all__ = [
     "Backpressure",
+    "BreakerConfig",
+    "BreakerRegistry",
+    "CallNotPermitted",
+    "CallTimedOut",
     "CenterSettings",
+    "CircuitBreaker",
     "Context",
     "DataSource",
     "Decision",
@@ -75,9 +85,12 @@ __all__ = [
 if TYPE_CHECKING:
     from eventcenter.center.app import EventCenter
     from eventcenter.center.settings import CenterSettings
+    from eventcenter.domain.breaker import BreakerConfig
     from eventcenter.domain.decisions import Decision
     from eventcenter.domain.errors import (
         Backpressure,
+        CallNotPermitted,
+        CallTimedOut,
         EventCenterError,
         InvalidBatch,
         InvalidEvent,
@@ -91,6 +104,7 @@ if TYPE_CHECKING:
     from eventcenter.handlers.base import Handler
     from eventcenter.handlers.context import Context
     from eventcenter.handlers.processor import EventProcessor
+    from eventcenter.healing.breaker import BreakerRegistry, CircuitBreaker
     from eventcenter.sources.connectors import (
         callable_poll,
         http_list,
