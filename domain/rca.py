@@ -636,6 +636,7 @@ RERUN_RECONCILIATION = "rerun_reconciliation"
 REDUCE_FREQUENCY = "reduce_frequency"
 CLEAR_CACHE = "clear_cache"
 RELOAD_CONFIG = "reload_config"
+RECOVER_SERVICE = "recover_service"
 
 SOURCE_PATHS = (Component.SOURCE_PUSH, Component.SOURCE_POLL, Component.RECONCILE)
 PUSH, POLL = Component.SOURCE_PUSH, Component.SOURCE_POLL
@@ -663,7 +664,7 @@ DEFAULT_RULES: tuple[Rule, ...] = (
         Category.CONNECTION_FAILURE,
         when=(component_is(Component.HEALTH_CHECK), kind_is("timeout", "unavailable")),
         confidence=0.6,
-        strategies=(RECONNECT,),
+        strategies=(RECOVER_SERVICE,),
     ),
     Rule(
         "credentials_refused",
@@ -853,6 +854,10 @@ class HealingStrategy(Protocol):
     words what it did; ``verify`` is the re-check: True only when the problem is gone (the push
     path delivering again, the health check green). The runner bounds ``verify`` by its verify
     timeout; an attempt counts as a success only if it returns True in time.
+
+    A strategy may also define ``applies_to(case) -> bool`` (not part of the protocol, so a
+    plain pair of functions stays a strategy): the runner then offers it only the cases it can
+    act on (a source strategy, cases of a data source; a service recovery, health checks).
     """
 
     @property

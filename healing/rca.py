@@ -469,9 +469,15 @@ class RcaRunner:
 
     def _options(self, case: RcaCase) -> list[tuple[Option, HealingStrategy]]:
         found = []
+        summary: CaseSummary | None = None
         for strategy in self.strategies.for_tenant(case.tenant):
             if case.category not in strategy.categories:
                 continue
+            applies = getattr(strategy, "applies_to", None)  # optional: see HealingStrategy
+            if applies is not None:
+                summary = summary or case.summary()
+                if not applies(summary):
+                    continue
             key = (case.tenant, case.source, strategy.name)
             times = (case.last_applied(strategy.name), self._last_applied.get(key))
             known = [t for t in times if t is not None]

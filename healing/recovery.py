@@ -155,6 +155,10 @@ class RecoveryManager:
         """``service``'s open incident (if any), its attempts and its cool-down."""
         return self._get(service).policy.state
 
+    def services(self) -> list[str]:
+        """The services that have recovery actions registered."""
+        return sorted(self._services)
+
     def recovering(self, service: str) -> bool:
         task = self._get(service).task
         return task is not None and not task.done()

@@ -23,7 +23,9 @@ runner bounds it by its verify timeout: a quiet stream that has not delivered by
 re-check, and the next strategy is tried.
 
 A strategy applies to a case that names a source; one without (a handler's failure) is refused
-with a clear error, which the runner records as a failed attempt. ``clear_cache`` and
+with a clear error, which the runner records as a failed attempt. :class:`RecoverService` heals a
+health check's case: the recovery manager runs the service's own recovery actions, and the
+re-check is the check itself, green again. ``clear_cache`` and
 ``reload_config`` act on what only the user knows: :func:`clear_cache` and
 :func:`reload_config` build them from the user's own functions, under the names the rules
 recommend.
@@ -37,10 +39,12 @@ from dataclasses import dataclass, field
 
 from eventcenter.domain.backoff import ReconnectBackoff
 from eventcenter.domain.errors import EventCenterError
+from eventcenter.domain.health import HealthStatus
 from eventcenter.domain.rca import (
     CLEAR_CACHE,
     FORCE_POLLING,
     RECONNECT,
+    RECOVER_SERVICE,
     REDUCE_FREQUENCY,
     RELOAD_CONFIG,
     RERUN_RECONCILIATION,
@@ -52,11 +56,14 @@ from eventcenter.domain.rca import (
 from eventcenter.domain.source_control import SourceControl, SourceControls
 from eventcenter.domain.source_modes import HYBRID
 from eventcenter.domain.sources import Clock
+from eventcenter.healing.health import HealthMonitor
 from eventcenter.healing.rca import CallableStrategy
+from eventcenter.healing.recovery import RecoveryManager
 
 __all__ = [
     "ForcePolling",
     "Reconnect",
+    "RecoverService",
     "ReduceFrequency",
     "RerunReconciliation",
     "RestartStream",
@@ -68,6 +75,8 @@ __all__ = [
 
 #: Seconds between looks at the evidence while a re-check waits for it.
 CHECK_EVERY = 0.5
+#: The components of a data source's failures (what source strategies act on).
+SOURCE_PATHS = frozenset({"source_push", "source_poll", "reconcile"})
 
 
 class NoSourceToHeal(EventCenterError):
@@ -86,6 +95,10 @@ class SourceStrategyBase:
     cooldown: float = 60.0
     check_every: float = CHECK_EVERY
     _applied: dict[str, float] = field(default_factory=dict, repr=False)
+
+    def applies_to(self, case: CaseSummary) -> bool:
+        """Cases of a data source's paths (not a handler's, a health check's, the store's)."""
+        return case.source is not None and case.last_failure.get("component") in SOURCE_PATHS
 
     def _control(self, case: CaseSummary) -> SourceControl:
         if case.source is None:
@@ -233,6 +246,47 @@ class ReduceFrequency(SourceStrategyBase):
     async def verify(self, case: CaseSummary) -> bool:
         control, since = self._control(case), self._since(case)
         return await self._until(lambda: control.path_succeeded_since("poll", since))
+
+
+@dataclass
+class RecoverService:
+    """A health check's case: the service's recovery actions (the recovery manager runs them
+    with its own back-off and cool-down; nothing runs twice) and a re-check by the monitor.
+
+    ``apply`` checks the service now and says whether the manager is recovering it; ``verify``
+    re-checks every ``check_every`` seconds until the service is healthy again.
+    """
+
+    monitor: HealthMonitor
+    recovery: RecoveryManager | None
+    clock: Clock
+    name: str = RECOVER_SERVICE
+    categories: frozenset[str] = frozenset({Category.CONNECTION_FAILURE})
+    max_attempts: int = 3
+    cooldown: float = 30.0
+    check_every: float = 5.0
+
+    def applies_to(self, case: CaseSummary) -> bool:
+        return case.last_failure.get("component") == "health_check" and case.source is not None
+
+    def _service(self, case: CaseSummary) -> str:
+        if case.source is None:
+            raise NoSourceToHeal(f"case {case.case_id} names no service to recover")
+        return case.source
+
+    async def apply(self, case: CaseSummary) -> str:
+        service = self._service(case)
+        record = await self.monitor.check_now(service)
+        recovery = self.recovery
+        if recovery is not None and service in recovery.services() and recovery.recovering(service):
+            return f"{service} is {record.status}; its recovery actions are running"
+        return f"{service} is {record.status} on a fresh check"
+
+    async def verify(self, case: CaseSummary) -> bool:
+        service = self._service(case)
+        while (await self.monitor.check_now(service)).status is not HealthStatus.HEALTHY:
+            await self.clock.sleep(self.check_every)
+        return True
 
 
 def builtin_strategies(

@@ -14,10 +14,12 @@ import pytest
 from eventcenter.domain.rca import CaseSummary
 from eventcenter.domain.source_modes import EVENT_ONLY, HYBRID
 from eventcenter.domain.sources import SourceError, SourceErrorKind
+from eventcenter.healing.health import HealthMonitor
 from eventcenter.healing.strategies import (
     ForcePolling,
     NoSourceToHeal,
     Reconnect,
+    RecoverService,
     ReduceFrequency,
     RerunReconciliation,
     RestartStream,
@@ -39,6 +41,7 @@ from tests.unit.source_fakes import (
     MemorySink,
     connection_lost,
 )
+from tests.unit.test_health_monitor import Switchable, settings
 from tests.unit.test_source_manager import World
 
 START = 1_000_000.0
@@ -218,3 +221,28 @@ async def test_user_strategies_get_the_names_the_rules_recommend() -> None:
     assert strategy.name == "clear_cache"
     assert "handler_bug" in strategy.categories
     assert await strategy.apply(case()) == "cleared"
+
+
+async def test_recover_service_rechecks_until_the_service_is_healthy_again() -> None:
+    clock = FakeClock(START)
+    monitor = HealthMonitor(clock, settings=settings(unhealthy_after=2, healthy_after=2))
+    service = Switchable(clock, "cache", up=False)
+    monitor.add(service)
+    strategy = RecoverService(monitor, None, clock, check_every=1.0)
+    health_case = case(source="cache", component="health_check", category="connection_failure")
+    assert strategy.applies_to(health_case)
+    assert not strategy.applies_to(case())  # a data source's case
+    assert not RestartStream(SourceManagerStub(), clock).applies_to(health_case)
+    assert await strategy.apply(health_case) == "cache is degraded on a fresh check"
+    check = asyncio.ensure_future(strategy.verify(health_case))
+    await clock.advance(3.0)
+    assert not check.done()
+    service.up = True
+    await clock.advance(3.0)  # two green checks: healthy
+    assert check.done()
+    assert check.result() is True
+
+
+class SourceManagerStub:
+    def control(self, tenant: str, source: str) -> Any:
+        raise AssertionError("not called")

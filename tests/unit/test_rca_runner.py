@@ -7,13 +7,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from uuid import UUID
 
 import pytest
 
 from eventcenter.domain.errors import RcaCaseNotFound, RcaCaseRefused
 from eventcenter.domain.escalation import RenotifyPolicy
-from eventcenter.domain.rca import Component, Condition, Failure, PerTenant, Rule
+from eventcenter.domain.rca import CaseSummary, Component, Condition, Failure, PerTenant, Rule
 from eventcenter.domain.rca_case import ACKNOWLEDGED, CLOSED, ESCALATED, HEALING
 from eventcenter.healing.rca import CallableStrategy, RcaRunner
 from eventcenter.sources.clock import settle
@@ -485,3 +486,26 @@ async def test_reminders_grow_apart_and_stop_when_the_policy_has_spent_them(
     gaps = [round(b - a) for a, b in itertools.pairwise(sent_at)]
     assert [s.notification for s in test.escalator.seen] == [1, 2, 3, 4]
     assert gaps == [100, 200, 300]
+
+
+@dataclass
+class PickyStrategy(FakeStrategy):
+    """Acts only on cases of the source ``only``."""
+
+    only: str = ""
+
+    def applies_to(self, case: CaseSummary) -> bool:
+        return case.source == self.only
+
+
+async def test_a_strategy_is_offered_only_the_cases_it_says_it_applies_to(
+    stop_later: list[RcaRunner],
+) -> None:
+    elsewhere = PickyStrategy("restart_stream", heals=True, only="billing")
+    here = FakeStrategy("reconnect", heals=True)
+    test = rig(elsewhere, here)
+    runner = await started(test, stop_later)
+    runner.report(timeout(AT))
+    await settle()
+    assert elsewhere.applied == []
+    assert len(here.applied) == 1
