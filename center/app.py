@@ -19,11 +19,12 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+from eventcenter.center.healing import CenterHealing
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.center.source_sink import CenterItemSink
@@ -48,6 +49,7 @@ from eventcenter.domain.sources import Clock
 from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.processor import EventProcessor, ShutdownReport
+from eventcenter.healing.escalation import EscalationSink
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 from eventcenter.sources.manager import SourceManager
 from eventcenter.storage.application import CenterApplication
@@ -103,6 +105,7 @@ class EventCenter:
         lease_check_interval: float = LEASE_CHECK_S,
         source_clock: Clock | None = None,
         source_wall: Callable[[], float] = time.time,
+        escalation_sinks: Iterable[EscalationSink] = (),
     ) -> None:
         # Built first: a source the settings cannot build leaves nothing open behind it.
         declared = [source.to_source() for source in settings.sources]
@@ -140,6 +143,18 @@ class EventCenter:
         )
         for spec in declared:
             self.sources.register(spec)
+        #: Self-healing: RCA cases from the sources', handlers' and health checks' failures,
+        #: healing strategies, escalation (``escalation_sinks`` besides the configured ones),
+        #: circuit breakers (``center.healing.breakers``), health checks and recovery.
+        self.healing = CenterHealing(
+            settings.healing,
+            writer=self.writer,
+            sources=self.sources,
+            processor=self.processor,
+            clock=source_clock,
+            wall=source_wall,
+            sinks=escalation_sinks,
+        )
         self._reader: CenterReader | None = None
         self._read_lock = threading.Lock()
         self._purger: asyncio.Task[None] | None = None
@@ -182,9 +197,11 @@ class EventCenter:
         self.processor.state.restore(self.writer.processor_state)
         await self.processor.start()
         try:
+            await self.healing.start()
             await self.sources.start()
         except BaseException:
             await self.sources.stop()
+            await self.healing.stop()
             await self.processor.stop()
             await asyncio.to_thread(self.close)
             raise
@@ -238,6 +255,7 @@ class EventCenter:
                 self.lease_lost = lost
                 log.error("%s: this center stops; its unfinished work stays in the store", lost)
                 await self.sources.stop()
+                await self.healing.stop()
                 self._lost_report = await self.processor.stop(timeout=0)
                 return
 
@@ -249,6 +267,7 @@ class EventCenter:
         """Stop the sources, then the processor; commit what is queued, close the store,
         release the lease."""
         await self.sources.stop()
+        await self.healing.stop()
         if self._purger is not None:
             self._purger.cancel()
         if self._lease_watch is not None:

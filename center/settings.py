@@ -131,6 +131,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from eventcenter.center.healing import HealingSettings
 from eventcenter.center.source_config import SourceSettings
 from eventcenter.domain.errors import ConfigurationError
 from eventcenter.handlers.config import ProcessorSettings
@@ -235,6 +236,7 @@ class CenterSettings(BaseSettings):
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    healing: HealingSettings = Field(default_factory=HealingSettings)
     sources: list[SourceSettings] = Field(
         default_factory=list,
         description="data sources the center registers and runs ([[sources]] tables)",

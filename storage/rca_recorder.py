@@ -20,7 +20,8 @@ from eventsourcing.domain import Aggregate
 
 from eventcenter.domain.healing_choice import HealingStats
 from eventcenter.domain.rca_case import CaseChange, CaseRow, CaseStep, RcaCase
-from eventcenter.storage import rca_state
+from eventcenter.storage import rca_answers, rca_state
+from eventcenter.storage.rca_answers import PendingAnswer
 from eventcenter.storage.writer import Batch, Command, StoreWriter
 
 
@@ -77,6 +78,17 @@ def _pending(aggregate: Aggregate) -> bool:
     return bool(aggregate.pending_events)
 
 
+class _AnswerApplied(Command):
+    def __init__(self, answer_id: int, at: float, outcome: str) -> None:
+        self.answer_id = answer_id
+        self.at = at
+        self.outcome = outcome
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        assert batch.session is not None
+        rca_answers.mark_applied(batch.session, self.answer_id, self.at, self.outcome)
+
+
 class CaseReadCommand(Command):
     """Read cases (one, the open ones, a listing, a history) or a category's stats."""
 
@@ -100,6 +112,8 @@ class CaseReadCommand(Command):
             return rca_state.list_cases(session, writer.center, **self.args)
         if self.what == "history":
             return rca_state.case_history(app, self.args["case_id"])
+        if self.what == "answers":
+            return rca_answers.pending(session, writer.center)
         raise ValueError(f"unknown read {self.what!r}")
 
 
@@ -135,6 +149,15 @@ class DurableCaseRecorder:
             CaseReadCommand("list", open_only=open_only, tenant=tenant, limit=limit)
         )
         return rows
+
+    async def pending_answers(self) -> list[PendingAnswer]:
+        """People's answers left for this center and not applied yet (see rca_answers)."""
+        found: list[PendingAnswer] = await self.writer.submit(CaseReadCommand("answers"))
+        return found
+
+    async def answered(self, answer_id: int, at: float, outcome: str) -> None:
+        """Mark an answer applied, with what came of it."""
+        await self.writer.submit(_AnswerApplied(answer_id, at, outcome))
 
     async def history(self, case_id: UUID) -> list[CaseStep]:
         """The case's events in order (``rca show``); RcaCaseNotFound if there is none."""

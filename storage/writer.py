@@ -64,7 +64,7 @@ from eventcenter.domain.healing_choice import HealingStats
 from eventcenter.domain.rca_case import RcaCase
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
-from eventcenter.storage import inbox, rca_state, source_state
+from eventcenter.storage import inbox, rca_answers, rca_state, source_state
 from eventcenter.storage.application import CenterApplication
 
 log = logging.getLogger("eventcenter.storage")
@@ -205,6 +205,7 @@ class StoreWriter:
                 inbox.create_tables(session.connection())
                 source_state.metadata.create_all(session.connection(), checkfirst=True)
                 rca_state.metadata.create_all(session.connection(), checkfirst=True)
+                rca_answers.create_tables(session.connection())
                 inbox.ensure_commit_row(session, self.center)
             self._processor_log = self.app.processor_log(self.center)
         except Exception as error:
