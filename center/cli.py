@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import importlib
 import json
 import logging
@@ -27,6 +28,7 @@ from rich.text import Text
 from sqlalchemy.engine import make_url
 from typer.core import TyperGroup
 
+from eventcenter.center import rca_views
 from eventcenter.center.app import EventCenter
 from eventcenter.center.demo import DemoResult, run_demo
 from eventcenter.center.demo_source import SourceDemoResult
@@ -35,7 +37,9 @@ from eventcenter.center.settings import CenterSettings, SourceSettings
 from eventcenter.center.source_report import compare, source_report
 from eventcenter.center.source_views import comparison, source_details, sources_table
 from eventcenter.domain.errors import EventCenterError
+from eventcenter.domain.escalation import Answer
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
+from eventcenter.storage.rca_answers import AnswerBox
 
 #: Exit codes: 1 when a command could not do its work (store unreachable, replay failed), 2 when
 #: it was called wrongly (bad option, setting or --handlers); usage errors of typer also exit 2.
@@ -77,6 +81,11 @@ sources_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(sources_app, name="sources")
+rca_app = typer.Typer(
+    help="Root-cause analysis cases: list them, show one's story, answer an escalated one.",
+    no_args_is_help=True,
+)
+app.add_typer(rca_app, name="rca")
 
 console = Console()
 errors = Console(stderr=True)
@@ -436,6 +445,119 @@ def run_service(
     console.print(Text(report.line()), soft_wrap=True)
     if report.failure is not None:
         _fail(report.failure, EXIT_FAILED)
+
+
+@rca_app.command("list")
+def list_cases(
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+    open_only: Annotated[bool, typer.Option("--open", help="only cases not closed")] = False,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's cases")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """List RCA cases, newest first."""
+    reader = CenterReader(_settings(config, database_url, data_dir))
+    try:
+        rows = reader.rca_cases(open_only=open_only, tenant=tenant)
+    finally:
+        reader.close()
+    if as_json:
+        for row in rows:
+            print(json.dumps(rca_views.case_dict(row)))
+        return
+    which = "open " if open_only else ""
+    console.print(rca_views.cases_table(rows, f"{len(rows)} {which}rca case(s)"))
+
+
+@rca_app.command("show")
+def show_case(
+    case_id: Annotated[str, typer.Argument(help="the case id (rca list shows it)")],
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """The whole story of one case, step by step, with the correlation ids."""
+    reader = CenterReader(_settings(config, database_url, data_dir))
+    try:
+        steps = reader.rca_history(case_id)
+    finally:
+        reader.close()
+    if as_json:
+        for step in steps:
+            print(json.dumps(rca_views.step_dict(step)))
+        return
+    console.print(rca_views.history_table(case_id, steps))
+
+
+ByOpt = Annotated[
+    str | None, typer.Option("--by", help="who answers (default: the user running this)")
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option(help="seconds to wait for the running center to apply the answer (0: do not)"),
+]
+
+
+@rca_app.command("ack")
+def acknowledge_case(
+    case_id: Annotated[str, typer.Argument(help="the case id")],
+    by: ByOpt = None,
+    note: Annotated[str | None, typer.Option(help="what you are doing about it")] = None,
+    wait: WaitOpt = 10.0,
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Take an escalated case: it is not re-notified any more; it stays open."""
+    answer = Answer.acknowledge(by or getpass.getuser(), note or None)
+    _answer(case_id, answer, wait, _settings(config, database_url, data_dir))
+
+
+@rca_app.command("resolve")
+def resolve_case(
+    case_id: Annotated[str, typer.Argument(help="the case id")],
+    note: Annotated[str, typer.Option(help="what was done (required)")],
+    by: ByOpt = None,
+    wait: WaitOpt = 10.0,
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Close a case, saying what was done."""
+    answer = Answer.resolve(by or getpass.getuser(), note)
+    _answer(case_id, answer, wait, _settings(config, database_url, data_dir))
+
+
+def _answer(case_id: str, answer: Answer, wait: float, settings: CenterSettings) -> None:
+    """Check the case, leave the answer for the center, wait (up to ``wait`` s) for it."""
+    reader = CenterReader(settings)
+    try:
+        steps = reader.rca_history(case_id)
+    finally:
+        reader.close()
+    if steps[-1].name == "Closed":
+        _fail(f"rca case {case_id} is closed already; nothing to answer", EXIT_FAILED)
+    box = AnswerBox(settings.effective_url, settings.name, settings.shown_url)
+    answer_id = box.give(case_id, answer.action.value, answer.by, answer.note or "", time.time())
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        applied, outcome = box.outcome(answer_id)
+        if applied is not None:
+            if outcome and outcome.startswith("refused"):
+                _fail(f"rca case {case_id}: {outcome}", EXIT_FAILED)
+            console.print(Text(f"rca case {case_id}: {outcome} by {answer.by}"))
+            return
+        if time.monotonic() >= deadline:
+            console.print(
+                Text(
+                    f"rca case {case_id}: answer recorded; the center applies it when it runs"
+                    " (no running center applied it yet)"
+                )
+            )
+            return
+        time.sleep(0.2)
 
 
 @app.command()

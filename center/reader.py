@@ -12,13 +12,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from eventcenter.center.settings import CenterSettings
-from eventcenter.domain.errors import StoreNotFound, StoreUnavailable
+from eventcenter.domain.errors import RcaCaseNotFound, StoreNotFound, StoreUnavailable
+from eventcenter.domain.rca_case import CaseRow, CaseStep
 from eventcenter.projections.audit import (
     DeadLetterIndex,
     DeadLetterRow,
@@ -28,7 +30,7 @@ from eventcenter.projections.audit import (
 )
 from eventcenter.projections.sources import ModeHistory, SourceIndex, SourceRow
 from eventcenter.sources.manager import SourceNotFound
-from eventcenter.storage import source_state
+from eventcenter.storage import rca_state, source_state
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.source_state import OutcomeRow
 from eventcenter.storage.writer import is_transient, short_error
@@ -132,6 +134,30 @@ class CenterReader:
                 if len(page) < OUTCOME_PAGE:
                     return rows
                 after = page[-1][0]
+
+    # RCA cases ---------------------------------------------------------------------------------
+
+    def rca_cases(self, *, open_only: bool = False, tenant: str | None = None) -> list[CaseRow]:
+        """This center's RCA cases, newest first (a store without RCA has none)."""
+        with self._session() as session:
+            return rca_state.list_cases(
+                session, self.settings.name, open_only=open_only, tenant=tenant
+            )
+
+    def rca_history(self, case_id: str) -> list[CaseStep]:
+        """Every recorded step of one case, in order; RcaCaseNotFound if there is none such."""
+        try:
+            key = UUID(case_id)
+        except ValueError:
+            raise RcaCaseNotFound(f"{case_id!r} is not an RCA case id (a UUID)") from None
+        with self._lock:
+            app = self._open()
+            try:
+                return rca_state.case_history(app, key)
+            except RcaCaseNotFound:
+                raise
+            except Exception as error:
+                raise self._problem(error, "its tables are missing") from None
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
