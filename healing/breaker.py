@@ -184,14 +184,7 @@ class CircuitBreaker:
             if self._settle(error, epoch, start) == _FAILED and self._fallback is not None:
                 return cast(T, self._fall_back_sync(error))
             raise
-        end = now()
-        self._hold()
-        try:
-            moved = machine.record(epoch, False, end - start, end)
-            if moved is not None:
-                self._emit(moved)
-        finally:
-            self._free()
+        self._succeeded(machine, epoch, start, now())
         return result
 
     async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -214,14 +207,7 @@ class CircuitBreaker:
             if self._settle(error, epoch, start) == _FAILED and self._fallback is not None:
                 return cast(T, await self._fall_back(error))
             raise
-        end = now()
-        self._hold()
-        try:
-            moved = machine.record(epoch, False, end - start, end)
-            if moved is not None:
-                self._emit(moved)
-        finally:
-            self._free()
+        self._succeeded(machine, epoch, start, now())
         return result
 
     async def _within_timeout(self, awaitable: Awaitable[T], timeout: float) -> T:
@@ -247,6 +233,16 @@ class CircuitBreaker:
         machine = self._machine
         retry_in = machine.retry_in(self._now()) if machine.state == OPEN else None
         return CallNotPermitted(self.name, machine.state, retry_in)
+
+    def _succeeded(self, machine: Breaker, epoch: int, start: float, end: float) -> None:
+        """Count a call that returned."""
+        self._hold()
+        try:
+            moved = machine.record(epoch, False, end - start, end)
+            if moved is not None:
+                self._emit(moved)
+        finally:
+            self._free()
 
     def _settle(self, error: BaseException, epoch: int, start: float) -> int:
         """Count the call that raised ``error``; say how it counted."""

@@ -51,7 +51,7 @@ from eventcenter.domain.health import (
 )
 from eventcenter.domain.sources import Clock
 from eventcenter.healing.checkers import describe
-from eventcenter.healing.timing import within
+from eventcenter.healing.timing import cancel_and_wait, within
 
 __all__ = ["HealthMonitor"]
 
@@ -265,14 +265,7 @@ class HealthMonitor:
 
     async def _halt(self, watched: _Watched) -> None:
         task, watched.task = watched.task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+        await cancel_and_wait(task)
 
 
 async def _close(checker: HealthChecker) -> None:

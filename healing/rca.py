@@ -79,6 +79,7 @@ from eventcenter.domain.rca_case import (
 )
 from eventcenter.domain.sources import Clock
 from eventcenter.healing.failure_queue import FailureQueue, PutResult, QueuedFailure
+from eventcenter.healing.timing import within
 
 log = logging.getLogger("eventcenter.healing.rca")
 
@@ -536,22 +537,10 @@ class RcaRunner:
 
     async def _verify(self, strategy: HealingStrategy, summary: CaseSummary) -> tuple[bool, str]:
         timeout = self.settings.verify_timeout
-        check = asyncio.ensure_future(strategy.verify(summary))
-        timer = asyncio.ensure_future(self._clock.sleep(timeout))
         try:
-            await asyncio.wait({check, timer}, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            check.cancel()
-            raise
-        finally:
-            timer.cancel()
-        if not check.done():
-            check.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await check
+            passed = await within(self._clock, timeout, strategy.verify(summary))
+        except TimeoutError:
             return False, f"the re-check did not pass within {timeout:g}s"
-        try:
-            passed = check.result()
         except Exception as error:  # a re-check that raises did not pass
             return False, f"the re-check raised {type(error).__name__}: {error}"
         if passed:

@@ -52,7 +52,7 @@ from eventcenter.domain.health import (
 from eventcenter.domain.sources import Clock
 from eventcenter.healing.checkers import describe
 from eventcenter.healing.health import HealthMonitor
-from eventcenter.healing.timing import within
+from eventcenter.healing.timing import cancel_and_wait, within
 
 __all__ = ["IncidentEnded", "IncidentListener", "RecoveryAction", "RecoveryManager"]
 
@@ -169,15 +169,7 @@ class RecoveryManager:
         self._closed = True
         for entry in self._services.values():
             task, entry.task = entry.task, None
-            if task is None:
-                continue
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise
+            await cancel_and_wait(task)
 
     # running incidents ---------------------------------------------------------------------------
 

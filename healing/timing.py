@@ -53,3 +53,17 @@ async def _cancel(*tasks: asyncio.Future[Any]) -> None:
 def _consume(task: asyncio.Future[Any]) -> None:
     if not task.cancelled():
         task.exception()
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel ``task`` and wait until it has unwound. Its own cancellation is swallowed; the
+    caller's is not (a caller being cancelled itself gets its CancelledError)."""
+    if task is None:
+        return
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
