@@ -438,6 +438,21 @@ def create_app(
         """Liveness: the process serves requests."""
         return _json(200, {"status": "ok"})
 
+    @app.get("/health/report")
+    async def health_report() -> Response:
+        """The health checks' report (per service: status, response time, consecutive
+        failures and successes, totals; counts by status), the recovery statistics and every
+        circuit breaker's state."""
+        healing = center.healing
+        return _json(
+            200,
+            {
+                "health": healing.monitor.report().as_dict(),
+                "recovery": healing.recovery.stats().as_dict(),
+                "breakers": [status.as_dict() for status in healing.breakers.states()],
+            },
+        )
+
     @app.get("/ready")
     async def ready() -> Response:
         """Readiness: the center runs, holds its lease and its store answers."""

@@ -32,6 +32,7 @@ from eventcenter.domain.event import Event
 from eventcenter.domain.sources import Received
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
+from eventcenter.healing.checkers import CallableCheck
 from eventcenter.sources.webhook import WebhookPath
 from tests.faults import ProxiedPostgres
 
@@ -814,3 +815,27 @@ def test_run_beside_a_running_center_of_the_same_name_refuses_in_one_line(
     assert lines[0].startswith("error: center 'default' on sqlite:///")
     assert "is held by" in lines[0]
     assert "Traceback" not in second.stderr
+
+
+async def test_the_health_report_shows_checks_recovery_and_breakers(
+    database_url: str, tmp_path: Path
+) -> None:
+    center = EventCenter(settings_for(database_url, tmp_path))
+    center.healing.monitor.add(CallableCheck("billing", lambda: False))
+    center.healing.breakers.get_or_create("payments")
+    transport = httpx.ASGITransport(app=create_app(center))
+    await center.start()
+    try:
+        await center.healing.monitor.check_now("billing")
+        async with httpx.AsyncClient(transport=transport, base_url="http://center") as client:
+            answer = await client.get("/health/report")
+    finally:
+        await center.stop()
+
+    assert answer.status_code == 200
+    report = answer.json()
+    billing = report["health"]["services"]["billing"]
+    assert (billing["status"], billing["consecutive_failures"]) == ("degraded", 1)
+    assert report["health"]["summary"]["degraded"] == 1
+    assert report["recovery"]["total_attempts"] == 0
+    assert [(b["name"], b["state"]) for b in report["breakers"]] == [("payments", "closed")]
