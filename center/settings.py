@@ -85,6 +85,15 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     retry_after = 1                       # seconds a 503 answer tells the client to wait
     shutdown_timeout = 10                 # seconds requests in progress get to finish at stop
 
+    [healing]
+    # Self-healing: failures become RCA cases, healed by re-checked strategies or escalated
+    # (sinks in [healing.escalation], checks in [[healing.health.checks]]: see the README).
+    enabled = true                        # false: failures are not analysed, nothing heals
+    epsilon = 0.1                         # share of healing strategy choices that explore
+    verify_timeout = 30.0                 # seconds a healing action's re-check may take
+    max_healing = 10                      # cases healed at the same time
+    answers_every = 2.0                   # seconds between passes over people's answers
+
     # Data sources: one [[sources]] table per source of a tenant; none by default (shown
     # commented). Every key but tenant, name and one path has the default shown. Durations are
     # seconds or text like "30s", "5m", "1h30m". Connector tables take kind plus that
