@@ -129,15 +129,14 @@ async def holds(check: Check) -> bool:
     return await found if inspect.isawaitable(found) else found
 
 
-async def run_until(w: FakeTimeCenter, check: Check, what: str, *, within: float) -> float:
-    """Advance fake time in half-second steps until ``check`` holds; the fake seconds it took.
-    Fails when it does not hold within ``within`` fake seconds."""
+async def run_until(w: FakeTimeCenter, check: Check, what: str, *, within: float) -> None:
+    """Advance fake time in half-second steps until ``check`` holds; fail when it does not
+    within ``within`` fake seconds."""
     elapsed = 0.0
     while not await holds(check):
         assert elapsed < within, f"{what}: not within {within:g} s of fake time"
         await w.run(0.5)
         elapsed += 0.5
-    return elapsed
 
 
 async def real_until(w: FakeTimeCenter, check: Check, what: str) -> None:
@@ -277,11 +276,8 @@ async def test_refused_credentials_escalate_once_to_the_webhook_and_are_answered
         await w.deliver(2)
         w.push.receive_errors.extend(refused_credentials(500))
 
-        async def escalated() -> bool:
-            return healing.runner.stats.escalated == 1
-
         await run_until(w, lambda: healing.runner.stats.opened == 1, "case opened", within=30)
-        await real_until(w, escalated, "the case escalated")
+        await real_until(w, lambda: healing.runner.stats.escalated == 1, "the case escalated")
         case = only_case(await cases(w))
         assert (case.category, case.status) == ("auth_failure", "escalated")
 
