@@ -518,7 +518,7 @@ def acknowledge_case(
 @rca_app.command("resolve")
 def resolve_case(
     case_id: Annotated[str, typer.Argument(help="the case id")],
-    note: Annotated[str, typer.Option(help="what was done (required)")],
+    note: Annotated[str | None, typer.Option(help="what was done (required)")] = None,
     by: ByOpt = None,
     wait: WaitOpt = 10.0,
     config: ConfigOpt = None,
@@ -526,6 +526,8 @@ def resolve_case(
     data_dir: DataOpt = None,
 ) -> None:
     """Close a case, saying what was done."""
+    if note is None:  # checked here, not by typer: its refusal is a box of five lines
+        _fail('rca resolve needs --note saying what was done, e.g. --note "rotated the key"')
     answer = Answer.resolve(by or getpass.getuser(), note)
     _answer(case_id, answer, wait, _settings(config, database_url, data_dir))
 

@@ -371,8 +371,9 @@ class _Escalation:
 
     async def escalate(self, case: CaseSummary) -> str:
         now = self._wall()
-        decided = [float(a["decided_at"]) for a in case.attempts if a.get("decided_at")]
-        escalated_at = now if case.notification <= 1 or not decided else decided[-1]
+        escalated_at = now  # a reminder keeps the time the case first escalated
+        if case.notification > 1 and case.escalated_at is not None:
+            escalated_at = case.escalated_at
         last = case.last_failure
         notice = EscalationNotice(
             case_id=case.case_id,

@@ -86,13 +86,26 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     shutdown_timeout = 10                 # seconds requests in progress get to finish at stop
 
     [healing]
-    # Self-healing: failures become RCA cases, healed by re-checked strategies or escalated
-    # (sinks in [healing.escalation], checks in [[healing.health.checks]]: see the README).
-    enabled = true                        # false: failures are not analysed, nothing heals
-    epsilon = 0.1                         # share of healing strategy choices that explore
+    # Self-healing: failures become RCA cases, healed (each action re-checked) or escalated
+    enabled = true                        # false: no analysis, no healing, no escalation
+    epsilon = 0.1                         # share of strategy choices that explore
     verify_timeout = 30.0                 # seconds a healing action's re-check may take
     max_healing = 10                      # cases healed at the same time
-    answers_every = 2.0                   # seconds between passes over people's answers
+    answers_every = 2.0                   # seconds between looks for rca ack / resolve answers
+
+    [healing.escalation]
+    default = ["log"]                     # sinks of every tenant without its own list
+    tenants = {}                          # a tenant's own list: { acme = ["acme-pager"] }
+    # sinks: [[healing.escalation.sinks]] tables, kind "webhook" or "log"; none by default
+    # (see eventcenter.healing.escalation_config)
+
+    [healing.escalation.renotify]
+    after = 1800.0                        # seconds to the first reminder of an unanswered case
+    factor = 2.0                          # growth of each following wait (1: steady)
+    max_wait = 14400.0                    # the longest wait
+    max_renotifications = 5               # reminders at most
+    # [healing.health]: health checks (defaults, recovery, [[healing.health.checks]]); none by
+    # default (see eventcenter.center.healing.HealthSettings)
 
     # Data sources: one [[sources]] table per source of a tenant; none by default (shown
     # commented). Every key but tenant, name and one path has the default shown. Durations are

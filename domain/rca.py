@@ -789,7 +789,8 @@ class CaseSummary:
 
     ``key`` is stable for one notification of one case (case id and notification number): a
     sink that may be called twice for the same notification (a crash between sending and
-    recording) can drop the repeat by it.
+    recording) can drop the repeat by it. ``escalated_at`` is when the case first escalated
+    (None: not yet); a reminder carries it unchanged.
     """
 
     case_id: str
@@ -808,6 +809,7 @@ class CaseSummary:
     attempts: tuple[Mapping[str, Any], ...] = ()
     reason: str = ""
     notification: int = 0
+    escalated_at: float | None = None
 
     @property
     def key(self) -> str:
@@ -832,6 +834,7 @@ class CaseSummary:
             "attempts": [_plain_copy(a) for a in self.attempts],
             "reason": self.reason,
             "notification": self.notification,
+            "escalated_at": self.escalated_at,
         }
 
 

@@ -176,6 +176,7 @@ class RcaCase(Aggregate):
             attempts=tuple(dict(a) for a in self.attempts),
             reason=reason,
             notification=notification,
+            escalated_at=self.escalated_at,
         )
 
     # analysis and failures ---------------------------------------------------------------------

@@ -137,9 +137,6 @@ class RenotifySettings(BaseModel):
     factor: float = Field(2.0, ge=1.0, description="growth of each following wait (1: steady)")
     max_wait: Seconds = Field(4 * 3600.0, gt=0, description="the longest wait")
     max_renotifications: int = Field(5, ge=0, le=1000, description="reminders at most")
-    interval: Seconds = Field(
-        60.0, gt=0, description="seconds between looks for cases that escalated meanwhile"
-    )
 
     @model_validator(mode="after")
     def _wait_bounds(self) -> Self:

@@ -114,7 +114,9 @@ class EventEngine:
         await self._task.stop()
 
     async def run(self) -> None:
-        """Resume from the stored position and run until cancelled."""
+        """Resume from the stored position and run until cancelled. A new run (a restart of
+        the path) starts its reconnect back-off over."""
+        self._failures = 0
         self._position = await self._stored_position()
         try:
             while True:

@@ -1,4 +1,5 @@
-"""The webhook sink against a real HTTP server the test runs on loopback (uvicorn).
+"""The webhook sink against a real HTTP server the test runs on loopback (uvicorn, see
+tests/integration/webhooks.py).
 
 The server answers each request from a script (status, headers, body, delay) and keeps what it
 received. The sink's back-off sleeps on a clock that only notes the waits, so retries cost no
@@ -11,17 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
 import pytest
-import uvicorn
 
 from eventcenter.domain.escalation import Attempt, EscalationNotice
 from eventcenter.healing.escalation import (
     ATTEMPT_HEADER,
-    IDEMPOTENCY_HEADER,
     SIGNATURE_HEADER,
     CallbackSink,
     Escalator,
@@ -30,76 +28,17 @@ from eventcenter.healing.escalation import (
     verify_signature,
 )
 from eventcenter.healing.escalation_config import WebhookSinkSettings
-from tests.servers import closed_port, free_port
+from tests.integration.webhooks import Receiver, Reply, receiving_webhooks
+from tests.servers import closed_port
 
 SECRET = "a-long-secret-shared-with-the-receiver"
 NOW = time.time()
-START_S = 10.0  # only turns a server that never starts into a failure
-
-
-@dataclass(frozen=True)
-class Request:
-    headers: dict[str, str]
-    body: bytes
-    at: float
-
-    @property
-    def key(self) -> str:
-        return self.headers[IDEMPOTENCY_HEADER.lower()]
-
-
-@dataclass(frozen=True)
-class Reply:
-    status: int = 200
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b"taken"
-    delay: float = 0.0
-
-
-@dataclass
-class Receiver:
-    """A webhook receiver: answers from ``script`` in order (then 200), keeps every request."""
-
-    url: str
-    script: list[Reply] = field(default_factory=list)
-    requests: list[Request] = field(default_factory=list)
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        assert scope["type"] == "http"
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
-        self.requests.append(Request(headers, body, time.time()))
-        reply = self.script.pop(0) if self.script else Reply()
-        if reply.delay:
-            await asyncio.sleep(reply.delay)
-        raw = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
-        await send({"type": "http.response.start", "status": reply.status, "headers": raw})
-        await send({"type": "http.response.body", "body": reply.body})
 
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
-    port = free_port()
-    state = Receiver(url=f"http://127.0.0.1:{port}/hooks/eventcenter")
-    config = uvicorn.Config(
-        state, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + START_S
-    while not server.started:
-        if task.done():
-            task.result()  # the server failed to start: show why
-        assert time.monotonic() < deadline, "the receiver did not start"
-        await asyncio.sleep(0.01)
-    yield state
-    server.should_exit = True
-    await task
+    async with receiving_webhooks() as state:
+        yield state
 
 
 class NotedWaits:

@@ -107,6 +107,19 @@ async def test_restarting_the_push_path_reopens_it_and_the_recheck_sees_it_deliv
     assert w.sink.identities() == {("o-1", "1")}
 
 
+async def test_restarting_the_push_path_starts_its_back_off_over(w: World) -> None:
+    w.push.receive_errors.extend([connection_lost()] * 10)
+    await w.run(30)  # six failures: the engine waits 25.6 s before its seventh try
+    before = len(w.push.opened)
+    await w.run(2)
+    assert len(w.push.opened) == before, "waiting out its back-off"
+
+    await w.runner.restart_push("case 5: restart the stream")
+    await w.run(2)  # reopened at once, failed again: retried after the first step (0.8 s)
+
+    assert len(w.push.opened) == before + 2
+
+
 async def test_a_push_failure_after_delivering_fails_the_recheck(w: World) -> None:
     before = w.clock.now()
     w.source.change("o-1")
