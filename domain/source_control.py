@@ -19,6 +19,11 @@ class SourceControl(Protocol):
         """``event_only``, ``hybrid``, ``polling_only`` (``transition`` while switching)."""
         ...
 
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """The paths the source has: ``push``, ``poll``, ``reconcile`` (a listing)."""
+        ...
+
     async def force_mode(self, to: str, reason: str) -> str:
         """Move down to ``to`` (``hybrid`` or ``polling_only``); the mode after."""
         ...

@@ -212,6 +212,16 @@ class RerunReconciliation(SourceStrategyBase):
     name: str = RERUN_RECONCILIATION
     categories: frozenset[str] = frozenset({Category.DATA_INCONSISTENCY})
 
+    def applies_to(self, case: CaseSummary) -> bool:
+        """Only a source with a listing can be reconciled: offered to any other, the strategy
+        would fail each attempt (and hold its case open through its cool-down) for nothing."""
+        if not super().applies_to(case):
+            return False
+        try:
+            return "reconcile" in self._control(case).paths
+        except LookupError:  # the source is not registered (any more)
+            return False
+
     async def apply(self, case: CaseSummary) -> str:
         control = self._control(case)
         self._mark(case)

@@ -219,6 +219,17 @@ class SourceRunner:
     def mode(self) -> str:
         return self.machine.mode if self.machine is not None else "stopped"
 
+    @property
+    def paths(self) -> tuple[str, ...]:
+        """``push``, ``poll``, ``reconcile``: the paths the source was declared with."""
+        spec = self.spec
+        declared = (
+            ("push", spec.events is not None),
+            ("poll", spec.poll is not None),
+            ("reconcile", spec.reconcile is not None),
+        )
+        return tuple(name for name, present in declared if present)
+
     async def start(self) -> None:
         """Resume from the source's log (or register it), start the engines of its mode."""
         spec = self.spec
@@ -611,15 +622,6 @@ class SourceRunner:
             failure_threshold=failure,
             event_timeout=spec.hysteresis.event_timeout,
             polling_interval=polling.current_interval if polling is not None else spec.poll_every,
-        )
-        paths = tuple(
-            name
-            for name, present in (
-                ("push", spec.events is not None),
-                ("poll", spec.poll is not None),
-                ("reconcile", spec.reconcile is not None),
-            )
-            if present
         )
         return SourceStatus(
             tenant=spec.tenant,

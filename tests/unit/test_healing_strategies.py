@@ -179,6 +179,20 @@ async def test_rerun_reconciliation_corrects_then_rechecks_with_a_clean_second_r
     assert await strategy.verify(data_case)
 
 
+async def test_rerun_reconciliation_is_offered_only_for_a_source_with_a_listing(
+    w: World,
+) -> None:
+    """Offered to a source without one, each attempt would fail and its cool-down would hold
+    the case open before it escalates."""
+    data_case = case(category="data_inconsistency")
+    assert RerunReconciliation(w.manager, w.clock, w.clock.now).applies_to(data_case)
+    unlisted = SourceManager(w.sink, MemoryRecorder(), clock=w.clock, wall=w.clock.now)
+    unlisted.register(DataSource(tenant=TENANT, name=SOURCE, poll=FakePoll(w.source)))
+    strategy = RerunReconciliation(unlisted, w.clock, w.clock.now)
+    assert not strategy.applies_to(data_case)
+    assert not strategy.applies_to(case(source="unknown", category="data_inconsistency"))
+
+
 async def test_reduce_frequency_doubles_the_interval_up_to_its_bound(w: World) -> None:
     await w.runner.force_mode(HYBRID, "test")
     strategy = ReduceFrequency(w.manager, w.clock, w.clock.now, max_factor=4.0)
