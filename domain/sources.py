@@ -289,9 +289,12 @@ class SourceProgress:
         return f"source:{self.tenant}/{self.source}"
 
 
-#: What went wrong on a source, as :class:`SourceFailure` reports it: a path's own error kind,
-#: ``silence`` (push quiet for longer than ``event_timeout``), ``storage`` (the center's store
-#: refused an admission: not the path's fault) or ``rollback`` (a mode could not start).
+#: What went wrong on a source, as :class:`SourceFailure` reports it: a path's own error kind
+#: (``bad_data`` also for a batch that brought messages that are no items: dead-lettered, while
+#: the path itself worked), ``silence`` (a connected push path quiet for longer than
+#: ``event_timeout``; a path that is not connected reports its own errors instead), ``storage``
+#: (the center's store refused an admission: not the path's fault) or ``rollback`` (a mode
+#: could not start).
 FailureKind = str
 
 

@@ -367,7 +367,10 @@ class SourceRunner:
         if isinstance(item, str):  # a tick: silence is charged by the policy
             silences = policy.state.silences
             decisions = policy.silence_check(now)
-            if policy.state.silences > silences:
+            push = self.push
+            # A path that is not connected (backing off, or failing to open) reports its own
+            # errors: its silence is their consequence, not a second cause for the RCA.
+            if policy.state.silences > silences and push is not None and push.connected:
                 quiet = policy.state.silences * self.spec.hysteresis.event_timeout
                 self._failed("push", "silence", f"no push outcome for {quiet:g}s", now)
             return decisions
@@ -384,6 +387,12 @@ class SourceRunner:
         if item.ok:
             lags = tuple(self.lags.pop(item.path, ()))
             self.tally.succeeded(item.path, now, item.items, lags)
+            if item.dead_lettered:  # the path worked; what it brought was not all items
+                detail = (
+                    f"{item.dead_lettered} of {item.items} message(s) were no items:"
+                    " dead-lettered with their reasons"
+                )
+                self._failed(item.path, "bad_data", detail, now)
         elif item.kind is None:  # the center's store failed: not the path's fault
             self._failed(item.path, "storage", item.detail, now)
             return policy.silence_check(now)
@@ -631,7 +640,7 @@ class SourceRunner:
             success_threshold=success,
             health=health,
             recent=tuple(self.recent),
-            paths=paths,
+            paths=self.paths,
             polling_interval=polling.current_interval if polling is not None else None,
             last_reconcile=self.last_reconcile,
         )

@@ -48,6 +48,41 @@ async def test_silence_is_reported_once_per_event_timeout(w: World) -> None:
     ]
 
 
+async def test_the_silence_of_a_push_path_failing_on_its_own_is_not_reported_again() -> None:
+    """A refused connection also leaves the path quiet: its errors say why, and a silence
+    reported beside them would open a second RCA case (event_timeout) for the one cause."""
+    w = await world(FakeClock(0.0), event_timeout=2, failure_threshold=10)
+    try:
+        seen = watch(w)
+        w.push.receive_errors.extend([connection_lost()] * 5)  # 0.8 + 1.6 + 3.2 + 6.4 s apart
+        await w.run(13)
+        assert [f.kind for f in seen] == ["connection"] * 5
+        await w.run(18)  # connected again at 24.8 s, and nothing comes: that is reported
+        assert seen[5:]
+        assert {f.kind for f in seen[5:]} == {"silence"}
+        assert seen[5].at > 24.8
+    finally:
+        await w.manager.stop()
+
+
+async def test_dead_lettered_messages_are_reported_as_bad_data_not_held_against_the_path(
+    w: World,
+) -> None:
+    """A message that is no item is dead-lettered and the flow goes on (the path worked); the
+    RCA still hears of it, as a handler's dead letter is heard of."""
+    seen = watch(w)
+    w.source.change("o-1")
+    w.source.bad()
+    w.source.change("o-2")
+    await w.run(5)  # the receive under way ends, the next one brings the three messages
+    assert [(f.path, f.kind) for f in seen] == [("push", "bad_data")]
+    assert "1 of 3 message(s)" in seen[0].detail
+    assert w.runner.tally.consecutive["push"] == 0
+    assert w.runner.path_succeeded_since("push", w.clock.now() - 5)
+    assert w.runner.mode == EVENT_ONLY
+    assert w.sink.identities() == {("o-1", "1"), ("o-2", "1")}
+
+
 async def test_a_watcher_that_raises_does_not_stop_the_decisions(w: World) -> None:
     def broken(failure: SourceFailure) -> None:
         raise RuntimeError("bug in the watcher")
