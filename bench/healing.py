@@ -215,7 +215,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "heal_s_median": heal_times[len(heal_times) // 2] if heal_times else None,
         "heal_s_max": heal_times[-1] if heal_times else None,
         "not_healed": [
-            f"{r['scenario']}: {r['outcome']}" for r in healable if r["outcome"] != "healed"
+            f"{r['scenario']}: {r['outcome']}{why_not(r)}"
+            for r in healable
+            if r["outcome"] != "healed"
         ],
         "by_fault_s": {
             duration: {
@@ -226,6 +228,21 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             for duration, group in by_duration.items()
         },
     }
+
+
+def why_not(result: dict[str, Any]) -> str:
+    """What the scenario's cases were waiting for or why they escalated, in a few words."""
+    reasons = []
+    for case in result["cases"]:
+        if case["next_attempt"] is not None:
+            waiting = case["next_attempt"]
+            reasons.append(
+                f"{case['category']} case waits for the cool-down of {waiting['strategy']}"
+                f" (next attempt at {waiting['at_s']:.0f} s)"
+            )
+        elif case["escalated_s"] is not None:
+            reasons.append(f"{case['category']} case escalated: {case['escalation_reason']}")
+    return f" ({'; '.join(reasons)})" if reasons else ""
 
 
 def share(part: int, whole: int) -> float | None:
@@ -316,21 +333,21 @@ def render_scenarios(results: list[dict[str, Any]], console: Console) -> None:
         )
     console.print(
         table(
-            "1. Scenarios: seconds from the fault switched on (1st verified: the first re-check"
-            " that passed; healed: the last case closed healed; escalated: the first"
-            " escalation)",
+            "1. Scenarios: seconds from the fault switched on to the first failure seen, the"
+            " first case opened, the first re-check that passed, the last case closed healed (or"
+            " the first escalation), the fault switched off; escalations; exactly once",
             [
                 "scenario",
                 "healable",
                 "category",
                 "strategies tried",
                 "outcome",
-                "1st failure",
-                "case opened",
-                "1st verified",
-                "healed/escal.",
-                "fault ended",
-                "escalations",
+                "failure",
+                "opened",
+                "verified",
+                "healed/esc.",
+                "ended",
+                "esc.",
                 "once",
             ],
             rows,
@@ -391,7 +408,7 @@ def render_cases(results: list[dict[str, Any]], console: Console) -> None:
     )
 
 
-def render_sources(results: list[dict[str, Any]], console: Console) -> None:
+def render_sources(results: list[dict[str, Any]], console: Console, polling_s: float) -> None:
     rows = []
     for r in results:
         if r.get("status") != "measured":
@@ -400,6 +417,10 @@ def render_sources(results: list[dict[str, Any]], console: Console) -> None:
         failures = ", ".join(f"{k} x{n}" for k, n in r["failures"]["by_kind"].items())
         once = r["exactly_once"]
         letters = ", ".join(f"{k} x{n}" for k, n in r["dead_letters"].items())
+        polling = r["polling_after"]
+        interval = "-"
+        if polling is not None:
+            interval = f"{polling['interval_s']:g} s (x{polling['load_factor']:g})"
         rows.append(
             [
                 r["scenario"],
@@ -408,11 +429,14 @@ def render_sources(results: list[dict[str, Any]], console: Console) -> None:
                 f"{once['produced']}/{once['handled']}/{once['duplicates']}",
                 ", ".join(f"{p} {n}" for p, n in once["by_path"].items()),
                 letters or "-",
+                interval,
             ]
         )
     console.print(
         table(
-            "3. The sources: failures reported to the RCA, mode switches, items",
+            "3. The sources: failures reported to the RCA, mode switches (seconds from the fault),"
+            f" items, dead letters, and the polling interval at the end (configured: {polling_s:g}"
+            " s)",
             [
                 "scenario",
                 "failures",
@@ -420,6 +444,7 @@ def render_sources(results: list[dict[str, Any]], console: Console) -> None:
                 "produced/handled/dup.",
                 "handled by path",
                 "dead letters",
+                "polling interval after",
             ],
             rows,
             TEXT_COLUMNS | {"handled by path", "dead letters", "produced/handled/dup."},
@@ -431,7 +456,7 @@ def render(report: dict[str, Any], console: Console) -> None:
     results = report["results"]
     render_scenarios(results, console)
     render_cases(results, console)
-    render_sources(results, console)
+    render_sources(results, console, report["config"]["timing"]["polling_interval"])
     config = report["config"]["timing"]
     console.print(
         "Settings: "
@@ -503,7 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("eventcenter").setLevel(logging.CRITICAL)
     console = Console(stderr=args.json)
     if not console.is_terminal:
-        console.width = 160  # rich assumes 80 columns when piped; the tables need more
+        console.width = 200  # rich assumes 80 columns when piped; the tables need more
     report = run(args, console)
     render(report, console)
     if args.json:
