@@ -21,10 +21,17 @@ real center per scenario (SQLite in a temporary directory, the real clock, short
   of the items; the source has a listing (reconciliation) that holds every item;
 - **slow dependency**: the poll API answers only after a delay longer than the HTTP timeout.
 
-A transient fault lasts ``--quick`` 3 s (shorter than the re-check window, ``verify_timeout``);
-the full run adds each one at 20 s (longer than several re-check windows, so the strategies'
-limits and cool-downs show). The scenarios of one duration run at the same time (each in its
-own center); other work on the machine's cores moves the times (the load is reported).
+A transient fault lasts 3 s (shorter than the re-check window, ``verify_timeout``) and, in the
+full run, also 20 s (longer than several re-check windows, so the strategies' limits and
+cool-downs show). ``--quick`` runs the 3 s faults only and gives a scenario 25 s to settle after
+its fault, not the 60 s of a strategy's cool-down: a case waiting for one is reported open, with
+when its next attempt comes (the full run waits 90 s). The scenarios of one duration run at the
+same time (each in its own center); other work on the machine's cores moves the times (the
+load is reported).
+
+A scenario is **healable** when the data can still reach the center without a person (every
+one but the expired credentials: the poll API, the listing or the server coming back carries
+it); the others must escalate, once.
 
 Reported per scenario: the category the RCA found, the strategies tried in order with their
 verdicts, the outcome (healed / escalated / open / no case), seconds from the fault to the
