@@ -318,8 +318,9 @@ class InvalidCurve(EventCenterError, ValueError):
 
 
 class ThroughputRefused(EventCenterError):
-    """Raised when a throughput record refuses a command that does not belong to it: a
-    regression for another service or signature, or one recorded before any measurement.
+    """Raised when a throughput record refuses a command that does not belong to it (a
+    regression for another service or signature, or one recorded before any measurement), or a
+    service's deployment order is given an empty name or signature.
 
     ``record`` names it (``service@signature``), ``command`` what was asked."""
 

@@ -20,10 +20,10 @@ rate the coordinator allows.
   exponential average over ``long_window`` periods (a plain average for the first ``warmup``);
   ``new = rate * gradient + queue * rate``, smoothed ``rate * (1 - smoothing) + new *
   smoothing``. A long latency more than twice the short one (recovering from prolonged
-  overload) is cut by 5 % per period. Three departures, because a rate is not a concurrency: a
-  concurrency limit bounds the queue it can build, a rate does not. Gradient2 alone follows
-  a latency that climbs slowly enough (its long average climbs with it): on the simulated
-  4 x 20 ms target it ran 21 % past capacity into a full backlog. So latency above
+  overload) is cut by 5 % per period. Three departures, because a rate is not a concurrency
+  (a concurrency limit bounds the queue it can build, a rate does not, and Gradient2 alone
+  follows a latency that climbs slowly enough, its long average climbing with it: on the
+  simulated 4 x 20 ms target it ran 21 % past capacity into a full backlog). Latency above
   ``latency_limit`` (required: the SLO) caps the gradient at ``limit / latency``; errors above
   ``max_error_rate`` count as the steepest gradient (Gradient2 ignores drops; a target that
   sheds load answers fast); and the queue allowance is a share of the rate (a fixed number of
@@ -35,7 +35,9 @@ rate the coordinator allows.
   output is in units of the capacity; the derivative acts on the measurement (no kick when the
   target changes); the output is clamped to the bounds and the integral stops growing while
   the output is at a limit in the direction of the error (anti-windup: it integrates only as
-  far as the output can follow), so leaving a limit takes no unwinding.
+  far as the output can follow), so leaving a limit takes no unwinding. Gains are per second
+  of ``now``: with a control period of T seconds one update moves the integral by up to
+  ``ki * T`` capacities, so keep ``ki * T`` small (the default 0.05 suits 1 s periods).
 
 The figures each strategy reaches on a simulated queueing target are in
 ``tests/unit/test_rate_strategies.py``.
