@@ -31,6 +31,9 @@
     ├── RcaCaseNotFound         no RCA case with that id
     ├── UnknownService          no health check, recovery or degradation registered by that name
     ├── StrategyDeclined        a degradation strategy cannot answer this call (the next is tried)
+    ├── InvalidCurve            a load test's measured curve or step failed validation
+    ├── ThroughputRefused       a throughput record refused a measurement, flag or regression
+    ├── TuningRefused           the adjustment coordinator cannot tune a service (yet)
     └── ServiceUnavailable      a degraded call: the service failed and no strategy answered
 
 Each class says when it is raised; callers catch only what they can act on.
@@ -298,6 +301,46 @@ class ServiceUnavailable(EventCenterError):
         super().__init__(
             f"service {service!r} is unavailable ({reason}) and no fallback answered: {tried}"
         )
+
+
+class InvalidCurve(EventCenterError, ValueError):
+    """Raised when a load test's measured curve cannot be judged: no steps, or a step whose
+    figures cannot be true (a negative rate, p50 above p95, an error rate outside 0..1).
+    ``step`` is the offending step's index in the curve (None for the curve as a whole),
+    ``field`` its field."""
+
+    def __init__(self, step: int | None, field: str, reason: str) -> None:
+        self.step = step
+        self.field = field
+        self.reason = reason
+        where = "curve" if step is None else f"step #{step}"
+        super().__init__(f"invalid load-test curve: {where}: field '{field}': {reason}")
+
+
+class ThroughputRefused(EventCenterError):
+    """Raised when a throughput record refuses a command that does not belong to it (a
+    regression for another service or signature, or one recorded before any measurement), or a
+    service's deployment order is given an empty name or signature.
+
+    ``record`` names it (``service@signature``), ``command`` what was asked."""
+
+    def __init__(self, record: str, command: str, reason: str) -> None:
+        self.record = record
+        self.command = command
+        self.reason = reason
+        super().__init__(f"throughput record {record}: '{command}' refused: {reason}")
+
+
+class TuningRefused(EventCenterError):
+    """Raised when the adjustment coordinator cannot tune a service: no capacity is known for
+    it yet (measure it first), or it has no agent to send a frequency to.
+
+    ``service`` names it; the message says what is missing."""
+
+    def __init__(self, service: str, reason: str) -> None:
+        self.service = service
+        self.reason = reason
+        super().__init__(f"cannot tune service {service!r}: {reason}")
 
 
 STORE_WAIT_NOTE = "cancelled while waiting for the store to commit a write"
