@@ -464,7 +464,7 @@ class RcaRunner:
             strategy = dict((o.name, s) for o, s in options)[decision.strategy]
             await self._attempt(case, strategy, decision)
         elif isinstance(decision, Wait):
-            await self._clock.sleep(max(0.0, decision.until - now))
+            await self._wait_or_recover(case, dict((o.name, s) for o, s in options), decision)
         else:
             await self._escalate(case, decision)
 
@@ -572,6 +572,45 @@ class RcaRunner:
         else:
             self.stats.failed += 1
             log.warning("rca case %s: %s did not heal it: %s", case.id, strategy, detail)
+
+    async def _wait_or_recover(
+        self, case: RcaCase, strategies: dict[str, HealingStrategy], wait: Wait
+    ) -> None:
+        """Every strategy left is cooling down: meanwhile the last one tried re-checks, at
+        most every ``verify_timeout``; if the problem went away on its own the case closes as
+        ``recovered`` (no strategy is credited), else the cool-down ends and the next choice
+        is made."""
+        tried = case.attempts[-1]["strategy"] if case.attempts else None
+        strategy = strategies.get(tried) if tried is not None else None
+        while True:
+            left = wait.until - self._wall()
+            if left <= 0:
+                return
+            if strategy is None:
+                await self._clock.sleep(left)
+                return
+            started = self._wall()
+            passed, _ = await self._verify(strategy, case.summary())
+            if passed:
+                await self._close_recovered(case, tried or "?")
+                return
+            spent = self._wall() - started
+            pause = min(self.settings.verify_timeout, wait.until - self._wall()) - spent
+            if pause > 0:
+                await self._clock.sleep(pause)
+
+    async def _close_recovered(self, case: RcaCase, strategy: str) -> None:
+        at = self._wall()
+        reason = f"recovered while strategies cooled down (the re-check of {strategy} passed)"
+
+        def close(found: RcaCase | None, stats: StatsFor) -> tuple[RcaCase | None, None]:
+            current = _existing(found, case.id)
+            current.close(reason, at=at, outcome="recovered")
+            return current, None
+
+        await self._recorder.change(case.id, close)
+        self._forget(case)
+        log.warning("rca case %s (%s) closed: %s", case.id, case.name, reason)
 
     async def _close_healed(self, case: RcaCase) -> None:
         at = self._wall()

@@ -238,10 +238,8 @@ async def test_an_action_that_raises_is_a_failed_attempt(stop_later: list[RcaRun
 async def test_a_strategy_cooling_down_is_retried_only_after_its_cooldown(
     stop_later: list[RcaRunner],
 ) -> None:
-    tries = iter([False, True])
-    restart = FakeStrategy(
-        "restart_stream", max_attempts=2, cooldown=60.0, heals=lambda: next(tries)
-    )
+    restart = FakeStrategy("restart_stream", max_attempts=2, cooldown=60.0)
+    restart.heals = lambda: len(restart.applied) == 2  # the problem stays until the second try
     test = rig(restart)
     runner = await started(test, stop_later)
     runner.report(timeout())
@@ -255,6 +253,29 @@ async def test_a_strategy_cooling_down_is_retried_only_after_its_cooldown(
     assert case is not None
     assert case.status == CLOSED
     assert [a["at"] for a in case.attempts] == [AT, AT + 60.0]
+
+
+async def test_a_problem_gone_while_strategies_cool_down_closes_the_case_as_recovered(
+    stop_later: list[RcaRunner],
+) -> None:
+    restart = FakeStrategy("restart_stream", max_attempts=2, cooldown=60.0)
+    test = rig(restart)
+    runner = await started(test, stop_later)
+    runner.report(timeout())
+    await settle()
+    await test.clock.advance(25.0)
+    restart.heals = True  # the fault ends on its own during the cool-down
+    await test.clock.advance(10.0)
+    case = await test.recorder.case(await only_case(test))
+    assert case is not None
+    assert case.status == CLOSED
+    assert case.closed is not None
+    assert case.closed["outcome"] == "recovered"
+    assert "re-check of restart_stream passed" in case.closed["reason"]
+    assert len(restart.applied) == 1, "nothing applied again"
+    stats = await test.recorder.stats("event_timeout")
+    assert stats is not None
+    assert stats.tally() == {"restart_stream": (0, 1)}, "no strategy credited"
 
 
 async def test_a_cooldown_spans_cases_of_the_same_source(stop_later: list[RcaRunner]) -> None:
