@@ -191,6 +191,9 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
     unhealable = [r for r in measured if not r["healable"]]
     healed_healable = [r for r in healable if r["outcome"] == "healed"]
     healed_all = [r for r in measured if r["outcome"] == "healed"]
+    # Closed with no person involved: healed by a strategy, or closed "recovered" when the
+    # re-check made during a cool-down found the fault gone (no strategy is credited for it).
+    quiet = [r for r in healable if r["outcome"] == "healed" or _closed_without_person(r)]
     escalated_once = [
         r
         for r in unhealable
@@ -214,6 +217,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         "healed_healable": len(healed_healable),
         "share_healable": share(len(healed_healable), len(healable)),
         "healed_all": len(healed_all),
+        "closed_without_person": len(quiet),
+        "share_without_person": share(len(quiet), len(healable)),
         "share_all": share(len(healed_all), len(measured)),
         "unhealable": len(unhealable),
         "escalated_once": len(escalated_once),
@@ -235,6 +240,13 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             for duration, group in by_duration.items()
         },
     }
+
+
+def _closed_without_person(result: dict[str, Any]) -> bool:
+    cases = result["cases"]
+    return bool(cases) and all(
+        c["status"] == "closed" and c["outcome"] in ("healed", "recovered") for c in cases
+    )
 
 
 def why_not(result: dict[str, Any]) -> str:
@@ -277,6 +289,18 @@ def targets_of(summary: dict[str, Any]) -> list[dict[str, Any]]:
             f">= {GOAL:.0%} (seed 003)",
             pct(every, summary["healed_all"], summary["measured"]),
             None if every is None else every >= GOAL,
+        ),
+        target(
+            "closed without a person (healed, or recovered and re-checked), where possible",
+            f">= {GOAL:.0%} (seed 003)",
+            pct(
+                summary["share_without_person"],
+                summary["closed_without_person"],
+                summary["healable"],
+            ),
+            None
+            if summary["share_without_person"] is None
+            else summary["share_without_person"] >= GOAL,
         ),
         target(
             "unhealable scenarios escalated exactly once",
