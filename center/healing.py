@@ -234,7 +234,7 @@ class CenterHealing:
             component, kind, severity = Component.STORAGE, "unavailable", Severity.HIGH
         elif kind == "rollback":
             component, kind = Component.SOURCE_POLL, "unavailable"
-        if failure.path == "reconcile":
+        if failure.path == "reconcile" and component is not Component.STORAGE:
             component = Component.RECONCILE
         if severity is None and kind in SourceErrorKind.__members__.values():
             severity = SOURCE_SEVERITY[SourceErrorKind(kind)]

@@ -210,6 +210,7 @@ class SourceRunner:
             self._sink,
             self._clock,
             self._inbox.put_nowait,
+            on_outcome=self._inbox.put_nowait,
             rng=self._rng,
         )
 
@@ -382,7 +383,9 @@ class SourceRunner:
             self.last_reconcile = item
             self._reconciled(item)
             return policy.silence_check(now)
-        if item.path == "reconcile":
+        if item.path == "reconcile":  # no evidence about push; a failure goes to the watcher
+            if not item.ok:
+                self._failed("reconcile", str(item.kind or "storage"), item.detail, now)
             return policy.silence_check(now)
         if item.ok:
             lags = tuple(self.lags.pop(item.path, ()))

@@ -260,3 +260,16 @@ async def test_recover_service_rechecks_until_the_service_is_healthy_again() -> 
 class SourceManagerStub:
     def control(self, tenant: str, source: str) -> Any:
         raise AssertionError("not called")
+
+
+async def test_a_failed_reconciliation_is_reported_to_the_watcher(w: World) -> None:
+    seen: list[Any] = []
+    w.manager.on_failure = seen.append
+    listing = w.runner.spec.reconcile
+    assert isinstance(listing, FakeListing)
+    listing.errors.append(SourceError(SourceErrorKind.CONNECTION, "listing refused (test)"))
+    with pytest.raises(SourceError):
+        await w.runner.reconcile_now()
+    await w.run(1)
+    assert [(f.path, f.kind) for f in seen] == [("reconcile", "connection")]
+    assert w.runner.mode == EVENT_ONLY, "a listing's failure is no evidence against push"
