@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import gc
+import json
 import math
 import os
 import random
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
+from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, create_engine, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -286,3 +289,29 @@ def _load(load: dict[str, float]) -> str:
 
 def _met(met: bool | None) -> str:
     return "not measured" if met is None else ("met" if met else "NOT MET")
+
+
+Report = dict[str, Any]
+
+
+def run_report(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, Console], Report],
+    render: Callable[[Report, Console], None],
+    *,
+    width: int,
+) -> Report:
+    """Run a bench and show its tables: on stdout, or on stderr with ``--json`` (the JSON then
+    goes to stdout, see :func:`print_json`). Piped, rich would assume 80 columns: ``width``."""
+    console = Console(stderr=args.json)
+    if not console.is_terminal:
+        console.width = width
+    report = run(args, console)
+    render(report, console)
+    return report
+
+
+def print_json(args: argparse.Namespace, report: Report) -> None:
+    """The whole report as JSON on stdout, when ``--json`` asked for it."""
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))

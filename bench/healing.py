@@ -50,7 +50,6 @@ import argparse
 import asyncio
 import hashlib
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -64,8 +63,8 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.common import machine_load, table, targets_table
-from bench.healing_faults import RATE, FaultSetupFailed, FaultyApi
+from bench.common import machine_load, print_json, run_report, table, targets_table
+from bench.healing_faults import RATE, FaultyApi
 from bench.healing_scenarios import (
     BadData,
     ConnectionRefused,
@@ -78,6 +77,7 @@ from bench.healing_scenarios import (
     Timing,
     run_scenario,
 )
+from bench.source_failover import ServerDidNotStart
 
 SHORT_S = 3.0
 LONG_S = 20.0
@@ -139,7 +139,7 @@ async def run_all(quick: bool, timing: Timing, scratch: Path) -> list[dict[str, 
             )
             for scenario, result in zip(group, done, strict=True):
                 if isinstance(result, BaseException):
-                    if not isinstance(result, FaultSetupFailed | OSError):
+                    if not isinstance(result, ServerDidNotStart | OSError):
                         raise result
                     result = {**scenario.described(), "status": "failed", "reason": str(result)}
                 results.append({"scenario": scenario.key, **result})
@@ -557,13 +557,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # The runner logs each case, attempt and escalation; the report shows them all.
     logging.getLogger("eventcenter").setLevel(logging.CRITICAL)
-    console = Console(stderr=args.json)
-    if not console.is_terminal:
-        console.width = 200  # rich assumes 80 columns when piped; the tables need more
-    report = run(args, console)
-    render(report, console)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
+    report = run_report(args, run, render, width=200)
+    print_json(args, report)
     return 0
 
 

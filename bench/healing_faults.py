@@ -5,8 +5,8 @@ Each scenario owns what it breaks:
 - a **system of record** (:class:`Record`): a producer adds one item every ``1 / RATE`` s; the
   record is what a poll API or a listing would serve, and it notes every item the center's
   handler receives (exactly once is checked against it);
-- a ``redis-server`` of its own on a free port (:class:`RedisProcess`), killed by its pid and
-  started again on the same port, with or without its data kept on disk;
+- a ``redis-server`` of its own on a free port (``bench.source_failover.RedisServer``),
+  killed by its pid and started again on the same port, with or without its data on disk;
 - a route on the bench's HTTP server (:class:`FaultyApi`, a small ASGI app under uvicorn on a
   free port) that serves the record as a poll API and can be told to answer 429 with
   ``Retry-After``, 401, or only after a delay.
@@ -17,15 +17,10 @@ Nothing here decides whether a fault healed: the scenarios only switch faults on
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -36,17 +31,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
-from bench.source_failover import accepting, free_port
+from bench.source_failover import ServerDidNotStart, free_port
 from eventcenter.domain.event import Event
 from eventcenter.domain.sources import SourceItem
 
 RATE = 20.0  # items per second from each scenario's producer
 PAGE = 200  # items per poll answer
 READY_S = 10.0
-
-
-class FaultSetupFailed(RuntimeError):
-    """Raised when a server of the bench's own did not start."""
 
 
 # the system of record ----------------------------------------------------------------------------
@@ -121,48 +112,6 @@ async def produce(record: Record, push: Push | None, stop: asyncio.Event) -> Non
 
 
 # a redis-server of the scenario's own ------------------------------------------------------------
-
-
-@dataclass
-class RedisProcess:
-    """``redis-server`` on a free loopback port, stopped only by its own pid.
-
-    ``keep_data``: an append-only file synced on every write, so a server killed and started
-    again has its streams and consumer groups back (a pure outage); without it a restart
-    comes back empty (the stream and its group are gone).
-    """
-
-    directory: Path
-    keep_data: bool
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        binary = shutil.which("redis-server") or "redis-server"
-        argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--dir", str(self.directory)]
-        argv += ["--appendonly", "yes", "--appendfsync", "always"] if self.keep_data else []
-        argv += [] if self.keep_data else ["--appendonly", "no"]
-        with (self.directory / "redis.log").open("ab") as log:
-            self.process = subprocess.Popen(
-                argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        deadline = time.monotonic() + READY_S
-        while not accepting(self.port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise FaultSetupFailed(f"redis-server did not start on port {self.port}")
-            time.sleep(0.01)
-
-    def kill(self) -> None:
-        process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait(READY_S)
 
 
 def redis_client(url: str) -> Redis:
@@ -268,7 +217,7 @@ class FaultyApi:
         deadline = time.monotonic() + READY_S
         while not server.started:
             if self._task.done() or time.monotonic() > deadline:
-                raise FaultSetupFailed(f"the HTTP fault server did not start on {self.port}")
+                raise ServerDidNotStart(f"the HTTP fault server did not start on {self.port}")
             await asyncio.sleep(0.01)
 
     async def stop(self) -> None:

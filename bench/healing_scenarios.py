@@ -43,7 +43,6 @@ from bench.healing_faults import (
     UNAUTHORIZED,
     FaultyApi,
     Record,
-    RedisProcess,
     Route,
     corrupted,
     entry,
@@ -51,6 +50,7 @@ from bench.healing_faults import (
     redis_client,
     xadd,
 )
+from bench.source_failover import RedisServer
 from eventcenter.center.app import EventCenter
 from eventcenter.center.healing import HealingSettings
 from eventcenter.center.settings import CenterSettings
@@ -169,7 +169,7 @@ class RedisScenario(Scenario):
 
     def __init__(self, duration: float | None, timing: Timing, directory: Path) -> None:
         super().__init__(duration, timing, directory)
-        self.server = RedisProcess(directory, keep_data=self.keep_data)
+        self.server = RedisServer(directory, keep_data=self.keep_data)
         self.stream = f"bench-healing-{self.kind}-{secrets.token_hex(3)}"
         self.paused = False  # the producer writes nothing to the stream
         self.corrupt = False  # the producer writes broken entries instead of the items

@@ -108,6 +108,8 @@ from bench.common import (
     noop_handler,
     postgres_reason,
     postgres_schema,
+    print_json,
+    run_report,
     sqlite_url,
     table,
     targets_table,
@@ -1011,15 +1013,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=args.json)
-    if not console.is_terminal:
-        console.width = 120  # rich assumes 80 columns when piped; the tables need more
-    report = run(args, console)
-    render(report, console)
+    report = run_report(args, run, render, width=120)
     if "profile" in report:  # plain print: rich would wrap the long lines
         print(report["profile"], file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
+    print_json(args, report)
     return 0
 
 

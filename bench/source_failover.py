@@ -84,6 +84,10 @@ class FailoverStuck(RuntimeError):
     """Raised when a phase of the failover run did not happen within WAIT_S."""
 
 
+class ServerDidNotStart(RuntimeError):
+    """Raised when a server of the bench's own did not start."""
+
+
 # a redis-server of the bench's own --------------------------------------------------------------
 
 
@@ -103,9 +107,15 @@ def accepting(port: int) -> bool:
 
 @dataclass
 class RedisServer:
-    """``redis-server`` on a free port, nothing on disk; stopped only by its own pid."""
+    """``redis-server`` on a free loopback port, stopped only by its own pid.
+
+    ``keep_data``: an append-only file synced on every write, so a server killed and started
+    again has its streams and consumer groups back (a pure outage); without it nothing is kept
+    and a restart comes back empty (the stream and its group are gone).
+    """
 
     directory: Path
+    keep_data: bool = False
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
 
@@ -116,7 +126,11 @@ class RedisServer:
     def start(self) -> None:
         binary = shutil.which("redis-server") or "redis-server"
         argv = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        argv += ["--appendonly", "no", "--dir", str(self.directory)]
+        argv += ["--dir", str(self.directory)]
+        if self.keep_data:
+            argv += ["--appendonly", "yes", "--appendfsync", "always"]
+        else:
+            argv += ["--appendonly", "no"]
         with (self.directory / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(
                 argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
@@ -125,7 +139,7 @@ class RedisServer:
         while not accepting(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.kill()
-                raise FailoverStuck(f"redis-server did not start on port {self.port}")
+                raise ServerDidNotStart(f"redis-server did not start on port {self.port}")
             time.sleep(0.01)
 
     def kill(self) -> None:
@@ -378,5 +392,5 @@ def measure_failover(cycles: int, steady_s: float, hold_s: float) -> dict[str, A
     with tempfile.TemporaryDirectory(prefix="bench-failover-") as scratch:
         try:
             return fresh_run(failover_run, Path(scratch), cycles, steady_s, hold_s)
-        except FailoverStuck as stuck:
+        except (FailoverStuck, ServerDidNotStart) as stuck:
             return {"status": "failed", "reason": str(stuck)}

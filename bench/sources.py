@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import hashlib
 import importlib
-import json
 import logging
 import os
 import sys
@@ -65,6 +64,8 @@ from bench.common import (
     PG_URL_ENV,
     machine_load,
     postgres_reason,
+    print_json,
+    run_report,
     shown,
     targets_table,
     unavailable,
@@ -551,13 +552,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     # The engines log each reconnect and switch; the report shows them, the log would interleave.
     logging.getLogger("eventcenter").setLevel(logging.ERROR)
-    console = Console(stderr=args.json)
-    if not console.is_terminal:
-        console.width = 140  # rich assumes 80 columns when piped; the tables need more
-    report = run(args, console)
-    render(report, console)
-    if args.json:
-        print(json.dumps(report, indent=2, default=str))
+    report = run_report(args, run, render, width=140)
+    print_json(args, report)
     return 0
 
 
