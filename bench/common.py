@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import hashlib
+import importlib
 import json
 import math
 import os
@@ -315,3 +317,29 @@ def print_json(args: argparse.Namespace, report: Report) -> None:
     """The whole report as JSON on stdout, when ``--json`` asked for it."""
     if args.json:
         print(json.dumps(report, indent=2, default=str))
+
+
+def code_fingerprint(modules: Sequence[str]) -> dict[str, str]:
+    """sha256 prefixes of the measured modules: runs are comparable only when these match."""
+    fingerprint = {}
+    for name in modules:
+        source = Path(str(importlib.import_module(name).__file__)).read_bytes()
+        fingerprint[name.removeprefix("eventcenter.")] = hashlib.sha256(source).hexdigest()[:12]
+    return fingerprint
+
+
+def report_parser(prog: str, description: str, quick: str) -> argparse.ArgumentParser:
+    """The options every report bench has: ``--json`` and ``--quick`` (``quick`` says what
+    it leaves out)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--json", action="store_true", help="JSON on stdout, tables on stderr")
+    parser.add_argument("--quick", action="store_true", help=quick)
+    return parser
+
+
+def add_pg_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pg-url",
+        default=os.environ.get(PG_URL_ENV, DEFAULT_PG_URL),
+        help=f"PostgreSQL server (default: ${PG_URL_ENV} or {DEFAULT_PG_URL})",
+    )

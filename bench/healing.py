@@ -48,8 +48,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import importlib
 import logging
 import os
 import shutil
@@ -63,7 +61,15 @@ from typing import Any
 
 from rich.console import Console
 
-from bench.common import machine_load, print_json, run_report, table, targets_table
+from bench.common import (
+    code_fingerprint,
+    machine_load,
+    print_json,
+    report_parser,
+    run_report,
+    table,
+    targets_table,
+)
 from bench.healing_faults import RATE, FaultyApi
 from bench.healing_scenarios import (
     BadData,
@@ -505,24 +511,12 @@ def render(report: dict[str, Any], console: Console) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.healing",
-        description="Self-healing against common faults injected for real on loopback.",
-    )
-    parser.add_argument("--json", action="store_true", help="JSON on stdout, tables on stderr")
-    parser.add_argument(
-        "--quick", action="store_true", help=f"only {SHORT_S:g} s faults (under a minute)"
+    parser = report_parser(
+        "python -m bench.healing",
+        "Self-healing against common faults injected for real on loopback.",
+        f"only {SHORT_S:g} s faults (under a minute)",
     )
     return parser.parse_args(argv)
-
-
-def code_fingerprint() -> dict[str, str]:
-    """sha256 prefixes of the measured modules: runs are comparable only when these match."""
-    fingerprint = {}
-    for name in MEASURED_MODULES:
-        source = Path(str(importlib.import_module(name).__file__)).read_bytes()
-        fingerprint[name.removeprefix("eventcenter.")] = hashlib.sha256(source).hexdigest()[:12]
-    return fingerprint
 
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -536,7 +530,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "python": sys.version.split()[0],
             "cpus": os.cpu_count(),
             "load": {"start": machine_load()},
-            "code": code_fingerprint(),
+            "code": code_fingerprint(MEASURED_MODULES),
         }
     }
     if shutil.which("redis-server") is None:

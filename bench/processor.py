@@ -71,8 +71,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import hashlib
-import importlib
 import io
 import json
 import os
@@ -93,13 +91,13 @@ from rich.console import Console
 from bench import durable
 from bench.common import (
     BACKENDS,
-    DEFAULT_PG_URL,
     EVENT_TYPE,
-    PG_URL_ENV,
     PRIORITY_MIX,
     TENANTS,
     Probe,
     Spec,
+    add_pg_url,
+    code_fingerprint,
     event_stream,
     fresh_run,
     latency_summary,
@@ -109,6 +107,7 @@ from bench.common import (
     postgres_reason,
     postgres_schema,
     print_json,
+    report_parser,
     run_report,
     sqlite_url,
     table,
@@ -917,32 +916,18 @@ def render(report: dict[str, Any], console: Console) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.processor",
-        description="Throughput, latency and persistence figures of the event processor.",
+    parser = report_parser(
+        "python -m bench.processor",
+        "Throughput, latency and persistence figures of the event processor.",
+        "small sizes (well under a minute)",
     )
-    parser.add_argument("--json", action="store_true", help="JSON on stdout, tables on stderr")
-    parser.add_argument("--quick", action="store_true", help="small sizes (well under a minute)")
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get(PG_URL_ENV, DEFAULT_PG_URL),
-        help=f"PostgreSQL server (default: ${PG_URL_ENV} or {DEFAULT_PG_URL})",
-    )
+    add_pg_url(parser)
     parser.add_argument(
         "--profile",
         action="store_true",
         help="also cProfile one in-memory run and one durable run per backend",
     )
     return parser.parse_args(argv)
-
-
-def code_fingerprint() -> dict[str, str]:
-    """sha256 prefixes of the measured modules: runs are comparable only when these match."""
-    fingerprint = {}
-    for name in MEASURED_MODULES:
-        source = Path(str(importlib.import_module(name).__file__)).read_bytes()
-        fingerprint[name.removeprefix("eventcenter.")] = hashlib.sha256(source).hexdigest()[:12]
-    return fingerprint
 
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -959,7 +944,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "tenants": list(TENANTS),
             "priority_mix": {p.name: w for p, w in PRIORITY_MIX},
             "processor_settings": settings.model_dump(exclude={"limits"}),
-            "code": code_fingerprint(),
+            "code": code_fingerprint(MEASURED_MODULES),
         }
     }
     pg_down = postgres_reason(args.pg_url)

@@ -41,15 +41,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import importlib
 import logging
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import nats
@@ -60,11 +57,12 @@ from rich.table import Table
 from bench import source_failover, source_streams
 from bench.common import (
     BACKENDS,
-    DEFAULT_PG_URL,
-    PG_URL_ENV,
+    add_pg_url,
+    code_fingerprint,
     machine_load,
     postgres_reason,
     print_json,
+    report_parser,
     run_report,
     shown,
     targets_table,
@@ -450,29 +448,15 @@ def render(report: dict[str, Any], console: Console) -> None:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.sources",
-        description="Data source figures: real streams through a real center, and failover.",
+    parser = report_parser(
+        "python -m bench.sources",
+        "Data source figures: real streams through a real center, and failover.",
+        "small sizes (under 10 s)",
     )
-    parser.add_argument("--json", action="store_true", help="JSON on stdout, tables on stderr")
-    parser.add_argument("--quick", action="store_true", help="small sizes (under 10 s)")
-    parser.add_argument(
-        "--pg-url",
-        default=os.environ.get(PG_URL_ENV, DEFAULT_PG_URL),
-        help=f"PostgreSQL server (default: ${PG_URL_ENV} or {DEFAULT_PG_URL})",
-    )
+    add_pg_url(parser)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis server")
     parser.add_argument("--nats-url", default=DEFAULT_NATS_URL, help="NATS JetStream server")
     return parser.parse_args(argv)
-
-
-def code_fingerprint() -> dict[str, str]:
-    """sha256 prefixes of the measured modules: runs are comparable only when these match."""
-    fingerprint = {}
-    for name in MEASURED_MODULES:
-        source = Path(str(importlib.import_module(name).__file__)).read_bytes()
-        fingerprint[name.removeprefix("eventcenter.")] = hashlib.sha256(source).hexdigest()[:12]
-    return fingerprint
 
 
 def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -490,7 +474,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
                 "redis": args.redis_url,
                 "nats": args.nats_url,
             },
-            "code": code_fingerprint(),
+            "code": code_fingerprint(MEASURED_MODULES),
         }
     }
     with console.status("checking the servers"):
