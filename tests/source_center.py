@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from eventcenter.center.app import EventCenter
+from eventcenter.center.healing import HealingSettings
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.source_modes import EVENT_ONLY, HYBRID
 from eventcenter.sources.clock import FakeClock, settle
@@ -78,7 +79,12 @@ def source_table(**changes: Any) -> str:
 
 
 def center_settings(url: str, tmp_path: Path) -> CenterSettings:
-    return CenterSettings(database_url=url, data_dir=tmp_path / "data")
+    """Settings of the scripted center: healing is off, so the switches are the policy's alone
+    (a healing strategy such as force_polling would add switches the script did not make, at
+    moments that depend on the scheduling)."""
+    return CenterSettings(
+        database_url=url, data_dir=tmp_path / "data", healing=HealingSettings(enabled=False)
+    )
 
 
 class FakeTimeCenter:
