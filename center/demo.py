@@ -28,7 +28,9 @@ from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import PermanentFailure
 from eventcenter.domain.event import Event
+from eventcenter.domain.ports import LoadTest, StepMeasured
 from eventcenter.domain.priority import Priority
+from eventcenter.domain.throughput import Measurement
 from eventcenter.handlers.base import Handler, parse_payload
 from eventcenter.handlers.context import Context
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
@@ -43,9 +45,12 @@ class SimulatedPressureTester:
         self._rng = rng
         self._seconds = seconds
 
-    async def measure(self, target: str, signature: str) -> float:
+    async def measure(self, test: LoadTest, on_step: StepMeasured | None = None) -> Measurement:
         await asyncio.sleep(self._seconds)
-        return round(self._rng.uniform(400, 900), 1)
+        capacity = round(self._rng.uniform(400, 900), 1)
+        return Measurement(
+            capacity, "capacity", capacity, capacity * 1.05, 0.02, 0.05, 0.08, 0.0, 1.0
+        )
 
 
 class Payment(BaseModel):

@@ -34,6 +34,9 @@
     ├── InvalidCurve            a load test's measured curve or step failed validation
     ├── ThroughputRefused       a throughput record refused a measurement, flag or regression
     ├── TuningRefused           the adjustment coordinator cannot tune a service (yet)
+    ├── TargetUnreachable       a load test's target did not answer before the test began
+    ├── LoadTestFailed          the load generator failed, or ran past its hard time limit
+    ├── DispatchRefused         a frequency could not be dispatched (bad agent URL, no agents)
     └── ServiceUnavailable      a degraded call: the service failed and no strategy answered
 
 Each class says when it is raised; callers catch only what they can act on.
@@ -341,6 +344,37 @@ class TuningRefused(EventCenterError):
         self.service = service
         self.reason = reason
         super().__init__(f"cannot tune service {service!r}: {reason}")
+
+
+class TargetUnreachable(EventCenterError):
+    """Raised when a load test's target does not answer (connection refused, DNS, timeout)
+    before the first step: nothing was measured. ``target`` is the URL, ``reason`` why."""
+
+    def __init__(self, target: str, reason: str) -> None:
+        self.target = target
+        self.reason = reason
+        super().__init__(f"load-test target {target} is unreachable: {reason}")
+
+
+class LoadTestFailed(EventCenterError):
+    """Raised when a load test ends without an answer: the load generator could not start or
+    exited with an error, or the test ran past its hard time limit. ``reason`` says which;
+    ``steps`` holds what was measured before it ended (plain dicts of the steps)."""
+
+    def __init__(self, reason: str, steps: tuple[dict[str, object], ...] = ()) -> None:
+        self.reason = reason
+        self.steps = steps
+        super().__init__(f"load test failed: {reason}")
+
+
+class DispatchRefused(EventCenterError):
+    """Raised before anything is sent when a dispatch cannot be made at all: an agent's URL is
+    not an http(s) URL, an agent of the adjustment has no endpoint. ``agent`` names it."""
+
+    def __init__(self, agent: str, reason: str) -> None:
+        self.agent = agent
+        self.reason = reason
+        super().__init__(f"cannot dispatch to agent {agent!r}: {reason}")
 
 
 STORE_WAIT_NOTE = "cancelled while waiting for the store to commit a write"

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
+from eventcenter.domain.adjustment import Adjustment
 from eventcenter.domain.breaker import BreakerTransition
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.event import Event
+from eventcenter.domain.knee import KneeRule, Step
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
+from eventcenter.domain.step_plan import NextStep, StepPlan
+from eventcenter.domain.throughput import Measurement
 
 
 class DecisionLog(Protocol):
@@ -30,10 +34,93 @@ class DeadLetterStore(Protocol):
     ) -> UUID: ...
 
 
-class PressureTester(Protocol):
-    """Measures a target's maximum sustainable throughput (requests/s). Completed by pressure/."""
+@dataclass(frozen=True, slots=True)
+class LoadTest:
+    """What a load test measures and how: the ``target`` URL, the knee ``rule`` (the SLO), the
+    step ``plan``; ``done`` holds steps measured before (a test resumed after a restart goes on
+    from them: the plan is a pure function of the steps); ``name`` labels logs and reports."""
 
-    async def measure(self, target: str, signature: str) -> float: ...
+    target: str
+    rule: KneeRule
+    plan: StepPlan = field(default_factory=StepPlan)
+    done: tuple[Step, ...] = ()
+    name: str = ""
+
+
+StepMeasured = Callable[[Step, NextStep], Awaitable[None]]
+"""Awaited after each measured step with what the plan does next, before the next step."""
+
+
+class PressureTester(Protocol):
+    """Finds a target's maximum sustainable throughput by an open-model step search.
+
+    pressure/ implements it with Locust in a process of its own. ``on_step`` is awaited after
+    each measured step (the workflow records it, so a restarted center resumes after it).
+    Cancelling the call stops the load generator. Raises
+    :class:`~eventcenter.domain.errors.TargetUnreachable` when the target does not answer before
+    the first step and :class:`~eventcenter.domain.errors.LoadTestFailed` when the generator
+    fails or the plan's ``max_duration`` (plus a grace period) runs out."""
+
+    async def measure(self, test: LoadTest, on_step: StepMeasured | None = None) -> Measurement: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEndpoint:
+    """Where an agent of a service takes its frequency updates (``url``, http or https)."""
+
+    name: str
+    url: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOutcome:
+    """What sending one agent its frequency came to. ``ok`` when the agent took the version
+    (or already had it, or a newer one: a repeated dispatch is harmless); otherwise ``error``
+    says why, after ``attempts`` tries (0: the agent's breaker refused the call)."""
+
+    agent: str
+    url: str
+    version: int
+    ok: bool
+    attempts: int
+    status: int | None = None
+    error: str = ""
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.agent,
+            "url": self.url,
+            "version": self.version,
+            "ok": self.ok,
+            "attempts": self.attempts,
+            "status": self.status,
+            "error": self.error,
+            "detail": self.detail,
+        }
+
+
+class CallGuard(Protocol):
+    """Runs an async call through a circuit breaker (healing/ implements it)."""
+
+    async def acall(
+        self, fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any
+    ) -> Any: ...
+
+
+class Dispatcher(Protocol):
+    """Sends a service's published frequencies to its agents (pressure/ implements it over
+    HTTP). Returns one outcome per agent of ``adjustment``, in its order; raises
+    :class:`~eventcenter.domain.errors.DispatchRefused` only when nothing could be sent."""
+
+    async def dispatch(
+        self,
+        adjustment: Adjustment,
+        endpoints: Sequence[AgentEndpoint],
+        *,
+        correlation_id: str,
+    ) -> list[DispatchOutcome]: ...
 
 
 class Publisher(Protocol):

@@ -24,6 +24,8 @@ from eventcenter.domain.decisions import frequency_factor
 from eventcenter.domain.errors import TransitionRefused
 from eventcenter.domain.event import Event
 from eventcenter.domain.fsm import ADJUSTING, STABLE
+from eventcenter.domain.knee import KneeRule
+from eventcenter.domain.ports import LoadTest
 from eventcenter.domain.priority import Priority
 from eventcenter.handlers.base import Handler, parse_payload
 from eventcenter.handlers.context import Context
@@ -81,7 +83,12 @@ class DeploymentChangeHandler(Handler):
                         signature=signature,
                     )
                 else:
-                    capacity = await ctx.pressure.measure(change.target, signature)
+                    test = LoadTest(
+                        change.target,
+                        KneeRule(slo_p95=0.2),
+                        name=f"{change.service}@{signature}",
+                    )
+                    capacity = (await ctx.pressure.measure(test)).max_rps
                     await ctx.decide(
                         "throughput.measured",
                         f"load test of {change.service} after deployment",

@@ -17,7 +17,8 @@ import pytest
 from eventcenter.domain.decisions import Decision
 from eventcenter.domain.errors import PermanentFailure
 from eventcenter.domain.fsm import ADJUSTING, LOAD_TESTING, STABLE
-from eventcenter.domain.ports import PressureTester
+from eventcenter.domain.ports import LoadTest, PressureTester, StepMeasured
+from eventcenter.domain.throughput import Measurement
 from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.memory import MemoryDeadLetters, MemoryDecisionLog
@@ -56,11 +57,12 @@ class HeldPressureTester:
         self.finish = asyncio.Event()
         self.calls: list[tuple[str, str]] = []
 
-    async def measure(self, target: str, signature: str) -> float:
-        self.calls.append((target, signature))
+    async def measure(self, test: LoadTest, on_step: StepMeasured | None = None) -> Measurement:
+        self.calls.append((test.target, test.name.split("@", 1)[1]))
         self.started.set()
         await self.finish.wait()
-        return self.capacity
+        c = self.capacity
+        return Measurement(c, "capacity", c, c * 1.1, 0.01, 0.02, 0.03, 0.0, 1.0)
 
 
 @pytest.fixture
