@@ -41,6 +41,7 @@ from eventcenter.domain.ports import (
     DeadLetterStore,
     DecisionLog,
     DeliveryStore,
+    Dispatcher,
     PressureTester,
     Target,
 )
@@ -49,12 +50,15 @@ from eventcenter.domain.sources import Clock
 from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.processor import EventProcessor, ShutdownReport
+from eventcenter.handlers.tuning import TuningWorkflow
 from eventcenter.healing.escalation import EscalationSink
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
+from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.manager import SourceManager
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.lease import Lease
 from eventcenter.storage.queue import DurableDeliveries, DurableSourceRecorder
+from eventcenter.storage.tuning_store import DurableTuningStore
 from eventcenter.storage.writer import ClaimReplayCommand, PurgeCommand, StoreWriter
 
 log = logging.getLogger("eventcenter.center")
@@ -101,6 +105,7 @@ class EventCenter:
         *,
         builtin_handlers: bool = True,
         pressure: PressureTester | None = None,
+        dispatcher: Dispatcher | None = None,
         services: Mapping[str, Any] | None = None,
         lease_check_interval: float = LEASE_CHECK_S,
         source_clock: Clock | None = None,
@@ -127,7 +132,6 @@ class EventCenter:
             decisions=self.writer,
             dead_letters=self.writer,
             store=self.deliveries,
-            pressure=pressure,
             services=services,
             builtin_handlers=builtin_handlers,
         )
@@ -155,6 +159,21 @@ class EventCenter:
             wall=source_wall,
             sinks=escalation_sinks,
         )
+        #: Load-test driven tuning: deployment.changed runs, latency spikes, idle periods
+        #: (``pressure``: the load tester; ``dispatcher``: sends agents their frequencies).
+        self.tuning = TuningWorkflow(
+            store=DurableTuningStore(self.writer),
+            state=self.processor.state,
+            decisions=self.writer,
+            publish=self.processor.publish,
+            settings=settings.tuning,
+            tester=pressure,
+            dispatcher=dispatcher,
+            clock=source_clock or SystemClock(),
+            wall=source_wall,
+            on_dispatch_failed=self.healing.dispatch_failed,
+        )
+        self.processor.context.services.setdefault("tuning", self.tuning)
         self._reader: CenterReader | None = None
         self._read_lock = threading.Lock()
         self._purger: asyncio.Task[None] | None = None
@@ -198,9 +217,11 @@ class EventCenter:
         await self.processor.start()
         try:
             await self.healing.start()
+            await self.tuning.start()
             await self.sources.start()
         except BaseException:
             await self.sources.stop()
+            await self.tuning.stop()
             await self.healing.stop()
             await self.processor.stop()
             await asyncio.to_thread(self.close)
@@ -255,6 +276,7 @@ class EventCenter:
                 self.lease_lost = lost
                 log.error("%s: this center stops; its unfinished work stays in the store", lost)
                 await self.sources.stop()
+                await self.tuning.stop()
                 await self.healing.stop()
                 self._lost_report = await self.processor.stop(timeout=0)
                 return
@@ -267,6 +289,7 @@ class EventCenter:
         """Stop the sources, then the processor; commit what is queued, close the store,
         release the lease."""
         await self.sources.stop()
+        await self.tuning.stop()
         await self.healing.stop()
         if self._purger is not None:
             self._purger.cancel()

@@ -57,6 +57,7 @@ from eventcenter.domain.rca import (
 )
 from eventcenter.domain.sources import SourceErrorKind, SourceFailure
 from eventcenter.handlers.processor import EventProcessor
+from eventcenter.handlers.tuning import DispatchFailure
 from eventcenter.healing.breaker import BreakerRegistry
 from eventcenter.healing.checkers import HttpCheck, NatsCheck, PostgresCheck, RedisCheck
 from eventcenter.healing.escalation import EscalationSink, Escalator
@@ -271,6 +272,30 @@ class CenterHealing:
             },
         )
 
+    def dispatch_failed(self, failure: DispatchFailure) -> None:
+        """An agent did not take its frequency (after the dispatcher's retries, or its breaker
+        refused the call)."""
+        outcome = failure.outcome
+        refused = outcome.attempts == 0
+        self._report(
+            tenant=failure.tenant,
+            source=f"{failure.service}/{outcome.agent}",
+            component=Component.DISPATCH,
+            kind="unavailable" if refused else _dispatch_kind(outcome.status, outcome.error),
+            message=f"dispatch of version {outcome.version} to {outcome.url}: {outcome.error}",
+            at=failure.at,
+            severity=Severity.MEDIUM,
+            correlation_id=failure.correlation_id,
+            details={
+                "service": failure.service,
+                "agent": outcome.agent,
+                "url": outcome.url,
+                "version": outcome.version,
+                "attempts": outcome.attempts,
+                "status": outcome.status,
+            },
+        )
+
     async def _health_changed(self, update: HealthUpdate) -> None:
         record = update.record
         if not update.changed or record.status is not HealthStatus.UNHEALTHY:
@@ -288,6 +313,8 @@ class CenterHealing:
         )
 
     def _report(self, *, source: str | None, **values: Any) -> None:
+        if not self.settings.enabled:
+            return
         try:
             failure = Failure(source=source, **values)
         except InvalidFailure:  # a name the RCA cannot use as a source (a subscription's)
@@ -398,3 +425,19 @@ class _Escalation:
             reasons = "; ".join(f"{d.sink}: {d.reason}" for d in report.failed) or "no sink"
             raise EventCenterError(f"no escalation sink took case {case.case_id}: {reasons}")
         return ", ".join(report.delivered)
+
+
+def _dispatch_kind(status: int | None, error: str) -> str:
+    """The failure kind of a dispatch the agent did not take, for the RCA rules."""
+    if status == 429:
+        return "rate_limited"
+    if status in (401, 403):
+        return "auth"
+    if status is not None and status >= 500:
+        return "unavailable"
+    text = error.lower()
+    if "timed out" in text or "timeout" in text:
+        return "timeout"
+    if status is None:
+        return "connection"
+    return "exception"

@@ -107,6 +107,39 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     # [healing.health]: health checks (defaults, recovery, [[healing.health.checks]]); none by
     # default (see eventcenter.center.healing.HealthSettings)
 
+    [tuning]
+    # Load-test driven tuning: a deployment.changed event measures the new signature (unless
+    # its capacity is on record), computes each agent's frequency and sends it
+    tester = "locust"                     # "none": never load-test (recorded capacities only)
+    slo_p95 = 0.2                         # seconds: p95 latency a sustainable load keeps
+    max_error_rate = 0.01                 # share of failed requests a sustainable load keeps
+    # max_age = "7d"                      # a recorded capacity older than this is measured again
+    settle_after = 60.0                   # seconds without a latency spike before stable again
+    retry_after = 30.0                    # seconds before a run the state machine refused retries
+    dispatch_timeout = 5.0                # seconds one POST to an agent may take
+    dispatch_attempts = 4                 # tries per agent and version (back-off between)
+    # adjust: strategies and limits, e.g. [tuning.adjust] strategy = { strategy = "aimd",
+    # latency_limit = "200ms" } (see eventcenter.domain.adjustment.TuningConfig); default:
+    # headroom, 80 % of the capacity, scaled down when latency passes slo_p95
+
+    [tuning.plan]
+    # The load test's open-model step search (see eventcenter.domain.step_plan)
+    start_rate = 10.0                     # requests/s of the first step
+    growth = 1.5                          # factor between two ramp steps
+    max_rate = 10000.0                    # the highest rate ever offered
+    min_rate = 1.0                        # the lowest rate a ramp down offers
+    resolution = 0.05                     # bisection stops at this share of the knee
+    repeats = 1                           # runs of every rate
+    confirm = 0                           # extra runs a failing rate may get
+    warmup = 2.0                          # seconds at a step's rate before measuring
+    hold = 10.0                           # seconds a step is measured over
+    max_steps = 40                        # steps of one search at most
+    max_duration = 600.0                  # seconds one search may take (a hard limit)
+
+    [tuning.regression]
+    max_drop = 0.2                        # a new signature this share below the previous one
+                                          # is recorded and published as capacity.regressed
+
     # Data sources: one [[sources]] table per source of a tenant; none by default (shown
     # commented). Every key but tenant, name and one path has the default shown. Durations are
     # seconds or text like "30s", "5m", "1h30m". Connector tables take kind plus that
@@ -155,6 +188,7 @@ from pydantic_settings import (
 
 from eventcenter.center.healing import HealingSettings
 from eventcenter.center.source_config import SourceSettings
+from eventcenter.center.tuning import CenterTuningSettings
 from eventcenter.domain.errors import ConfigurationError
 from eventcenter.handlers.config import ProcessorSettings
 
@@ -259,6 +293,7 @@ class CenterSettings(BaseSettings):
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     healing: HealingSettings = Field(default_factory=HealingSettings)
+    tuning: CenterTuningSettings = Field(default_factory=CenterTuningSettings)
     sources: list[SourceSettings] = Field(
         default_factory=list,
         description="data sources the center registers and runs ([[sources]] tables)",

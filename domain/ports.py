@@ -123,6 +123,31 @@ class Dispatcher(Protocol):
     ) -> list[DispatchOutcome]: ...
 
 
+class TuningStore(Protocol):
+    """Keeps the aggregates of load-test tuning (storage/ implements it on the store writer;
+    handlers/memory.py in memory).
+
+    ``change`` applies ``apply`` to a working copy of the recorded aggregate ``aggregate_id``
+    (or, when none was recorded, to the one ``create`` makes; None: then ``apply`` gets None)
+    and saves its new events in one transaction; when ``apply`` raises, nothing is saved and
+    the error reaches the caller. ``apply`` runs off the loop: it must only call the
+    aggregate's commands. ``get`` reads a copy; ``open_runs`` lists the tuning runs not ended,
+    oldest request first; ``tuned_services`` every service tuning recorded."""
+
+    async def change(
+        self,
+        aggregate_id: UUID,
+        create: Callable[[], Any] | None,
+        apply: Callable[[Any], Any],
+    ) -> Any: ...
+
+    async def get(self, aggregate_id: UUID) -> Any | None: ...
+
+    async def open_runs(self) -> list[Any]: ...
+
+    async def tuned_services(self) -> list[Any]: ...
+
+
 class Publisher(Protocol):
     """Publishes follow-up events from inside a handler."""
 

@@ -6,8 +6,9 @@ everything in lists for the life of the process; the center uses the event-sourc
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID, uuid4
@@ -17,6 +18,7 @@ from eventcenter.domain.errors import PermanentFailure, SubscriptionError
 from eventcenter.domain.event import Event
 from eventcenter.domain.ports import AdmissionRecord, BacklogCount, StoredDelivery
 from eventcenter.domain.sources import Delivered, SourceProgress
+from eventcenter.domain.tuning_run import ServiceTuning, TuningRun
 
 
 @dataclass
@@ -203,3 +205,36 @@ class MemoryDeliveryStore:
             error = SubscriptionError(f"no subscription named '{subscription}' is registered")
             self.dead_letter(seq, json.loads(row.envelope), subscription, error, row.attempts, None)
         return len(seqs[:limit])
+
+
+@dataclass
+class MemoryTuningStore:
+    """Keeps the tuning aggregates in a dict (the TuningStore port): each change applies to a
+    deep copy, kept only when ``apply`` returns, as the store's transaction would."""
+
+    aggregates: dict[UUID, Any] = field(default_factory=dict)
+
+    async def change(
+        self, aggregate_id: UUID, create: Callable[[], Any] | None, apply: Callable[[Any], Any]
+    ) -> Any:
+        current = self.aggregates.get(aggregate_id)
+        working = copy.deepcopy(current) if current is not None else None
+        if working is None and create is not None:
+            working = create()
+        result = apply(working)
+        if working is not None:
+            working.collect_events()
+            self.aggregates[working.id] = working
+        return result
+
+    async def get(self, aggregate_id: UUID) -> Any | None:
+        found = self.aggregates.get(aggregate_id)
+        return copy.deepcopy(found)
+
+    async def open_runs(self) -> list[Any]:
+        runs = [a for a in self.aggregates.values() if isinstance(a, TuningRun) and a.is_open]
+        return [copy.deepcopy(r) for r in sorted(runs, key=lambda r: r.requested_at)]
+
+    async def tuned_services(self) -> list[Any]:
+        found = [a for a in self.aggregates.values() if isinstance(a, ServiceTuning)]
+        return [copy.deepcopy(s) for s in sorted(found, key=lambda s: s.service)]

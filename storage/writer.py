@@ -64,13 +64,14 @@ from eventcenter.domain.healing_choice import HealingStats
 from eventcenter.domain.rca_case import RcaCase
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
+from eventcenter.domain.tuning_run import ServiceTuning
 from eventcenter.storage import inbox, rca_answers, rca_state, source_state
 from eventcenter.storage.application import CenterApplication
 
 log = logging.getLogger("eventcenter.storage")
 
 #: Aggregates whose loading the writer keeps bounded with snapshots (besides the processor log).
-SNAPSHOTTED = (SourceLog, RcaCase, HealingStats, BreakerLog)
+SNAPSHOTTED = (SourceLog, RcaCase, HealingStats, BreakerLog, ServiceTuning)
 
 _TRANSIENT = (
     sqlalchemy.exc.OperationalError,

@@ -16,14 +16,12 @@ import pytest
 
 from eventcenter.domain.decisions import Decision
 from eventcenter.domain.errors import PermanentFailure
-from eventcenter.domain.fsm import ADJUSTING, LOAD_TESTING, STABLE
-from eventcenter.domain.ports import LoadTest, PressureTester, StepMeasured
-from eventcenter.domain.throughput import Measurement
+from eventcenter.domain.fsm import ADJUSTING, STABLE
 from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.memory import MemoryDeadLetters, MemoryDecisionLog
 from eventcenter.handlers.processor import EventProcessor
-from tests.unit.looping import GUARD_S, until
+from tests.unit.looping import GUARD_S
 
 
 @dataclass
@@ -48,29 +46,12 @@ class Center:
 Build = Callable[..., Awaitable[Center]]
 
 
-class HeldPressureTester:
-    """Measures a fixed capacity, but only once the test lets the measurement finish."""
-
-    def __init__(self, capacity: float) -> None:
-        self.capacity = capacity
-        self.started = asyncio.Event()
-        self.finish = asyncio.Event()
-        self.calls: list[tuple[str, str]] = []
-
-    async def measure(self, test: LoadTest, on_step: StepMeasured | None = None) -> Measurement:
-        self.calls.append((test.target, test.name.split("@", 1)[1]))
-        self.started.set()
-        await self.finish.wait()
-        c = self.capacity
-        return Measurement(c, "capacity", c, c * 1.1, 0.01, 0.02, 0.03, 0.0, 1.0)
-
-
 @pytest.fixture
 async def build() -> AsyncIterator[Build]:
     """Builds a started processor with every built-in registered; stops each at teardown."""
     made: list[EventProcessor] = []
 
-    async def make(*, state: str = STABLE, pressure: PressureTester | None = None) -> Center:
+    async def make(*, state: str = STABLE) -> Center:
         log = MemoryDecisionLog()
         letters = MemoryDeadLetters()
         processor = EventProcessor(
@@ -78,7 +59,6 @@ async def build() -> AsyncIterator[Build]:
             decisions=log,
             dead_letters=letters,
             initial_state=state,
-            pressure=pressure,
         )
         for handler in BUILTIN_HANDLERS:
             processor.register(handler())
@@ -136,7 +116,9 @@ async def test_a_latency_spike_within_threshold_changes_neither_frequency_nor_st
 # --- deployment.changed --------------------------------------------------------------------------
 
 
-async def test_a_deployment_without_pressure_tester_skips_the_load_test(build: Build) -> None:
+async def test_a_deployment_without_a_tuning_workflow_is_recorded_as_skipped(
+    build: Build,
+) -> None:
     center = await build()
 
     await center.publish(
@@ -146,47 +128,10 @@ async def test_a_deployment_without_pressure_tester_skips_the_load_test(build: B
     )
     await center.settled()
 
-    assert center.moves() == [
-        ("begin_load_test", STABLE, LOAD_TESTING, "deploy-1"),
-        ("finish_load_test", LOAD_TESTING, ADJUSTING, "deploy-1"),
-    ]
+    assert center.moves() == []
     [decision] = center.log.decisions
     assert (decision.kind, decision.correlation_id) == ("load_test.skipped", "deploy-1")
-    assert decision.reason == "no pressure tester configured"
-
-
-async def test_two_deployments_at_once_run_one_load_test_and_defer_the_other(
-    build: Build,
-) -> None:
-    tester = HeldPressureTester(capacity=1250.0)
-    center = await build(pressure=tester)
-
-    for n in (1, 2):
-        await center.publish(
-            "deployment.changed",
-            {"service": "api", "signature": f"sha-{n}", "target": "http://api.local"},
-            f"deploy-{n}",
-        )
-    await asyncio.wait_for(tester.started.wait(), GUARD_S)
-    await until(lambda: "load_test.deferred" in center.kinds())
-    assert center.processor.state.state == LOAD_TESTING
-
-    tester.finish.set()
-    await center.settled()
-
-    assert sorted(center.kinds()) == ["load_test.deferred", "throughput.measured"]
-    measured = only(center.log.decisions, "throughput.measured")
-    deferred = only(center.log.decisions, "load_test.deferred")
-    assert {measured.correlation_id, deferred.correlation_id} == {"deploy-1", "deploy-2"}
-    assert measured.details["max_rps"] == 1250.0
-    assert "a load test is already running" in deferred.reason
-    assert len(tester.calls) == 1
-    winner = measured.correlation_id
-    assert center.moves() == [
-        ("begin_load_test", STABLE, LOAD_TESTING, winner),
-        ("finish_load_test", LOAD_TESTING, ADJUSTING, winner),
-    ]
-    assert center.dead_letters.letters == []
+    assert decision.reason == "no tuning workflow is configured"
 
 
 # --- system.idle and stream.failed ---------------------------------------------------------------
