@@ -28,6 +28,7 @@ from eventcenter.center.healing import CenterHealing
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.center.source_sink import CenterItemSink
+from eventcenter.center.tuning import SourceKnobs
 from eventcenter.domain.aggregates import DeadLetter
 from eventcenter.domain.errors import (
     DeadLetterNotFound,
@@ -172,6 +173,7 @@ class EventCenter:
             clock=source_clock or SystemClock(),
             wall=source_wall,
             on_dispatch_failed=self.healing.dispatch_failed,
+            on_adjustment=SourceKnobs(settings.tuning, self.sources),
         )
         self.processor.context.services.setdefault("tuning", self.tuning)
         self._reader: CenterReader | None = None

@@ -118,6 +118,8 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     retry_after = 30.0                    # seconds before a run the state machine refused retries
     dispatch_timeout = 5.0                # seconds one POST to an agent may take
     dispatch_attempts = 4                 # tries per agent and version (back-off between)
+    sources = {}                          # per service, sources polled in step with it:
+                                          # { orders = ["acme/orders"] }
     # adjust: strategies and limits, e.g. [tuning.adjust] strategy = { strategy = "aimd",
     # latency_limit = "200ms" } (see eventcenter.domain.adjustment.TuningConfig); default:
     # headroom, 80 % of the capacity, scaled down when latency passes slo_p95

@@ -154,6 +154,18 @@ def polling_interval(
     return min(max_interval, max(min_interval, requests_per_poll / rate))
 
 
+def polling_load_factor(config: TuningConfig, adjustment: Adjustment, paused: float = 1e6) -> float:
+    """How many times slower than configured a service's data sources should poll: 1 at the
+    rate its strategy starts from for the measured capacity (the normal state), ``reference /
+    target`` below it (a spike that quarters the rate polls four times less often), never
+    faster than configured, and ``paused`` (the sources' longest interval) while paused."""
+    if adjustment.paused or adjustment.target <= 0:
+        return paused
+    strategy = config.strategy_for(adjustment.service)
+    reference = strategy.initial_rate(config.bounds(adjustment.capacity))
+    return max(1.0, reference / adjustment.target)
+
+
 class ServiceControl:
     """Everything the coordinator holds about one service; plain values (:meth:`as_dict`), so
     it can be recorded and restored after a restart."""

@@ -155,6 +155,7 @@ class TuningWorkflow:
         clock: Clock,
         wall: Callable[[], float] = time.time,
         on_dispatch_failed: Callable[[DispatchFailure], None] | None = None,
+        on_adjustment: Callable[[Adjustment], None] | None = None,
     ) -> None:
         self.store = store
         self.state = state
@@ -166,6 +167,7 @@ class TuningWorkflow:
         self.clock = clock
         self.wall = wall
         self.on_dispatch_failed = on_dispatch_failed
+        self.on_adjustment = on_adjustment
         self.coordinator = AdjustmentCoordinator(self.settings.config)
         self.endpoints: dict[str, tuple[AgentEndpoint, ...]] = {}
         self.tenants: dict[str, str] = {}
@@ -590,6 +592,8 @@ class TuningWorkflow:
                 cause=f"{cause or 'tuning'}/{service}/adjusted/{adjustment.version}",
             )
         )
+        if adjustment.changed and self.on_adjustment is not None:
+            self.on_adjustment(adjustment)
         if not adjustment.changed or self.dispatcher is None or not endpoints:
             return []
         outcomes = await self.dispatcher.dispatch(

@@ -16,10 +16,11 @@ from eventcenter.domain.adjustment import (
     ServiceControl,
     TuningConfig,
     polling_interval,
+    polling_load_factor,
     split_by_weight,
 )
 from eventcenter.domain.errors import TuningRefused
-from eventcenter.domain.rate_strategies import Aimd, Observation, Pid
+from eventcenter.domain.rate_strategies import Aimd, Headroom, Observation, Pid
 from tests.unit.load_targets import QueueingPlant
 
 AGENTS = [Agent(name="eu-1", weight=3), Agent(name="us-1", weight=1)]
@@ -305,3 +306,17 @@ def test_polling_intervals_stay_within_bounds_and_shrink_as_the_rate_grows(
     assert b is not None
     assert low <= b <= a <= high
     assert polling_interval(0.0, per_poll, low, high) is None
+
+
+def test_the_polling_load_factor_follows_the_published_rate() -> None:
+    """Sources poll as configured at the normal rate, slower in proportion below it, never
+    faster, and as slowly as they may while the service is paused."""
+    config = TuningConfig(strategy=Headroom(utilisation=0.8, latency_limit=0.2))
+    coordinator = AdjustmentCoordinator(config)
+    normal = coordinator.capacity_measured("api", 100.0, at=0.0, agents=[Agent(name="a")])
+    spike = coordinator.observe("api", Observation(at=1.0, throughput=80.0, latency=0.8))
+    paused = coordinator.pause("api", at=2.0, reason="idle")
+
+    assert polling_load_factor(config, normal) == pytest.approx(1.0)
+    assert polling_load_factor(config, spike) == pytest.approx(4.0)  # a quarter of the rate
+    assert polling_load_factor(config, paused) == 1e6
