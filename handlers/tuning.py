@@ -54,6 +54,7 @@ from eventcenter.domain.decisions import Decision
 from eventcenter.domain.deployments import ServiceDeployments
 from eventcenter.domain.errors import (
     EventCenterError,
+    LeaseLost,
     TransitionRefused,
     TuningRefused,
 )
@@ -216,9 +217,9 @@ class TuningWorkflow:
         tasks = [t for t in (self._worker, *self._settlers.values()) if t is not None]
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, Exception):
+                log.warning("tuning: a task ended with %r", outcome)
         self._worker = None
         self._settlers.clear()
 
@@ -332,31 +333,52 @@ class TuningWorkflow:
     # the worker --------------------------------------------------------------------------------
 
     async def _work(self) -> None:
+        """Take the open runs oldest first, one at a time, until stopped. A run that fails ends
+        with its reason; a store that cannot be read is tried again after ``retry_after``; a
+        center that lost its lease stops the worker (another process holds the runs now)."""
         while True:
             self._wake.clear()
-            runs = await self.store.open_runs()
+            try:
+                runs = await self.store.open_runs()
+            except LeaseLost:
+                log.warning("the tuning worker stops: this center lost its lease")
+                return
+            except EventCenterError as error:
+                log.warning("tuning: cannot read the open runs (%s); trying again", error)
+                await self.clock.sleep(self.settings.retry_after)
+                continue
             if not runs:
                 await self._wake.wait()
                 continue
-            run = runs[0]
             self._busy = True
             try:
-                await self._run(run)
-            except asyncio.CancelledError:
-                raise
-            except TransitionRefused as refused:
-                await self._decide(
-                    run,
-                    f"deferred/{run.interruptions}",
-                    "tuning.deferred",
-                    f"{refused}; tried again in {self.settings.retry_after:g}s",
-                )
-                await self.clock.sleep(self.settings.retry_after)
-            except Exception as error:  # the run ends with the reason; the worker goes on
-                log.warning("tuning run of %s failed: %r", run.name, error)
-                await self._end(run, f"failed: {_short(error)}", failed=True)
+                await self._take(runs[0])
+            except LeaseLost:
+                log.warning("the tuning worker stops: this center lost its lease")
+                return
             finally:
                 self._busy = False
+
+    async def _take(self, run: TuningRun) -> None:
+        try:
+            await self._run(run)
+        except (asyncio.CancelledError, LeaseLost):
+            raise
+        except TransitionRefused as refused:
+            await self._decide(
+                run,
+                f"deferred/{run.interruptions}",
+                "tuning.deferred",
+                f"{refused}; tried again in {self.settings.retry_after:g}s",
+            )
+            await self.clock.sleep(self.settings.retry_after)
+        except Exception as error:  # the run ends with the reason; the worker goes on
+            log.warning("tuning run of %s failed: %r", run.name, error)
+            try:
+                await self._end(run, f"failed: {_short(error)}", failed=True)
+            except EventCenterError as recording:
+                log.warning("tuning: cannot record the end of %s (%s)", run.name, recording)
+                await self.clock.sleep(self.settings.retry_after)
 
     async def _run(self, run: TuningRun) -> None:
         now = self.wall()

@@ -736,7 +736,9 @@ def test_run_serves_over_real_http_and_a_signal_stops_it_gracefully(
         ready = client.get("/ready")
         answer = client.post(
             "/events",
-            content=orjson.dumps({"type": "deployment.changed", "payload": {"service": "api"}}),
+            content=orjson.dumps(
+                {"type": "deployment.changed", "payload": {"service": "api", "signature": "sha-1"}}
+            ),
             headers=JSON,
         )
     assert ready.status_code == 200
