@@ -147,13 +147,13 @@ class LatencySpikeHandler(Handler):
                 observed=spike.observed_ms / 1000,
                 threshold=spike.threshold_ms / 1000,
             )
-            if adjustment is None:
+            if adjustment is None:  # no capacity measured: the proportional factor alone
                 await ctx.decide(
-                    "frequency.unchanged",
-                    f"latency {spike.observed_ms}ms over {spike.threshold_ms}ms, but"
-                    f" {spike.service} is not tuned yet (no capacity measured)",
+                    "frequency.reduce",
+                    f"latency {spike.observed_ms}ms over threshold {spike.threshold_ms}ms",
                     event,
                     service=spike.service,
+                    factor=factor,
                 )
                 return
             await ctx.decide(
