@@ -12,7 +12,8 @@ with ``Idempotency-Key: <service>:<agent>:<version>`` and ``X-Correlation-Id``. 
 the idempotency key: an agent keeps the newest version it was sent, so a repeated or late
 dispatch changes nothing. What each answer means:
 
-- **2xx**: taken (ok);
+- **2xx**: taken (ok); ``detail`` says ``"unchanged: ..."`` when the agent answers
+  ``{"status": "unchanged"}`` (it held that version already);
 - **409** whose JSON body says the agent holds a newer ``version``: ok, with ``detail``
   ``"stale: agent holds version N"`` (a later dispatch got there first); never retried;
 - **429, 5xx, a connection error or a timeout**: tried again, up to ``attempts`` in all, after
@@ -329,6 +330,11 @@ class HttpDispatcher:
     def _judge(self, response: httpx.Response, version: int) -> _Answer:
         status = response.status_code
         if response.is_success:
+            data = _json(response)
+            if isinstance(data, dict) and data.get("status") == "unchanged":
+                return _Answer(
+                    True, False, status, detail=f"unchanged: agent holds version {version}"
+                )
             return _Answer(True, False, status)
         reason = _reason(response)
         shown = f"HTTP {status} {response.reason_phrase}".rstrip()
