@@ -13,6 +13,8 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any
 
 import httpx
 import pytest
@@ -48,17 +50,16 @@ def sleeps() -> NotedSleeps:
     return NotedSleeps()
 
 
-def dispatcher(sleeps: NotedSleeps, **changes: object) -> HttpDispatcher:
-    policy = DispatchPolicy(
-        **{
-            "attempts": 4,
-            "timeout": 2.0,
-            "backoff": ReconnectBackoff(base=BASE, cap=5.0, spread=0.5),
-            "retry_after_max": 30.0,
-            **changes,
-        }  # type: ignore[arg-type]
-    )
-    return HttpDispatcher(policy, sleep=sleeps, jitter=lambda: 0.0)
+POLICY = DispatchPolicy(
+    attempts=4,
+    timeout=2.0,
+    backoff=ReconnectBackoff(base=BASE, cap=5.0, spread=0.5),
+    retry_after_max=30.0,
+)
+
+
+def dispatcher(sleeps: NotedSleeps, **changes: Any) -> HttpDispatcher:
+    return HttpDispatcher(replace(POLICY, **changes), sleep=sleeps, jitter=lambda: 0.0)
 
 
 def coordinator() -> AdjustmentCoordinator:
