@@ -25,7 +25,8 @@ dispatch changes nothing. What each answer means:
 
 Circuit breakers: with ``breaker_for``, each attempt runs through the breaker named
 ``dispatch:<service>:<agent>`` (:func:`breaker_name`; one per agent of a service, created by
-the caller's function on first use, e.g. ``lambda name: registry.get_or_create(name, cfg)``).
+the caller's function on first use, e.g. ``lambda name: registry.get_or_create(name, cfg)``;
+give it no fallback: a fallback's value is no agent's answer, and counts as a failed dispatch).
 Connection errors, timeouts, 429 and 5xx count as failures of the agent; any other answer is
 the agent answering, so a success for the breaker. A refused call ends that agent's dispatch at
 once (``error`` starts with ``"circuit open"``, ``attempts`` counts the requests made before).
@@ -237,8 +238,9 @@ class HttpDispatcher:
         *,
         correlation_id: str,
     ) -> list[DispatchOutcome]:
-        """One outcome per agent of ``adjustment``, in its order; :class:`DispatchRefused`
-        (nothing sent) when an agent has no endpoint or its URL is not http(s)."""
+        """One outcome per agent of ``adjustment``, in its order (none for an adjustment
+        without agents); :class:`DispatchRefused` (nothing sent) when an agent has no endpoint
+        or its URL is not http(s). ``endpoints`` of agents not in the adjustment are ignored."""
         if self._closed:
             raise RuntimeError("the dispatcher is closed: make a new one to dispatch again")
         targets = _targets(adjustment, endpoints)
@@ -300,11 +302,15 @@ class HttpDispatcher:
         if guard is None:
             return await self._attempt(request)
         try:
-            answer: _Answer = await guard.acall(self._raising, request)
+            answer = await guard.acall(self._raising, request)
         except _AgentFailed as failed:
             return failed.answer
         except CallTimedOut as error:  # the breaker's own timeout, shorter than ours
             return _Answer(False, True, error=str(error))
+        if not isinstance(answer, _Answer):  # a breaker's fallback answered instead of the agent
+            return _Answer(
+                False, False, error=f"the breaker answered with its fallback: {answer!r}"
+            )
         return answer
 
     async def _raising(self, request: _Request) -> _Answer:

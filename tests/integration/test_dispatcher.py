@@ -432,3 +432,22 @@ async def test_a_borrowed_client_stays_open_and_a_closed_dispatcher_refuses(
         )
     assert outcome.ok
     assert owned._client.is_closed
+
+
+async def test_a_breakers_fallback_is_not_taken_for_the_agents_answer(
+    sleeps: NotedSleeps, receiver: Receiver
+) -> None:
+    receiver.script = [Reply(503, body=b"down")]
+    registry = BreakerRegistry()
+    adjustment = measured(coordinator(), ("a", 1.0))
+    sender = HttpDispatcher(
+        breaker_for=lambda name: registry.get_or_create(name, fallback=lambda error: "cached"),
+        sleep=sleeps,
+    )
+    async with sender:
+        (outcome,) = await sender.dispatch(
+            adjustment, endpoints(("a", receiver.url)), correlation_id="c"
+        )
+
+    assert not outcome.ok
+    assert "fallback" in outcome.error
