@@ -411,6 +411,39 @@ def _import_register(spec: str) -> Callable[[EventCenter], object]:
     return register  # type: ignore[no-any-return]
 
 
+# sample agent
+
+
+@app.command("sample-agent")
+def sample_agent(
+    name: Annotated[str, typer.Option(help="the agent's name: updates for another are refused")] = (
+        "agent-1"
+    ),
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on (0: any free port)")] = 8082,
+) -> None:
+    """Run a sample agent that takes frequency updates (POST /frequency) and prints each one
+    it applies, until SIGTERM or Ctrl+C. GET / shows what it holds."""
+    # Imported here: only this command needs FastAPI and uvicorn, the others start faster.
+    from eventcenter.pressure.sample_agent import FrequencyUpdate, create_agent_app, serve_agent
+
+    def applied(update: FrequencyUpdate) -> None:
+        console.print(Text(update.line()), soft_wrap=True)
+
+    def started(url: str) -> None:
+        console.print(
+            Text(f"agent {name} takes frequency updates at {url}/frequency (Ctrl+C stops it)"),
+            soft_wrap=True,
+        )
+
+    agent = create_agent_app(name, on_update=applied)
+    try:
+        why = asyncio.run(serve_agent(agent, host, port, on_start=started))
+    except OSError as error:
+        _fail(str(error), EXIT_FAILED)
+    console.print(Text(f"agent {name} stopped on {why}"), soft_wrap=True)
+
+
 @app.command("run")
 def run_service(
     config: ConfigOpt = None,
