@@ -53,6 +53,7 @@ from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.processor import EventProcessor, ShutdownReport
 from eventcenter.handlers.tuning import TuningWorkflow
 from eventcenter.healing.escalation import EscalationSink
+from eventcenter.pressure.dispatcher import DispatchPolicy, HttpDispatcher
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.manager import SourceManager
@@ -162,6 +163,15 @@ class EventCenter:
         )
         #: Load-test driven tuning: deployment.changed runs, latency spikes, idle periods
         #: (``pressure``: the load tester; ``dispatcher``: sends agents their frequencies).
+        self._own_dispatcher: HttpDispatcher | None = None
+        if dispatcher is None:
+            dispatcher = self._own_dispatcher = HttpDispatcher(
+                DispatchPolicy(
+                    attempts=settings.tuning.dispatch_attempts,
+                    timeout=settings.tuning.dispatch_timeout,
+                ),
+                breaker_for=self.healing.breakers.get_or_create,
+            )
         self.tuning = TuningWorkflow(
             store=DurableTuningStore(self.writer),
             state=self.processor.state,
@@ -300,6 +310,8 @@ class EventCenter:
                 self._lease_watch.cancel()
             await asyncio.gather(self._lease_watch, return_exceptions=True)
         report = await self.processor.stop(timeout)
+        if self._own_dispatcher is not None:
+            await self._own_dispatcher.aclose()
         if self._lost_report is not None:
             report = self._lost_report
         await asyncio.to_thread(self.close)

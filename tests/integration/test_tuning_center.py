@@ -18,6 +18,8 @@ from eventcenter.domain.fsm import STABLE
 from eventcenter.domain.throughput import ThroughputRecorder
 from eventcenter.domain.tuning_run import TUNED, ServiceTuning, TuningRun
 from eventcenter.handlers.config import ProcessorSettings
+from tests.integration.agents import sample_agents
+from tests.servers import free_port
 from tests.unit.test_tuning_workflow import AGENTS, ScriptedDispatcher, ScriptedTester
 
 WAIT_S = 30.0  # only turns a hang into a failure
@@ -131,3 +133,48 @@ async def test_the_next_center_reuses_the_record_and_tunes_on_from_the_recorded_
             "a1": True,
             "a2": True,
         }
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_agents_get_their_frequencies_over_http_and_a_dead_agent_opens_an_rca_case(
+    database_url: str, tmp_path: Path
+) -> None:
+    config = settings(database_url, tmp_path)
+    tester = ScriptedTester({"http://t": 200.0})
+    async with sample_agents("a1", "a2") as (a1, a2):
+        dead = f"http://127.0.0.1:{free_port()}/frequency"  # nothing listens there
+        agents = [
+            {"name": "a1", "url": a1.url, "weight": 3},
+            {"name": "a2", "url": a2.url, "weight": 1},
+            {"name": "gone", "url": dead, "weight": 1},
+        ]
+        async with EventCenter(config, pressure=tester) as center:
+            event_id = await center.publish(
+                "deployment.changed",
+                {"service": "api", "signature": "sha-1", "target": "http://t", "agents": agents},
+                tenant="acme",
+                correlation_id="deploy-1",
+            )
+            await wait_for(lambda: tuned(center, event_id), "the run")
+
+            [one], [two] = a1.applied, a2.applied
+            assert (one.service, one.version, two.version) == ("api", 1, 1)
+            assert one.rate == pytest.approx(3 * two.rate)
+            assert one.rate + two.rate == pytest.approx(0.8 * 200 * 4 / 5, rel=0.1)
+            assert one.correlation_id == "deploy-1"
+            tuning = await center.tuning.store.get(ServiceTuning.create_id("api"))
+            assert isinstance(tuning, ServiceTuning)
+            assert {a: d["ok"] for a, d in tuning.dispatches.items()} == {
+                "a1": True,
+                "a2": True,
+                "gone": False,
+            }
+            assert tuning.dispatches["gone"]["attempts"] == config.tuning.dispatch_attempts
+            run = await run_of(center, event_id)
+            assert "sent to 2 of 3 agent(s)" in run.outcome
+
+            async def dispatch_case() -> bool:
+                rows = await center.healing.cases.cases()
+                return any(row.source == "api/gone" for row in rows)
+
+            await wait_for(dispatch_case, "the dispatch failure's rca case")
