@@ -151,6 +151,11 @@ class StepSearch:
         return 1.0 if run is None else interval_for(run.rate, run.users)
 
     @property
+    def rate(self) -> float | None:
+        """The rate offered now (None between steps and once the search is over)."""
+        return None if self._running is None else self._running.rate
+
+    @property
     def new_steps(self) -> list[Step]:
         return self.steps[len(self.spec.done) :]
 
