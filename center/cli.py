@@ -764,3 +764,147 @@ def simulate_source(
     result = compare(row, history, outcomes, declared.hysteresis(), declared.polling_interval)
     origin = str(config) if config is not None else "the config"
     console.print(comparison(result, origin))
+
+
+# load tests ------------------------------------------------------------------------------------
+
+pressure_app = typer.Typer(
+    help="Load tests: find a target's maximum sustainable throughput.", no_args_is_help=True
+)
+app.add_typer(pressure_app, name="pressure")
+
+
+@pressure_app.command("run")
+def pressure_run(
+    target: Annotated[str, typer.Option("--target", help="URL every request GETs")],
+    slo_p95: Annotated[
+        str, typer.Option("--slo-p95", help="p95 latency a sustainable step keeps, e.g. 200ms")
+    ],
+    max_duration: Annotated[
+        str, typer.Option(help="the whole search ends within this (hard limit), e.g. 5m")
+    ] = "5m",
+    start_rate: Annotated[float, typer.Option(help="first offered rate (req/s)")] = 10.0,
+    max_rate: Annotated[float, typer.Option(help="highest rate ever offered (req/s)")] = 10_000.0,
+    growth: Annotated[float, typer.Option(help="factor between two ramp steps")] = 1.5,
+    warmup: Annotated[str, typer.Option(help="time at a step's rate before measuring")] = "2s",
+    hold: Annotated[str, typer.Option(help="time each step is measured over")] = "10s",
+    resolution: Annotated[
+        float, typer.Option(help="stop refining when the bracket is this share of its base")
+    ] = 0.05,
+    repeats: Annotated[int, typer.Option(help="runs of every rate")] = 1,
+    max_error_rate: Annotated[
+        float, typer.Option(help="share of failed requests a sustainable step stays within")
+    ] = 0.01,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the measurement and the knee as JSON only")
+    ] = False,
+    report: Annotated[
+        Path | None, typer.Option("--report", help="write a chart (.png) or a report (.html)")
+    ] = None,
+) -> None:
+    """Offer rising request rates to the target (an open-model step search run by Locust) and
+    print the highest rate it sustains within the SLO, with the curve that shows it."""
+    from eventcenter.center import pressure_report
+    from eventcenter.domain.knee import KneeRule, Step, find_knee
+    from eventcenter.domain.ports import LoadTest
+    from eventcenter.domain.step_plan import StepPlan
+    from eventcenter.pressure.tester import LocustPressureTester, rule_for
+
+    if report is not None and report.suffix.lower() not in pressure_report.REPORT_SUFFIXES:
+        _fail(f"--report must name a .png or .html file, not {str(report)!r}")
+    try:
+        rule = rule_for(KneeRule(slo_p95=slo_p95, max_error_rate=max_error_rate))
+        plan = StepPlan(
+            start_rate=start_rate,
+            max_rate=max_rate,
+            min_rate=min(1.0, start_rate),
+            growth=growth,
+            warmup=warmup,
+            hold=hold,
+            resolution=resolution,
+            repeats=repeats,
+            max_duration=max_duration,
+        )
+    except (ValidationError, EventCenterError) as error:
+        _fail(_option_problem(error))
+    out = errors if as_json else console
+    out.print(
+        Text(
+            f"load test of {target}: SLO p95 {rule.slo_p95 * 1000:g} ms, from"
+            f" {plan.start_rate:g} req/s, {plan.warmup:g}s + {plan.hold:g}s per step,"
+            f" at most {plan.max_duration:g}s"
+        ),
+        soft_wrap=True,
+    )
+
+    async def on_step(step: Any, nxt: Any) -> None:
+        then = "done" if nxt.done else f"{nxt.phase} {nxt.rate:.4g} req/s"
+        out.print(
+            Text(
+                f"offered {step.offered:8.4g}  achieved {step.achieved:8.4g}  p95"
+                f" {step.p95 * 1000:7.1f} ms  errors {step.error_rate:6.2%}"
+                f"{'  generator saturated' if step.generator_saturated else ''}  -> {then}"
+                f" ({nxt.reason})"
+            ),
+            soft_wrap=True,
+        )
+
+    tester = LocustPressureTester(grace=5.0)
+    measurement = asyncio.run(tester.measure(LoadTest(target, rule, plan), on_step))
+    knee = find_knee([Step.from_dict(s, i) for i, s in enumerate(measurement.curve)], rule)
+    if report is not None:
+        pressure_report.write_report(report, measurement, knee, rule, target)
+    if as_json:
+        print(json.dumps(pressure_report.as_json(measurement, knee), indent=2))
+        return
+    console.print(pressure_report.steps_table(measurement, knee))
+    console.print(Text(knee.summary), soft_wrap=True)
+    console.print(Text(pressure_report.headline(measurement)), soft_wrap=True)
+    if report is not None:
+        console.print(Text(f"report written to {report}"), soft_wrap=True)
+
+
+def _option_problem(error: ValidationError | EventCenterError) -> str:
+    if isinstance(error, EventCenterError):
+        return str(error)
+    first = error.errors(include_url=False)[0]
+    where = _field(first["loc"]) or "options"
+    return f"invalid {where.replace('_', '-')}: {first['msg']}"
+
+
+@app.command("sample-target")
+def sample_target(
+    slots: Annotated[int, typer.Option(min=1, help="requests served at once")] = 4,
+    service_ms: Annotated[
+        float, typer.Option(min=0.001, help="milliseconds each request holds a slot")
+    ] = 20.0,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port (0: any free one)")] = 8081,
+    queue: Annotated[
+        int | None, typer.Option(min=0, help="requests that may wait for a slot; more get 503")
+    ] = None,
+) -> None:
+    """Serve an HTTP target whose capacity is known (slots / service time), to try load tests
+    on, until Ctrl+C or SIGTERM."""
+    from eventcenter.pressure.sample_target import SampleTarget, serve_until_stopped
+
+    target = SampleTarget(slots, service_ms, queue)
+    waiting = "unbounded" if queue is None else f"at most {queue} waiting, then 503"
+
+    def announce(line: str) -> None:
+        console.print(
+            Text(
+                f"sample target: capacity {target.capacity:g} req/s ({slots} slots x"
+                f" {service_ms:g} ms, queue {waiting}); {line}"
+            ),
+            soft_wrap=True,
+        )
+
+    try:
+        asyncio.run(serve_until_stopped(target, host, port, announce))
+    except OSError as error:
+        _fail(f"cannot listen on {host}:{port}: {error.strerror or error}", EXIT_FAILED)
+    console.print(
+        Text(f"sample target stopped: {target.served} served, {target.refused} refused"),
+        soft_wrap=True,
+    )
