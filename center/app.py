@@ -54,6 +54,7 @@ from eventcenter.handlers.processor import EventProcessor, ShutdownReport
 from eventcenter.handlers.tuning import TuningWorkflow
 from eventcenter.healing.escalation import EscalationSink
 from eventcenter.pressure.dispatcher import DispatchPolicy, HttpDispatcher
+from eventcenter.pressure.tester import LocustPressureTester
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.manager import SourceManager
@@ -163,6 +164,8 @@ class EventCenter:
         )
         #: Load-test driven tuning: deployment.changed runs, latency spikes, idle periods
         #: (``pressure``: the load tester; ``dispatcher``: sends agents their frequencies).
+        if pressure is None and settings.tuning.tester == "locust":
+            pressure = LocustPressureTester()
         self._own_dispatcher: HttpDispatcher | None = None
         if dispatcher is None:
             dispatcher = self._own_dispatcher = HttpDispatcher(
