@@ -32,6 +32,9 @@ from eventcenter.center import rca_views
 from eventcenter.center.app import EventCenter
 from eventcenter.center.demo import DemoResult, run_demo
 from eventcenter.center.demo_source import SourceDemoResult
+from eventcenter.center.demo_tuning import SERVICE as TUNING_SERVICE
+from eventcenter.center.demo_tuning import SIGNATURE as TUNING_SIGNATURE
+from eventcenter.center.demo_tuning import TuningDemoResult
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings, SourceSettings
 from eventcenter.center.source_report import compare, source_report
@@ -181,6 +184,13 @@ def demo(
     events: Annotated[int, typer.Option(min=10, max=100_000, help="ordinary events")] = 2000,
     rate: Annotated[float, typer.Option(min=10, help="events published per second")] = 1500.0,
     seed: Annotated[int, typer.Option(help="random seed of the stream")] = 7,
+    load_test: Annotated[
+        bool,
+        typer.Option(
+            "--load-test/--no-load-test",
+            help="end with a real deployment change: Locust against a sample target (~20 s)",
+        ),
+    ] = True,
 ) -> None:
     """Run a realistic event stream through a center and summarise what it decided."""
     settings = _settings(config, database_url, data_dir)
@@ -210,7 +220,14 @@ def demo(
             bar.update(task, completed=done, total=total)
 
         result = asyncio.run(
-            run_demo(settings, events=events, rate=rate, seed=seed, progress=progress)
+            run_demo(
+                settings,
+                events=events,
+                rate=rate,
+                seed=seed,
+                progress=progress,
+                load_test=load_test,
+            )
         )
     _print_demo(result)
     if result.dead_letters:
@@ -265,10 +282,54 @@ def _print_demo(result: DemoResult) -> None:
     console.print(_decisions_table(result.decisions, "Recorded decisions, in order"))
     if result.source is not None:
         _print_source_demo(result.source)
+    if result.tuning is not None:
+        _print_tuning_demo(result.tuning)
     console.print(
         f"processor state at the end: [bold]{result.final_state}[/];"
         f" shutdown {'clean' if result.shutdown_clean else 'left work dead-lettered'}"
     )
+
+
+def _print_tuning_demo(tuning: TuningDemoResult) -> None:
+    """The demo's deployment change: the load test's steps, the answer, what agents got."""
+    console.print(
+        Text(
+            f"\nDeployment of {TUNING_SERVICE} {TUNING_SIGNATURE}: load-tested with Locust against"
+            f" a sample target of {tuning.true_capacity:.0f} req/s (slots / service time),"
+            f" tuned in {tuning.seconds:.0f}s"
+        )
+    )
+    table = Table(title="Load test steps, as recorded", title_justify="left")
+    for column in ("offered", "achieved", "p95 ms", "errors", "next"):
+        table.add_column(column, justify="left" if column == "next" else "right")
+    for step in tuning.steps:
+        follow = step.get("next", {})
+        table.add_row(
+            f"{step['offered']:.0f}",
+            f"{step['achieved']:.1f}",
+            f"{step['p95'] * 1000:.0f}",
+            f"{step['error_rate']:.1%}",
+            Text(str(follow.get("reason", ""))),
+        )
+    console.print(table)
+    measured = tuning.measured
+    if measured is not None:
+        console.print(
+            f"maximum sustainable throughput [bold]{measured['max_rps']:.1f} req/s[/]"
+            f" ({measured['verdict']}; true capacity {tuning.true_capacity:.0f} req/s)"
+        )
+    console.print(Text(f"run: {tuning.outcome}"))
+    for name, update in sorted(tuning.agents.items()):
+        interval = "paused" if update.interval is None else f"poll every {update.interval:.3g}s"
+        console.print(
+            Text(f"  {name} got version {update.version}: {update.rate:.1f} req/s, {interval}")
+        )
+    if tuning.reused:
+        console.print(
+            Text(
+                f"deployed again: the recorded capacity was reused, no load test ({tuning.reused})"
+            )
+        )
 
 
 def _print_source_demo(source: SourceDemoResult) -> None:

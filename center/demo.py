@@ -3,11 +3,13 @@
 Three tenants publish orders, payments, metrics and alerts at all four priorities. A payment
 handler times out now and then (retried with back-off) and cannot handle expired cards or
 malformed payloads (dead-lettered with the reason). A latency spike moves the processor to
-adjusting, two deployments race for the one load-test slot (one is measured by a simulated
-pressure tester, the other is deferred), and an idle period settles the processor back to
-stable. Meanwhile a local data source's push path fails, recovers and flaps, and the source
-falls back to polling and returns (see :mod:`eventcenter.center.demo_source`). Every
-transition and decision is recorded in the event store.
+adjusting. Then a deployment of ``checkout`` is load-tested for real (Locust against a sample
+target of known capacity, :mod:`eventcenter.center.demo_tuning`), two sample agents get their
+frequencies, and the same signature deployed again is tuned from the record. An idle period
+pauses the agents and settles the processor back to stable. Meanwhile a local data source's
+push path fails, recovers and flaps, and the source falls back to polling and returns (see
+:mod:`eventcenter.center.demo_source`). Every transition and decision is recorded in the event
+store.
 """
 
 from __future__ import annotations
@@ -24,33 +26,17 @@ from pydantic import BaseModel, Field
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.demo_source import SourceDemo, SourceDemoResult
+from eventcenter.center.demo_tuning import DEMO_TUNING, TuningDemo, TuningDemoResult
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import PermanentFailure
 from eventcenter.domain.event import Event
-from eventcenter.domain.ports import LoadTest, StepMeasured
 from eventcenter.domain.priority import Priority
-from eventcenter.domain.throughput import Measurement
 from eventcenter.handlers.base import Handler, parse_payload
 from eventcenter.handlers.context import Context
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 
 TENANTS = ("acme", "globex", "initech")
-
-
-class SimulatedPressureTester:
-    """Stands in for the Locust-based tester: takes a moment, returns a plausible capacity."""
-
-    def __init__(self, rng: random.Random, seconds: float = 0.3) -> None:
-        self._rng = rng
-        self._seconds = seconds
-
-    async def measure(self, test: LoadTest, on_step: StepMeasured | None = None) -> Measurement:
-        await asyncio.sleep(self._seconds)
-        capacity = round(self._rng.uniform(400, 900), 1)
-        return Measurement(
-            capacity, "capacity", capacity, capacity * 1.05, 0.02, 0.05, 0.08, 0.0, 1.0
-        )
 
 
 class Payment(BaseModel):
@@ -121,6 +107,7 @@ class DemoResult:
     shutdown_clean: bool
     counters: DemoCounters = field(default_factory=DemoCounters)
     source: SourceDemoResult | None = None
+    tuning: TuningDemoResult | None = None
 
 
 def demo_stream(count: int, rng: random.Random) -> list[dict[str, Any]]:
@@ -169,11 +156,16 @@ async def run_demo(
     rate: float = 1500.0,
     seed: int = 7,
     progress: Callable[[int, int], None] | None = None,
+    load_test: bool = True,
 ) -> DemoResult:
     """Run the demo on a center built from ``settings``; ``progress(done, total)`` is called
-    as deliveries complete."""
+    as deliveries complete. ``load_test``: end with the deployment change of
+    :mod:`~eventcenter.center.demo_tuning` (a real Locust run of about 20 s)."""
     rng = random.Random(seed)
-    center = EventCenter(settings, pressure=SimulatedPressureTester(rng))
+    tuning = DEMO_TUNING if load_test else settings.tuning.model_copy(update={"tester": "none"})
+    center = EventCenter(settings.model_copy(update={"tuning": tuning}))
+    tuning_demo = TuningDemo(center) if load_test else None
+    tuning_result: TuningDemoResult | None = None
     counters = register_demo_handlers(center, seed)
     source = SourceDemo(center, seed)
     loop = asyncio.get_running_loop()
@@ -205,6 +197,10 @@ async def run_demo(
             await asyncio.sleep(batch / rate)
         await script
         await center.processor.join()
+        if tuning_demo is not None:
+            await source.runner.stop()  # its script is over: its silence is no failure
+            tuning_result = await tuning_demo.play(loop.time)
+            published += 2
         await center.publish(
             "system.idle",
             {"idle_seconds": 30},
@@ -244,6 +240,7 @@ async def run_demo(
         shutdown_clean=report_.clean,
         counters=counters,
         source=source_result,
+        tuning=tuning_result,
     )
 
 
@@ -252,7 +249,7 @@ def _last_position(center: EventCenter) -> int:
 
 
 async def _milestone(center: EventCenter, quarter: int) -> int:
-    """The scripted part of the stream: spike, racing deployments, a failed stream."""
+    """The scripted part of the stream: a latency spike, a failed stream."""
     if quarter == 1:
         await center.publish(
             "latency.spike",
@@ -262,23 +259,6 @@ async def _milestone(center: EventCenter, quarter: int) -> int:
             source="demo",
         )
         return 1
-    if quarter == 2:
-        await center.publish_batch(
-            [
-                {
-                    "type": "deployment.changed",
-                    "payload": {"service": service, "signature": sig, "target": target},
-                    "tenant": tenant,
-                    "priority": Priority.HIGH,
-                    "source": "demo",
-                }
-                for service, sig, target, tenant in (
-                    ("checkout", "sha-4f2a", "http://127.0.0.1:9/checkout", "acme"),
-                    ("search", "sha-91c0", "http://127.0.0.1:9/search", "globex"),
-                )
-            ]
-        )
-        return 2
     if quarter == 3:
         await center.publish(
             "stream.failed",

@@ -23,7 +23,7 @@ import contextlib
 import inspect
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any, Literal, Self
 
 import uvicorn
@@ -188,6 +188,33 @@ async def serve_agent(
         for number in STOP_SIGNALS:
             loop.remove_signal_handler(number)
     return stopped_by[0] if stopped_by else "exit"
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[str]:
+    """Serve ``app`` (any ASGI app) on ``host:port`` (0: a free port) in the running loop for
+    the block; yields its base URL once it listens. Leaves signals alone (for demos and tests
+    that run servers beside other work)."""
+    listener = _listen(host, port)
+    bound_host, bound_port = listener.getsockname()[:2]
+    config = uvicorn.Config(
+        app, lifespan="off", log_config=None, access_log=False, server_header=False
+    )
+    listening = asyncio.Event()
+    server = _Server(config, listening.set)
+    with listener:
+        task = asyncio.create_task(server.serve(sockets=[listener]))
+        started = asyncio.ensure_future(listening.wait())
+        try:
+            done, _ = await asyncio.wait((task, started), return_when="FIRST_COMPLETED")
+            if task in done:
+                task.result()  # it failed to start: raise why
+                raise OSError(f"the server on {bound_host}:{bound_port} stopped at once")
+            yield f"http://{bound_host}:{bound_port}"
+        finally:
+            started.cancel()
+            server.should_exit = True
+            await task
 
 
 def _listen(host: str, port: int) -> socket.socket:

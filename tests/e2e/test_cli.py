@@ -71,6 +71,7 @@ def test_demo_runs_on_the_embedded_default_and_summarises_what_it_decided(
     assert "shutdown clean" in out
 
     check_the_data_source_part(out)
+    check_the_deployment_part(out)
 
     trail = run("decisions", "--last", "3", cwd=tmp_path).stdout
     assert "adjusting -> stable (settle)" in trail, "the audit trail is read back from the store"
@@ -84,6 +85,21 @@ def test_demo_runs_on_the_embedded_default_and_summarises_what_it_decided(
         "PermanentFailure",
         "TimeoutError",
     }
+
+
+def check_the_deployment_part(out: str) -> None:
+    """The demo's deployment was load-tested for real, measured near the sample target's true
+    capacity, both agents got a frequency, and the second deployment reused the record."""
+    assert "Load test steps, as recorded" in out
+    found = re.search(
+        r"maximum sustainable throughput ([0-9.]+) req/s \(capacity; true capacity (\d+)", out
+    )
+    assert found, out
+    measured, true = float(found.group(1)), float(found.group(2))
+    assert 0.8 * true <= measured <= 1.2 * true
+    assert "agent-eu got version 1" in out
+    assert "agent-us got version 1" in out
+    assert "deployed again: the recorded capacity was reused, no load test" in out
 
 
 def check_the_data_source_part(out: str) -> None:
@@ -111,7 +127,17 @@ def check_the_data_source_part(out: str) -> None:
 
 
 def test_the_replay_command_the_demo_prints_works_as_printed(tmp_path: Path) -> None:
-    demo = run("demo", "--events", "300", "--rate", "3000", "--data-dir", "store", cwd=tmp_path)
+    demo = run(
+        "demo",
+        "--events",
+        "300",
+        "--rate",
+        "3000",
+        "--no-load-test",
+        "--data-dir",
+        "store",
+        cwd=tmp_path,
+    )
     assert not (tmp_path / "data").exists(), "the demo used the data dir it was given"
     hints = [line for line in demo.stdout.splitlines() if line.startswith(HINT)]
     assert len(hints) == 1
@@ -146,7 +172,7 @@ def test_the_replay_command_the_demo_prints_works_as_printed(tmp_path: Path) -> 
 
 
 def test_replaying_without_the_handler_registered_is_refused_clearly(tmp_path: Path) -> None:
-    run("demo", "--events", "300", "--rate", "3000", cwd=tmp_path)
+    run("demo", "--events", "300", "--rate", "3000", "--no-load-test", cwd=tmp_path)
     target = letters(tmp_path)[0]
     replay = run("dead-letters", "replay", target["id"], cwd=tmp_path, check=False)
     assert replay.returncode == 1

@@ -7,42 +7,16 @@ updates it applied (in the order it applied them).
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
-import uvicorn
 
-from eventcenter.pressure.sample_agent import FrequencyUpdate, create_agent_app
-from tests.servers import free_port
+from eventcenter.pressure.sample_agent import FrequencyUpdate, create_agent_app, serving
 
 START_S = 10.0  # only turns a server that never starts into a failure
-
-
-@asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """``app`` served on a free loopback port until the block ends; yields its base URL."""
-    port = free_port()
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="off", log_config=None, access_log=False
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    deadline = time.monotonic() + START_S
-    try:
-        while not server.started:
-            if task.done():
-                task.result()  # the server failed to start: show why
-            assert time.monotonic() < deadline, "the server did not start"
-            await asyncio.sleep(0.01)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await task
 
 
 @dataclass

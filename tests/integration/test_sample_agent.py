@@ -8,8 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from eventcenter.pressure.sample_agent import FrequencyUpdate, create_agent_app
-from tests.integration.agents import serving
+from eventcenter.pressure.sample_agent import FrequencyUpdate, create_agent_app, serving
 
 
 def body(version: int, **changes: Any) -> dict[str, Any]:
