@@ -76,7 +76,6 @@ def bootstrap(
     decisions: DecisionLog,
     dead_letters: DeadLetterStore,
     store: DeliveryStore | None = None,
-    pressure: PressureTester | None = None,
     services: Mapping[str, Any] | None = None,
     builtin_handlers: bool = True,
 ) -> EventProcessor:
@@ -86,7 +85,6 @@ def bootstrap(
         decisions=decisions,
         dead_letters=dead_letters,
         store=store,
-        pressure=pressure,
         services=services,
     )
     if builtin_handlers:

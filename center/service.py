@@ -32,6 +32,7 @@ from eventcenter.center.http import Ingest, create_app
 from eventcenter.center.settings import HttpSettings
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.handlers.processor import ShutdownReport
+from eventcenter.pressure.sample_agent import bind_listener
 from eventcenter.sources.webhook import WebhookPath
 
 __all__ = ["Service", "ServiceError", "StopReport", "serve"]
@@ -242,22 +243,11 @@ def _ended(serving: asyncio.Task[None]) -> str:
 def _listen(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port`` (not listening yet); ServiceError if it cannot be."""
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(
-            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0]
-        listener = socket.socket(family, kind, proto)
-        try:
-            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            listener.bind(address)
-        except BaseException:
-            listener.close()
-            raise
+        return bind_listener(host, port)
     except OSError as error:
         raise ServiceError(
-            f"cannot listen on {host}:{port}: {error.strerror or error}"
-            " (choose another with [http] host and port, or EVENTCENTER_HTTP__PORT)"
+            f"{error} (choose another with [http] host and port, or EVENTCENTER_HTTP__PORT)"
         ) from None
-    return listener
 
 
 async def serve(center: EventCenter, *, announce: Callable[[str], None]) -> StopReport:

@@ -12,6 +12,7 @@ Two shapes of jitter, for two kinds of retry:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
 
 
 def _ceiling(attempt: int, base: float, cap: float) -> float:
@@ -89,3 +90,20 @@ class ReconnectBackoff:
     def ceiling(self, attempt: int) -> float:
         """The longest :meth:`delay` can be for ``attempt`` (its jitter at 0)."""
         return _ceiling(attempt, self.base, self.cap)
+
+
+def retry_after_seconds(value: str | None, now: float) -> float | None:
+    """Seconds an HTTP ``Retry-After`` header asks for: delta seconds, or an HTTP date less
+    ``now`` (epoch seconds); None when absent or unreadable (the back-off alone decides)."""
+    if value is None:
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - now)

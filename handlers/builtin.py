@@ -140,33 +140,15 @@ class LatencySpikeHandler(Handler):
             )
             return
         workflow = _workflow(ctx)
-        if workflow is not None:
+        adjustment = None
+        if workflow is not None:  # it moves the processor to adjusting itself
             adjustment = await workflow.latency_spike(
                 event,
                 service=spike.service,
                 observed=spike.observed_ms / 1000,
                 threshold=spike.threshold_ms / 1000,
             )
-            if adjustment is None:  # no capacity measured: the proportional factor alone
-                await ctx.decide(
-                    "frequency.reduce",
-                    f"latency {spike.observed_ms}ms over threshold {spike.threshold_ms}ms",
-                    event,
-                    service=spike.service,
-                    factor=factor,
-                )
-                return
-            await ctx.decide(
-                "frequency.reduce",
-                f"latency {spike.observed_ms}ms over threshold {spike.threshold_ms}ms:"
-                f" {adjustment.reason}",
-                event,
-                service=spike.service,
-                target=adjustment.target,
-                version=adjustment.version,
-            )
-            return
-        if ctx.state.state == STABLE:
+        elif ctx.state.state == STABLE:
             # Another task may move the processor first (adjusting or testing): that is fine.
             with contextlib.suppress(TransitionRefused):
                 await ctx.state.fire(
@@ -175,12 +157,17 @@ class LatencySpikeHandler(Handler):
                     f" > {spike.threshold_ms}ms",
                     correlation_id=event.correlation_id,
                 )
+        why = f"latency {spike.observed_ms}ms over threshold {spike.threshold_ms}ms"
+        if adjustment is None:  # no capacity measured: the proportional factor alone
+            await ctx.decide("frequency.reduce", why, event, service=spike.service, factor=factor)
+            return
         await ctx.decide(
             "frequency.reduce",
-            f"latency {spike.observed_ms}ms over threshold {spike.threshold_ms}ms",
+            f"{why}: {adjustment.reason}",
             event,
             service=spike.service,
-            factor=factor,
+            target=adjustment.target,
+            version=adjustment.version,
         )
 
 

@@ -13,7 +13,7 @@ import orjson
 from eventcenter.domain.decisions import Decision
 from eventcenter.domain.errors import RecordingFailed
 from eventcenter.domain.event import Event
-from eventcenter.domain.ports import DecisionLog, PressureTester, Publisher
+from eventcenter.domain.ports import DecisionLog, Publisher
 from eventcenter.handlers.state import StateGuard
 
 
@@ -51,15 +51,14 @@ class Context:
     - ``decisions``: make a decision durable (``await ctx.decide(...)`` is the short form)
     - ``publish``: publish a follow-up event
     - ``clock``: monotonic seconds
-    - ``pressure``: the load tester, when one is configured
-    - ``services``: further collaborators wired by the composition root, by name
+    - ``services``: further collaborators wired by the composition root, by name (the
+      center's ``tuning`` workflow among them)
     """
 
     state: StateGuard
     decisions: DecisionLog
     publish: Publisher
     clock: Callable[[], float]
-    pressure: PressureTester | None = None
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("eventcenter.handlers"))
     services: dict[str, Any] = field(default_factory=dict)
 

@@ -41,7 +41,7 @@ from eventcenter.domain.errors import (
 from eventcenter.domain.event import Event
 from eventcenter.domain.failures import HandlerFailure
 from eventcenter.domain.fsm import STABLE, ProcessorStateMachine
-from eventcenter.domain.ports import DeadLetterStore, DecisionLog, DeliveryStore, PressureTester
+from eventcenter.domain.ports import DeadLetterStore, DecisionLog, DeliveryStore
 from eventcenter.domain.priority import Priority
 from eventcenter.domain.sources import SourceProgress
 from eventcenter.handlers.admission import Admitter
@@ -108,7 +108,6 @@ class EventProcessor:
         initial_state: str = STABLE,
         clock: Callable[[], float] = time.perf_counter,
         rng: random.Random | None = None,
-        pressure: PressureTester | None = None,
         services: Mapping[str, Any] | None = None,
     ) -> None:
         self.settings = settings or ProcessorSettings()
@@ -130,7 +129,6 @@ class EventProcessor:
             decisions=decisions,
             publish=self.publish,
             clock=clock,
-            pressure=pressure,
             services=dict(services or {}),
         )
         self._deliverer = Deliverer(

@@ -30,12 +30,11 @@ import random
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Protocol, Self
 
 import httpx
 
-from eventcenter.domain.backoff import spread_delay
+from eventcenter.domain.backoff import retry_after_seconds, spread_delay
 from eventcenter.domain.errors import ConfigurationError, SignatureInvalid
 from eventcenter.domain.escalation import (
     EscalationNotice,
@@ -336,7 +335,7 @@ class WebhookSink:
         if answer:
             shown = f"{shown}: {answer}"
         if status == 429 or status >= 500:
-            wait = _retry_after(response.headers.get("Retry-After"), self._wall())
+            wait = retry_after_seconds(response.headers.get("Retry-After"), self._wall())
             return _Try(False, True, shown, status, wait)
         return _Try(False, False, f"{shown} (refused: not retried)", status)
 
@@ -367,22 +366,6 @@ class WebhookSink:
 
 def _with_reason(outcome: _Try, reason: str) -> _Try:
     return _Try(outcome.ok, outcome.retry, reason, outcome.status, outcome.retry_after)
-
-
-def _retry_after(value: str | None, now: float) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta seconds or an HTTP date), or None."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None  # unreadable: the back-off alone decides
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
 
 
 # --- log and callback ----------------------------------------------------------------------------

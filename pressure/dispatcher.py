@@ -44,14 +44,13 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
 from eventcenter.domain.adjustment import Adjustment, AgentFrequency
-from eventcenter.domain.backoff import ReconnectBackoff
+from eventcenter.domain.backoff import ReconnectBackoff, retry_after_seconds
 from eventcenter.domain.errors import (
     CallNotPermitted,
     CallTimedOut,
@@ -350,7 +349,7 @@ class HttpDispatcher:
             if held is not None and held > version:
                 return _Answer(True, False, status, detail=f"stale: agent holds version {held}")
         if status == 429 or status >= 500:
-            wait = _retry_after(response.headers.get("Retry-After"), self._wall)
+            wait = retry_after_seconds(response.headers.get("Retry-After"), self._wall())
             return _Answer(False, True, status, shown, retry_after=wait)
         return _Answer(False, False, status, f"{shown} (refused: not retried)")
 
@@ -440,22 +439,6 @@ def _held_version(response: httpx.Response) -> int | None:
     data = _json(response)
     value = data.get("version") if isinstance(data, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-def _retry_after(value: str | None, wall: Callable[[], float]) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta seconds or an HTTP date), or None."""
-    if value is None:
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None  # unreadable: the back-off alone decides
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - wall())
 
 
 def _log(adjustment: Adjustment, outcome: DispatchOutcome, correlation_id: str) -> None:

@@ -164,7 +164,7 @@ async def serve_agent(
     """Serve ``app`` until SIGINT or SIGTERM; return the signal's name. ``on_start`` hears the
     base URL once the server listens (with the real port when ``port`` is 0). Raises
     :class:`OSError` naming the address when it cannot be listened on."""
-    listener = _listen(host, port)
+    listener = bind_listener(host, port)
     bound_host, bound_port = listener.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     url = f"http://{shown}:{bound_port}"
@@ -195,7 +195,7 @@ async def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIter
     """Serve ``app`` (any ASGI app) on ``host:port`` (0: a free port) in the running loop for
     the block; yields its base URL once it listens. Leaves signals alone (for demos and tests
     that run servers beside other work)."""
-    listener = _listen(host, port)
+    listener = bind_listener(host, port)
     bound_host, bound_port = listener.getsockname()[:2]
     config = uvicorn.Config(
         app, lifespan="off", log_config=None, access_log=False, server_header=False
@@ -217,8 +217,9 @@ async def serving(app: Any, host: str = "127.0.0.1", port: int = 0) -> AsyncIter
             await task
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A socket bound to ``host:port``; OSError naming them if it cannot be."""
+def bind_listener(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (not listening yet; port 0: a free one);
+    :class:`OSError` naming them if it cannot be."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
             host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
