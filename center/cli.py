@@ -501,7 +501,7 @@ def sample_agent(
     try:
         why = asyncio.run(serve_agent(agent, host, port, on_start=started))
     except OSError as error:
-        _fail(str(error), EXIT_FAILED)
+        _fail(f"{error} (choose another with --host and --port)", EXIT_FAILED)
     console.print(Text(f"agent {name} stopped on {why}"), soft_wrap=True)
 
 

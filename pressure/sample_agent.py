@@ -232,8 +232,5 @@ def bind_listener(host: str, port: int) -> socket.socket:
             listener.close()
             raise
     except OSError as error:
-        raise OSError(
-            f"cannot listen on {host}:{port}: {error.strerror or error}"
-            " (choose another with --host and --port)"
-        ) from None
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
     return listener
