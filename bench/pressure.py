@@ -175,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = report_parser(
         "python -m bench.pressure",
         "The PressureTester against sample targets of known capacity.",
-        "1 s warm-up, 3 s hold and 10 % resolution per search (about 3 minutes)",
+        "1 s warm-up, 3 s hold and 10 %% resolution per search (about 3 minutes)",
     )
     args = parser.parse_args(argv)
     report = run_report(args, run, render, width=160)
