@@ -240,6 +240,11 @@ class TuningWorkflow:
         agents: Sequence[AgentEndpoint],
     ) -> TuningRun:
         """Record the deployment and queue its run (once per event); the worker takes it."""
+        run_id = TuningRun.create_id(str(event.id))
+        known: TuningRun | None = await self.store.get(run_id)
+        if known is not None:  # a redelivery: the deployment was recorded with its run
+            self._wake.set()
+            return known
         now = self.wall()
         deployments_id = ServiceDeployments.create_id(service)
 
@@ -250,7 +255,6 @@ class TuningWorkflow:
         previous = await self.store.change(
             deployments_id, lambda: ServiceDeployments.register(service, at=now), deployed
         )
-        run_id = TuningRun.create_id(str(event.id))
         run: TuningRun = await self.store.change(
             run_id,
             lambda: TuningRun.request(

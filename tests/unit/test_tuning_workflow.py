@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from eventcenter.domain.adjustment import Adjustment
+from eventcenter.domain.deployments import ServiceDeployments
 from eventcenter.domain.errors import TargetUnreachable
 from eventcenter.domain.event import Event
 from eventcenter.domain.fsm import ADJUSTING, LOAD_TESTING, STABLE
@@ -127,6 +128,7 @@ class Rig:
     clock: FakeClock
     published: list[Event]
     failures: list[DispatchFailure]
+    deployments: list[Event] = field(default_factory=list)
 
     async def publish(self, type_: str, payload: dict[str, Any], correlation_id: str) -> None:
         await self.processor.publish(type_, payload, correlation_id=correlation_id)
@@ -199,6 +201,12 @@ async def build() -> AsyncIterator[Build]:
             published.append(event)
 
         processor.subscribe("capacity.regressed", keep, name="regressions")
+        deployments: list[Event] = []
+
+        async def seen(event: Event, ctx: object) -> None:
+            deployments.append(event)
+
+        processor.subscribe("deployment.changed", seen, name="deployments")
         for handler in BUILTIN_HANDLERS:
             processor.register(handler())
         store = store or MemoryTuningStore()
@@ -220,7 +228,18 @@ async def build() -> AsyncIterator[Build]:
         processor.context.services["tuning"] = workflow
         await processor.start()
         await workflow.start()
-        rig = Rig(processor, workflow, log, store, tester, dispatcher, clock, published, failures)
+        rig = Rig(
+            processor,
+            workflow,
+            log,
+            store,
+            tester,
+            dispatcher,
+            clock,
+            published,
+            failures,
+            deployments,
+        )
         made.append(rig)
         return rig
 
@@ -474,3 +493,24 @@ async def test_a_restart_during_the_load_test_resumes_the_search_from_its_steps(
     assert run.interruptions == 1
     assert "tuning.interrupted" in second.kinds("deploy-1")
     assert len(run.steps) > 3
+
+
+async def test_a_redelivered_deployment_event_records_nothing_twice(build: Build) -> None:
+    rig = await build()
+    await rig.deploy("sha-1", "deploy-1")
+    await rig.idle()
+    await rig.deploy("sha-2", "deploy-2")
+    await rig.idle()
+    first = rig.log.decisions[0]
+    assert first.kind == "tuning.requested"
+    [event] = [e for e in rig.deployments if e.correlation_id == "deploy-1"]
+
+    again = await rig.workflow.request(
+        event, service="api", signature="sha-1", target="http://t", agents=[]
+    )
+
+    assert again.id == TuningRun.create_id(str(event.id))
+    deployments = rig.store.aggregates[ServiceDeployments.create_id("api")]
+    assert isinstance(deployments, ServiceDeployments)
+    assert (deployments.current, deployments.deployments) == ("sha-2", 2)
+    assert len(rig.runs()) == 2
