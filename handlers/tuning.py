@@ -176,6 +176,8 @@ class TuningWorkflow:
         self._worker: asyncio.Task[None] | None = None
         self._settlers: dict[str, asyncio.Task[None]] = {}
         self._busy = False
+        self._current: tuple[TuningRun, asyncio.Task[None], asyncio.Event] | None = None
+        self._cancel_reason: str | None = None
         self._lock = asyncio.Lock()  # one change of a service's tuning at a time
 
     # lifecycle ---------------------------------------------------------------------------------
@@ -355,13 +357,47 @@ class TuningWorkflow:
                 await self._wake.wait()
                 continue
             self._busy = True
+            taking = asyncio.create_task(self._take(runs[0]))
+            ended = asyncio.Event()
+            self._current = (runs[0], taking, ended)
             try:
-                await self._take(runs[0])
+                await taking
             except LeaseLost:
                 log.warning("the tuning worker stops: this center lost its lease")
                 return
+            except asyncio.CancelledError:
+                worker = asyncio.current_task()
+                if worker is not None and worker.cancelling():  # stopped: the run resumes later
+                    taking.cancel()
+                    await asyncio.gather(taking, return_exceptions=True)
+                    raise
+                await self._cancelled(runs[0])
             finally:
                 self._busy = False
+                self._current = None
+                self._cancel_reason = None
+                ended.set()
+
+    async def cancel(self, reason: str) -> TuningRun | None:
+        """Cancel the run being worked on (its load test is stopped, the state machine
+        aborts it, the run ends ``failed`` with ``reason``); the worker takes the next run.
+        Returns the cancelled run, None when none was running."""
+        current = self._current
+        if current is None:
+            return None
+        run, taking, over = current
+        self._cancel_reason = reason or "cancelled"
+        taking.cancel()
+        await over.wait()  # the worker recorded the end
+        ended: TuningRun | None = await self.store.get(run.id)
+        return ended
+
+    async def _cancelled(self, run: TuningRun) -> None:
+        reason = f"cancelled: {self._cancel_reason or 'by the center'}"
+        try:
+            await self._end(run, reason, failed=True)
+        except EventCenterError as error:
+            log.warning("tuning: cannot record the cancel of %s (%s)", run.name, error)
 
     async def _take(self, run: TuningRun) -> None:
         try:

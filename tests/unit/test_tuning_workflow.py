@@ -514,3 +514,28 @@ async def test_a_redelivered_deployment_event_records_nothing_twice(build: Build
     assert isinstance(deployments, ServiceDeployments)
     assert (deployments.current, deployments.deployments) == ("sha-2", 2)
     assert len(rig.runs()) == 2
+
+
+async def test_a_running_load_test_can_be_cancelled_and_the_next_run_goes_on(
+    build: Build,
+) -> None:
+    rig = await build()
+    rig.tester.hold_after = 2
+    await rig.deploy("sha-1", "deploy-1")
+    await asyncio.wait_for(rig.tester.held.wait(), GUARD_S)
+    await rig.deploy("sha-2", "deploy-2")
+    await rig.processor.join()
+
+    cancelled = await rig.workflow.cancel("the target is being migrated")
+    rig.tester.release.set()
+    await rig.idle()
+
+    assert cancelled is not None
+    assert cancelled.status == FAILED
+    assert cancelled.outcome == "cancelled: the target is being migrated"
+    assert ("abort", LOAD_TESTING, STABLE) in rig.moves()
+    first, second = rig.runs()
+    assert (first.status, second.status) == (FAILED, TUNED)
+    assert rig.tester.most_at_once == 1
+    assert "tuning.failed" in rig.kinds("deploy-1")
+    assert await rig.workflow.cancel("nothing runs") is None
