@@ -38,9 +38,10 @@ from eventcenter.center.demo_tuning import TuningDemoResult
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings, SourceSettings
 from eventcenter.center.source_report import compare, source_report
-from eventcenter.center.source_views import comparison, source_details, sources_table
+from eventcenter.center.source_views import comparison, source_details, sources_table, when
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.domain.escalation import Answer
+from eventcenter.domain.tuning_run import TuningRun
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 from eventcenter.storage.rca_answers import AnswerBox
 
@@ -84,6 +85,10 @@ sources_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(sources_app, name="sources")
+tuning_app = typer.Typer(
+    help="Tuning runs: deployments, their load tests and frequencies.", no_args_is_help=True
+)
+app.add_typer(tuning_app, name="tuning")
 rca_app = typer.Typer(
     help="Root-cause analysis cases: list them, show one's story, answer an escalated one.",
     no_args_is_help=True,
@@ -562,6 +567,63 @@ def list_cases(
         return
     which = "open " if open_only else ""
     console.print(rca_views.cases_table(rows, f"{len(rows)} {which}rca case(s)"))
+
+
+@tuning_app.command("list")
+def list_tuning_runs(
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+    last: Annotated[int, typer.Option(min=1, max=10_000, help="runs to show")] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """The latest tuning runs, newest first: deployment, status, capacity, what was sent."""
+    reader = CenterReader(_settings(config, database_url, data_dir))
+    try:
+        runs = reader.tuning_runs(limit=last)
+    finally:
+        reader.close()
+    if as_json:
+        for run in runs:
+            print(json.dumps(_run_dict(run)))
+        return
+    table = Table(title=f"{len(runs)} tuning run(s), newest first", title_justify="left")
+    for column in ("requested", "service", "signature", "status", "capacity", "steps", "outcome"):
+        table.add_column(column, justify="right" if column == "steps" else "left")
+    for run in runs:
+        capacity = (
+            "-" if run.capacity is None else f"{run.capacity:.4g} req/s ({run.capacity_source})"
+        )
+        table.add_row(
+            when(run.requested_at),
+            Text(run.service),
+            Text(run.signature),
+            run.status,
+            capacity,
+            str(len(run.steps)),
+            Text(run.outcome or "-"),
+        )
+    console.print(table)
+
+
+def _run_dict(run: TuningRun) -> dict[str, Any]:
+    return {
+        "run": str(run.id),
+        "event_id": run.event_id,
+        "correlation_id": run.correlation_id,
+        "tenant": run.tenant,
+        "service": run.service,
+        "signature": run.signature,
+        "previous_signature": run.previous_signature,
+        "status": run.status,
+        "requested_at": run.requested_at,
+        "updated_at": run.updated_at,
+        "capacity": run.capacity,
+        "capacity_source": run.capacity_source,
+        "steps": run.steps,
+        "interruptions": run.interruptions,
+        "outcome": run.outcome,
+    }
 
 
 @rca_app.command("show")

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import RcaCaseNotFound, StoreNotFound, StoreUnavailable
 from eventcenter.domain.rca_case import CaseRow, CaseStep
+from eventcenter.domain.tuning_run import TuningRun
 from eventcenter.projections.audit import (
     DeadLetterIndex,
     DeadLetterRow,
@@ -30,7 +31,7 @@ from eventcenter.projections.audit import (
 )
 from eventcenter.projections.sources import ModeHistory, SourceIndex, SourceRow
 from eventcenter.sources.manager import SourceNotFound
-from eventcenter.storage import rca_state, source_state
+from eventcenter.storage import rca_state, source_state, tuning_store
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.source_state import OutcomeRow
 from eventcenter.storage.writer import is_transient, short_error
@@ -158,6 +159,24 @@ class CenterReader:
                 raise
             except Exception as error:
                 raise self._problem(error, "its tables are missing") from None
+
+    # tuning runs ------------------------------------------------------------------------------
+
+    def tuning_runs(self, limit: int = 50) -> list[TuningRun]:
+        """This center's latest tuning runs (one per deployment event), newest first."""
+        with self._session() as session:
+            ids = tuning_store.run_ids(session, self.settings.name, limit=limit)
+        runs: list[TuningRun] = []
+        with self._lock:
+            app = self._open()
+            for run_id in ids:
+                try:
+                    found: Any = app.repository.get(run_id)
+                except Exception as error:
+                    raise self._problem(error, "its tables are missing") from None
+                if isinstance(found, TuningRun):
+                    runs.append(found)
+        return runs
 
     @contextmanager
     def _session(self) -> Iterator[Session]:

@@ -95,6 +95,20 @@ def _store_row(session: Session, row: dict[str, Any]) -> None:
     session.execute(statement.values(row).on_conflict_do_update(index_elements=_KEYS, set_=changed))
 
 
+def run_ids(session: Session, center: str, *, limit: int = 50) -> list[UUID]:
+    """The ids of ``center``'s latest tuning runs, newest request first (none when no run was
+    ever recorded: the table is missing then)."""
+    if not inspect(session.connection()).has_table(tuning.name):
+        return []
+    query = (
+        select(tuning.c.aggregate_id)
+        .where(tuning.c.center == center, tuning.c.kind == "run")
+        .order_by(tuning.c.requested_at.desc(), tuning.c.aggregate_id)
+        .limit(limit)
+    )
+    return [UUID(value) for value in session.execute(query).scalars()]
+
+
 class TuningChange(Command):
     """Apply one change to a tuning aggregate in the writer's transaction (see the port)."""
 

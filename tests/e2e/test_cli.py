@@ -73,6 +73,20 @@ def test_demo_runs_on_the_embedded_default_and_summarises_what_it_decided(
     check_the_data_source_part(out)
     check_the_deployment_part(out)
 
+    runs = [
+        json.loads(line)
+        for line in run("tuning", "list", "--json", cwd=tmp_path).stdout.splitlines()
+    ]
+    assert [(r["service"], r["status"], r["capacity_source"]) for r in runs] == [
+        ("checkout", "tuned", "recorded"),  # newest first: the redeploy reused the record
+        ("checkout", "tuned", "measured"),
+    ]
+    assert len(runs[1]["steps"]) > 3
+    assert runs[0]["capacity"] == runs[1]["capacity"]
+    listed = run("tuning", "list", cwd=tmp_path).stdout
+    assert "2 tuning run(s), newest first" in listed
+    assert "sha256:4f2a9c" in listed
+
     trail = run("decisions", "--last", "3", cwd=tmp_path).stdout
     assert "adjusting -> stable (settle)" in trail, "the audit trail is read back from the store"
     assert "frequency.restore" in trail
@@ -178,6 +192,7 @@ def test_replaying_without_the_handler_registered_is_refused_clearly(tmp_path: P
     assert replay.returncode == 1
     assert f"no subscription '{target['subscription']}'" in replay.stderr
     assert letters(tmp_path)[0]["status"] == "pending", "nothing changed"
+    assert "0 tuning run(s)" in run("tuning", "list", cwd=tmp_path).stdout, "none was run"
 
 
 def test_bad_settings_are_reported_with_the_field_name(tmp_path: Path) -> None:
