@@ -539,3 +539,35 @@ async def test_a_running_load_test_can_be_cancelled_and_the_next_run_goes_on(
     assert rig.tester.most_at_once == 1
     assert "tuning.failed" in rig.kinds("deploy-1")
     assert await rig.workflow.cancel("nothing runs") is None
+
+
+async def test_a_run_the_state_machine_refuses_is_deferred_and_tried_again(build: Build) -> None:
+    """Another load test holds the processor (a user's handler): begin_load_test is refused,
+    the run is deferred, and tried again ``retry_after`` seconds later, never at once."""
+    rig = await build()
+    release = asyncio.Event()
+
+    async def someone_elses_test() -> None:
+        async with rig.processor.state.exclusive(
+            "begin_load_test", "finish_load_test", reason="a user's test", correlation_id="u-1"
+        ):
+            await release.wait()
+
+    holder = asyncio.create_task(someone_elses_test())
+    await until(lambda: rig.processor.state.state == LOAD_TESTING)
+    await rig.deploy("sha-1", "deploy-1")
+    await until(lambda: "tuning.deferred" in rig.kinds("deploy-1"), turns=2000)
+    assert rig.tester.calls == []
+    [deferred] = [d for d in rig.log.decisions if d.kind == "tuning.deferred"]
+    assert "tried again in 30s" in deferred.reason
+
+    release.set()
+    await holder
+    await rig.clock.advance(29)
+    assert rig.tester.calls == [], "not before retry_after"
+    await rig.clock.advance(1)
+    await rig.idle()
+
+    assert len(rig.tester.calls) == 1
+    [run] = rig.runs()
+    assert run.status == TUNED
