@@ -47,6 +47,9 @@ retries. A body that is not JSON is one bad message (dead-lettered with the reas
 
 ``GET /health``: 200 while the process serves requests (liveness). ``GET /ready``: 200 when the
 center runs, holds its lease and its store answers; 503 with the reasons otherwise.
+``GET /metrics``: the center's Prometheus metrics in the text format, read at scrape time by
+the collector of :mod:`eventcenter.center.metrics` from a registry owned by this app (the app's
+``state.metrics_registry``), never the process-wide default one.
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from eventcenter.center.app import EventCenter
+from eventcenter.center.metrics import center_registry
 from eventcenter.center.settings import HttpSettings
 from eventcenter.domain.errors import (
     Backpressure,
@@ -384,6 +389,7 @@ def create_app(
         summary="Ingest events and webhook items into an event-sourced processing center.",
     )
     app.state.ingest = ingest
+    registry = app.state.metrics_registry = center_registry(center)
 
     @app.exception_handler(Refusal)
     async def refused(request: Request, refusal: Refusal) -> Response:
@@ -460,6 +466,13 @@ def create_app(
         if reasons:
             return _json(503, {"ready": False, "reasons": reasons})
         return _json(200, {"ready": True})
+
+    @app.get("/metrics")
+    async def metrics() -> Response:
+        """The center's metrics in the Prometheus text format, computed now.
+
+        Collected here, on the center's event loop, which owns the processor's figures."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
 
