@@ -28,6 +28,7 @@ from eventcenter.center.healing import CenterHealing
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.center.source_sink import CenterItemSink
+from eventcenter.center.source_switches import SwitchCountingRecorder
 from eventcenter.center.tuning import SourceKnobs
 from eventcenter.domain.aggregates import DeadLetter
 from eventcenter.domain.errors import (
@@ -136,13 +137,15 @@ class EventCenter:
             services=services,
             builtin_handlers=builtin_handlers,
         )
+        #: Each data source's recorded mode switches, noted as its log's changes commit.
+        self.source_switches = SwitchCountingRecorder(DurableSourceRecorder(self.writer))
         #: The center's data sources: those of ``settings.sources`` (the ``[[sources]]``
         #: tables), and any ``center.sources.register(DataSource(...))`` before ``start()``
         #: (or ``await center.sources.add(...)`` while it runs). ``source_clock`` paces their
         #: engines and ``source_wall`` stamps their decisions (tests pass a fake clock).
         self.sources = SourceManager(
             CenterItemSink(self.processor),
-            DurableSourceRecorder(self.writer),
+            self.source_switches,
             clock=source_clock,
             wall=source_wall,
         )

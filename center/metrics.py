@@ -27,6 +27,8 @@ Metrics (counters end in ``_total``):
 - ``eventcenter_processor_state{state}``: 1 for the processor's current state (``stable``,
   ``adjusting``, ``load_testing``), 0 for the others.
 - ``eventcenter_source_mode{tenant, source, mode}``: 1 for each running source's current mode.
+- ``eventcenter_source_mode_switches_total{tenant, source}``: the switches each source's log
+  has recorded (the store's figure, restored when the source starts again).
 - ``eventcenter_breaker_state{breaker, state}``: 1 for each circuit breaker's current state.
 - ``eventcenter_tuning_busy``: 1 while a tuning run is in progress.
 """
@@ -92,6 +94,14 @@ class CenterCollector(Collector):
             source_modes.STATES,
             "mode",
         )
+        switches = CounterMetricFamily(
+            "eventcenter_source_mode_switches",
+            "Mode switches each data source has recorded (kept in its log across restarts).",
+            labels=["tenant", "source"],
+        )
+        for (tenant, source), count in sorted(center.source_switches.switches.items()):
+            switches.add_metric([tenant, source], float(count))
+        yield switches
         yield _one_of(
             "eventcenter_breaker_state",
             "1 for the current state of each circuit breaker.",

@@ -163,12 +163,56 @@ async def test_two_centers_in_one_process_do_not_share_metrics(
     assert not [f for f in REGISTRY.collect() if f.name.startswith("eventcenter_")]
 
 
-async def test_a_data_source_shows_its_current_mode(database_url: str, tmp_path: Path) -> None:
-    async with FakeTimeCenter(center_settings(database_url, tmp_path)) as w:
-        _, samples = await scrape(w.center)
+async def test_each_breaker_shows_its_current_state(center: EventCenter) -> None:
+    center.healing.breakers.get_or_create("payments")
+    center.healing.breakers.get_or_create("billing").force_open("the test")
 
-    modes = {
+    _, samples = await scrape(center)
+
+    def states(breaker: str) -> dict[str, float | None]:
+        return {
+            state: value(samples, "eventcenter_breaker_state", breaker=breaker, state=state)
+            for state in ("closed", "open", "half_open", "forced_open", "disabled")
+        }
+
+    assert states("payments") == {
+        "closed": 1,
+        "open": 0,
+        "half_open": 0,
+        "forced_open": 0,
+        "disabled": 0,
+    }
+    assert states("billing") == {
+        "closed": 0,
+        "open": 0,
+        "half_open": 0,
+        "forced_open": 1,
+        "disabled": 0,
+    }
+
+
+def modes(samples: Samples) -> dict[str, float | None]:
+    return {
         mode: value(samples, "eventcenter_source_mode", tenant=TENANT, source=SOURCE, mode=mode)
         for mode in ("event_only", "hybrid", "polling_only", "transition")
     }
-    assert modes == {"event_only": 1, "hybrid": 0, "polling_only": 0, "transition": 0}
+
+
+async def test_a_data_source_shows_its_mode_and_its_recorded_switches(
+    database_url: str, tmp_path: Path
+) -> None:
+    settings = center_settings(database_url, tmp_path)
+    switches = "eventcenter_source_mode_switches_total"
+    async with FakeTimeCenter(settings) as w:
+        _, before = await scrape(w.center)
+        assert await w.runner.force_mode("hybrid", "the test") == "hybrid"
+        await w.settled()
+        _, after = await scrape(w.center)
+    async with FakeTimeCenter(settings) as w:  # the count comes back with the source's log
+        _, restarted = await scrape(w.center)
+
+    assert modes(before) == {"event_only": 1, "hybrid": 0, "polling_only": 0, "transition": 0}
+    assert value(before, switches, tenant=TENANT, source=SOURCE) == 0
+    assert modes(after) == {"event_only": 0, "hybrid": 1, "polling_only": 0, "transition": 0}
+    assert value(after, switches, tenant=TENANT, source=SOURCE) == 1
+    assert value(restarted, switches, tenant=TENANT, source=SOURCE) == 1
