@@ -24,6 +24,7 @@ from tests.integration.test_tuning_center import run_of, tuned, wait_for
 from tests.sample_targets import sample_target
 
 CAPACITY = 100.0  # 2 slots x 20 ms
+LOCUST_WAIT_S = 150.0  # only turns a hang into a failure: Locust starts slowly on a busy machine
 
 
 def settings(url: str, tmp_path: Path) -> CenterSettings:
@@ -69,7 +70,7 @@ async def test_a_deployment_is_load_tested_resumed_after_a_restart_and_tuned(
                     run = await first.tuning.store.get(TuningRun.create_id(event_id))
                     return run is not None and len(run.steps) >= 2
 
-                await wait_for(two_steps, "two measured steps")
+                await wait_for(two_steps, "two measured steps", LOCUST_WAIT_S)
                 assert first.processor.state.state == LOAD_TESTING
                 locust = first_tester.pid
                 assert locust is not None
@@ -78,7 +79,7 @@ async def test_a_deployment_is_load_tested_resumed_after_a_restart_and_tuned(
 
             second = EventCenter(config)
             async with second:
-                await wait_for(lambda: tuned(second, event_id), "the resumed run")
+                await wait_for(lambda: tuned(second, event_id), "the resumed run", LOCUST_WAIT_S)
                 run = await run_of(second, event_id)
                 assert run.interruptions == 1
                 assert run.status == TUNED

@@ -34,13 +34,13 @@ def settings(url: str, tmp_path: Path) -> CenterSettings:
     )
 
 
-async def wait_for(condition: Callable[[], Any], what: str) -> None:
+async def wait_for(condition: Callable[[], Any], what: str, seconds: float = WAIT_S) -> None:
     """Until ``condition()`` (awaited) holds; the store is written by the writer thread."""
-    for _ in range(int(WAIT_S / 0.02)):
+    for _ in range(int(seconds / 0.02)):
         if await condition():
             return
         await asyncio.sleep(0.02)
-    raise AssertionError(f"still waiting for {what} after {WAIT_S}s")
+    raise AssertionError(f"still waiting for {what} after {seconds}s")
 
 
 async def deploy(center: EventCenter, signature: str, correlation_id: str) -> str:
