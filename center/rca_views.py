@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,19 +39,8 @@ def when(at: float | None) -> str:
 
 
 def case_dict(row: CaseRow) -> dict[str, Any]:
-    return {
-        "id": row.case_id,
-        "tenant": row.tenant,
-        "source": row.source,
-        "category": row.category,
-        "status": row.status,
-        "opened_at": row.opened_at,
-        "updated_at": row.updated_at,
-        "failures": row.failures,
-        "attempts": row.attempts,
-        "notifications": row.notifications,
-        "confidence": row.confidence,
-    }
+    values = asdict(row)
+    return {"id": values.pop("case_id"), **values}
 
 
 def cases_table(rows: Sequence[CaseRow], title: str) -> Table:

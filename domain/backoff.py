@@ -12,6 +12,7 @@ Two shapes of jitter, for two kinds of retry:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC
 from email.utils import parsedate_to_datetime
 
 
@@ -93,17 +94,20 @@ class ReconnectBackoff:
 
 
 def retry_after_seconds(value: str | None, now: float) -> float | None:
-    """Seconds an HTTP ``Retry-After`` header asks for: delta seconds, or an HTTP date less
-    ``now`` (epoch seconds); None when absent or unreadable (the back-off alone decides)."""
-    if value is None:
+    """Seconds an HTTP ``Retry-After`` header asks for: a number of seconds (at least 0), or an
+    HTTP date (a date without a zone is UTC) less ``now`` (epoch seconds); None when absent or
+    unreadable (the back-off alone decides)."""
+    if value is None or not value.strip():
         return None
     text = value.strip()
-    if text.isdigit():
-        return float(text)
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
     try:
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
-        return None
+        when = when.replace(tzinfo=UTC)
     return max(0.0, when.timestamp() - now)

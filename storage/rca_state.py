@@ -12,6 +12,7 @@ written before RCA existed has no such table: reading then finds no case.
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Any
 from uuid import UUID
 
@@ -51,20 +52,7 @@ TABLES = (cases,)
 
 def store_case(session: Session, center: str, row: CaseRow) -> None:
     """Insert or update the index row of one case."""
-    values: dict[str, Any] = {
-        "center": center,
-        "case_id": row.case_id,
-        "tenant": row.tenant,
-        "source": row.source,
-        "category": row.category,
-        "status": row.status,
-        "opened_at": row.opened_at,
-        "updated_at": row.updated_at,
-        "failures": row.failures,
-        "attempts": row.attempts,
-        "notifications": row.notifications,
-        "confidence": row.confidence,
-    }
+    values: dict[str, Any] = {"center": center, **asdict(row)}
     dialect = session.get_bind().dialect.name
     statement: Any = (pg_insert if dialect == "postgresql" else sqlite_insert)(cases)
     changed = {name: statement.excluded[name] for name in values if name not in _KEYS}

@@ -35,7 +35,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -45,6 +44,7 @@ import orjson
 import psycopg2  # type: ignore[import-untyped]
 import redis.exceptions
 
+from eventcenter.domain.backoff import retry_after_seconds
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.domain.sources import PositionLost, SourceError, SourceErrorKind
 
@@ -229,20 +229,7 @@ def http_status_error(response: httpx.Response, where: Where) -> SourceError:
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
     """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date), or None."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return max(0.0, float(text))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return retry_after_seconds(value, (now or datetime.now(UTC)).timestamp())
 
 
 @asynccontextmanager
