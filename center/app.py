@@ -57,6 +57,8 @@ from eventcenter.healing.escalation import EscalationSink
 from eventcenter.pressure.dispatcher import DispatchPolicy, HttpDispatcher
 from eventcenter.pressure.tester import LocustPressureTester
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
+from eventcenter.projections.runner import ProjectionRunner
+from eventcenter.projections.view import ReadModel
 from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.manager import SourceManager
 from eventcenter.storage.application import CenterApplication
@@ -190,6 +192,14 @@ class EventCenter:
             on_adjustment=SourceKnobs(settings.tuning, self.sources),
         )
         self.processor.context.services.setdefault("tuning", self.tuning)
+        #: The read model (audit trail, dead letters, sources as tables), kept caught up with
+        #: the notification log by a thread while the center runs.
+        self.projections = ProjectionRunner(
+            ReadModel(self.app.recorder.datastore, self.app.name),  # type: ignore[attr-defined]
+            self.app,
+            page=settings.projections.page,
+            interval=settings.projections.interval,
+        )
         self._reader: CenterReader | None = None
         self._read_lock = threading.Lock()
         self._purger: asyncio.Task[None] | None = None
@@ -257,11 +267,13 @@ class EventCenter:
         try:
             try:
                 self.app.create_tables()
+                self.projections.model.create_table()
             except Exception as error:
                 raise StoreUnavailable(
                     f"cannot create the center's tables in {self.settings.shown_url}: {error}"
                 ) from error
             self.writer.open()
+            self.projections.start()
         except BaseException:
             self.lease.release()
             raise
@@ -328,6 +340,7 @@ class EventCenter:
             return
         self._closed = True
         self.writer.close()
+        self.projections.stop()
         self.app.close()
         if self._reader is not None:
             self._reader.close()

@@ -30,6 +30,7 @@ from typer.core import TyperGroup
 
 from eventcenter.center import rca_views
 from eventcenter.center.app import EventCenter
+from eventcenter.center.audit_views import audit_table, explanation_view, parse_since
 from eventcenter.center.demo import DemoResult, run_demo
 from eventcenter.center.demo_source import SourceDemoResult
 from eventcenter.center.demo_tuning import SERVICE as TUNING_SERVICE
@@ -43,6 +44,7 @@ from eventcenter.domain.errors import EventCenterError
 from eventcenter.domain.escalation import Answer
 from eventcenter.domain.tuning_run import TuningRun
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
+from eventcenter.projections.queries import MAX_PAGE, AuditFilter
 from eventcenter.storage.rca_answers import AnswerBox
 
 #: Exit codes: 1 when a command could not do its work (store unreachable, replay failed), 2 when
@@ -94,6 +96,11 @@ rca_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(rca_app, name="rca")
+projections_app = typer.Typer(
+    help="The read model behind audit, explain and the API: its lag, a rebuild.",
+    no_args_is_help=True,
+)
+app.add_typer(projections_app, name="projections")
 
 console = Console()
 errors = Console(stderr=True)
@@ -728,10 +735,121 @@ def decisions(
     """Show the audit trail: state transitions and decisions, in recorded order."""
     reader = CenterReader(_settings(config, database_url, data_dir))
     try:
-        rows = reader.decisions()[-last:]
+        rows = reader.decisions(last)
     finally:
         reader.close()
     console.print(_decisions_table(rows, f"last {len(rows)} decision(s)"))
+
+
+@app.command()
+def audit(
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's decisions")] = None,
+    source: Annotated[str | None, typer.Option(help="only this data source's decisions")] = None,
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="only this kind (mode.switched; a prefix as rca.*); repeatable"),
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="from this long ago (1h, 30m) or this time (ISO 8601)")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="up to this long ago or this time")] = None,
+    correlation: Annotated[
+        str | None,
+        typer.Option(help="follow one chain of cause and effect across all aggregates"),
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_PAGE, help="decisions per page")] = 100,
+    after: Annotated[
+        str | None, typer.Option(help="continue after this cursor (printed after a full page)")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+) -> None:
+    """Print decisions in time order: FSM transitions, handler decisions, mode switches,
+    threshold changes, reconciliations, breaker changes, RCA steps, measurements, dispatches."""
+    flt = AuditFilter(
+        tenant=tenant,
+        source=source,
+        kinds=tuple(kind or ()),
+        since=parse_since(since) if since else None,
+        until=parse_since(until) if until else None,
+        correlation_id=correlation,
+    )
+    reader = CenterReader(_settings(config, database_url, data_dir))
+    try:
+        page = reader.audit(flt, after=after, limit=limit)
+    finally:
+        reader.close()
+    if as_json:
+        for entry in page.entries:
+            print(json.dumps(entry.as_dict()))
+        if page.next:
+            print(json.dumps({"next": page.next}))
+        return
+    title = f"{len(page.entries)} decision(s)" + (f" in chain {correlation}" if correlation else "")
+    console.print(audit_table(page.entries, title))
+    if page.next:
+        console.print(Text(f"more: --after {page.next}", style="dim"), soft_wrap=True)
+
+
+@app.command()
+def explain(
+    position: Annotated[int, typer.Argument(help="the decision's # (position) from audit")],
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Why did this happen? The inputs the policy saw, the rule that fired, and what came
+    before and after in its chain, from the recorded events alone."""
+    reader = CenterReader(_settings(config, database_url, data_dir))
+    try:
+        explained = reader.explain(position)
+    finally:
+        reader.close()
+    if explained is None:
+        _fail(f"no decision #{position} in the store (see eventcenter audit)", EXIT_FAILED)
+    if as_json:
+        print(json.dumps(explained.as_dict()))
+        return
+    console.print(explanation_view(explained))
+
+
+@projections_app.command("status")
+def projections_status(
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """How far the read model is behind the notification log (without catching up)."""
+    reader = CenterReader(_settings(config, database_url, data_dir))
+    try:
+        status = reader.projection_status()
+    finally:
+        reader.close()
+    if as_json:
+        print(json.dumps(status.as_dict()))
+        return
+    console.print(f"read model at position {status.position} of {status.head}: {status.lag} behind")
+
+
+@projections_app.command("rebuild")
+def projections_rebuild(
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Empty the read model and fold the whole notification log into it again."""
+    reader = CenterReader(_settings(config, database_url, data_dir))
+    started = time.perf_counter()
+    try:
+        count = reader.rebuild()
+    finally:
+        reader.close()
+    seconds = time.perf_counter() - started
+    console.print(f"rebuilt the read model from {count} event(s) in {seconds:.1f} s")
 
 
 def _letters_table(rows: list[DeadLetterRow], title: str, *, with_status: bool = False) -> Table:

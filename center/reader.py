@@ -1,8 +1,11 @@
-"""Read-only access to a center's store: never takes the lease, never creates anything.
+"""Access to a center's store for reading: never takes the lease, never writes a decision.
 
-Works beside a running center (it only reads the notification log and the outcome rows). A
-store that does not exist (no SQLite file where it was told to look, no tables in the database)
-raises StoreNotFound naming the place, instead of creating an empty one.
+Works beside a running center. The audit trail, dead letters and data sources are read from
+the read model's tables (:mod:`eventcenter.projections`), caught up with the notification log
+first (the reader writes only those tables and their tracking row; a running center's own
+runner and this reader never process one notification twice). A store that does not exist (no
+SQLite file where it was told to look, no center tables in the database) raises StoreNotFound
+naming the place, instead of creating an empty one.
 """
 
 from __future__ import annotations
@@ -22,14 +25,13 @@ from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.errors import RcaCaseNotFound, StoreNotFound, StoreUnavailable
 from eventcenter.domain.rca_case import CaseRow, CaseStep
 from eventcenter.domain.tuning_run import TuningRun
-from eventcenter.projections.audit import (
-    DeadLetterIndex,
-    DeadLetterRow,
-    DecisionRow,
-    DecisionTrail,
-    Projection,
-)
-from eventcenter.projections.sources import ModeHistory, SourceIndex, SourceRow
+from eventcenter.projections import queries
+from eventcenter.projections.audit import DeadLetterRow, DecisionRow
+from eventcenter.projections.catalog import AuditEntry
+from eventcenter.projections.explain import Explanation, explain
+from eventcenter.projections.runner import ProjectionRunner, ProjectionStatus
+from eventcenter.projections.sources import ModeHistory, SourceRow
+from eventcenter.projections.view import ReadModel
 from eventcenter.sources.manager import SourceNotFound
 from eventcenter.storage import rca_state, source_state, tuning_store
 from eventcenter.storage.application import CenterApplication
@@ -40,8 +42,8 @@ OUTCOME_PAGE = 10_000
 
 
 class CenterReader:
-    """The audit trail, dead letters and data sources of a center, folded from its
-    notification log, and the outcomes its sources recorded."""
+    """The audit trail, dead letters and data sources of a center from its read model, and
+    the outcomes its sources recorded."""
 
     def __init__(self, settings: CenterSettings) -> None:
         self.settings = settings
@@ -51,10 +53,8 @@ class CenterReader:
             if not path.is_file():
                 raise StoreNotFound(f"no store at {path} (check --data-dir / --database-url)")
         self._app: CenterApplication | None = None
-        self._lock = threading.Lock()
-        self._trail = DecisionTrail()
-        self._letters = DeadLetterIndex()
-        self._sources = SourceIndex()
+        self._runner: ProjectionRunner | None = None
+        self._lock = threading.RLock()
 
     def _open(self) -> CenterApplication:
         if self._app is None:
@@ -63,17 +63,54 @@ class CenterReader:
             )
         return self._app
 
-    def _catch_up(self, *extra: Projection) -> None:
-        """Fold the events not seen yet into the projections (and ``extra`` ones, from their
-        own position)."""
-        projections: tuple[Projection, ...] = (self._trail, self._letters, self._sources, *extra)
-        with self._lock:
+    def _projections(self) -> ProjectionRunner:
+        """The read model on this store (its tables created if the store has none yet)."""
+        if self._runner is None:
             app = self._open()
-            after = min(projection.position for projection in projections)
+            datastore: Any = app.recorder.datastore  # type: ignore[attr-defined]
+            model = ReadModel(datastore, app.name)
             try:
-                for position, domain_event in app.read_events(after):
-                    for projection in projections:
-                        projection.apply(position, domain_event)
+                with datastore.transaction(commit=False) as session:
+                    has_events = inspect(session.connection()).has_table(
+                        app.recorder.events_table_name  # type: ignore[attr-defined]
+                    )
+                if not has_events:
+                    raise StoreNotFound(
+                        f"no eventcenter store at {self.settings.shown_url} (its tables are"
+                        " missing)"
+                    )
+                model.create_table()
+            except StoreNotFound:
+                raise
+            except Exception as error:
+                raise self._problem(error, "its tables are missing") from None
+            self._runner = ProjectionRunner(model, app)
+        return self._runner
+
+    def catch_up(self) -> int:
+        """Bring the read model up to the notification log; how many events it took in."""
+        with self._lock:
+            runner = self._projections()
+            try:
+                return runner.catch_up()
+            except Exception as error:
+                raise self._problem(error, "its tables are missing") from None
+
+    def rebuild(self) -> int:
+        """Empty the read model and fold the whole log into it again."""
+        with self._lock:
+            runner = self._projections()
+            try:
+                return runner.rebuild()
+            except Exception as error:
+                raise self._problem(error, "its tables are missing") from None
+
+    def projection_status(self) -> ProjectionStatus:
+        """Where the read model stands against the log, without catching up."""
+        with self._lock:
+            runner = self._projections()
+            try:
+                return runner.refresh()
             except Exception as error:
                 raise self._problem(error, "its tables are missing") from None
 
@@ -83,39 +120,77 @@ class CenterReader:
             return StoreUnavailable(f"cannot use the store at {shown}: {short_error(error)}")
         return StoreNotFound(f"no eventcenter store at {shown} ({missing})")
 
-    def decisions(self) -> list[DecisionRow]:
-        self._catch_up()
-        return list(self._trail.rows)
+    @contextmanager
+    def _view(self, *, fresh: bool = True) -> Iterator[Session]:
+        """A read-only session on the read model, caught up first unless ``fresh`` is False."""
+        if fresh:
+            self.catch_up()
+        else:
+            self._projections()
+        with self._session() as session:
+            yield session
 
-    def dead_letters(self, status: str | None = None) -> list[DeadLetterRow]:
-        self._catch_up()
-        rows = self._letters.letters.values()
-        return [row for row in rows if status is None or row.status == status]
+    # audit trail -------------------------------------------------------------------------------
+
+    def audit(
+        self,
+        flt: queries.AuditFilter,
+        *,
+        after: str | None = None,
+        limit: int = 100,
+        newest_first: bool = False,
+        fresh: bool = True,
+    ) -> queries.AuditPage:
+        """One page of decisions matching ``flt`` (see :func:`queries.audit_page`)."""
+        with self._view(fresh=fresh) as session:
+            return queries.audit_page(
+                session, flt, after=after, limit=limit, newest_first=newest_first
+            )
+
+    def audit_entry(self, position: int, tenant: str | None = None) -> AuditEntry | None:
+        with self._view() as session:
+            return queries.audit_entry(session, position, tenant)
+
+    def explain(self, position: int, tenant: str | None = None) -> Explanation | None:
+        """Why the decision at ``position`` was taken (None if there is none, or not
+        ``tenant``'s)."""
+        with self._view() as session:
+            return explain(session, position, tenant=tenant)
+
+    def decisions(self, last: int | None = None) -> list[DecisionRow]:
+        """Processor transitions and handler decisions in recorded order (the ``last`` ones)."""
+        with self._view() as session:
+            return queries.decisions(session, last)
+
+    def dead_letters(
+        self, status: str | None = None, tenant: str | None = None
+    ) -> list[DeadLetterRow]:
+        with self._view() as session:
+            return queries.dead_letters(session, status, tenant)
 
     # data sources ------------------------------------------------------------------------------
 
-    def sources(self) -> list[SourceRow]:
+    def sources(self, tenant: str | None = None) -> list[SourceRow]:
         """Every source recorded in the store, by tenant and name."""
-        self._catch_up()
-        return self._sources.sorted()
+        with self._view() as session:
+            return queries.sources(session, tenant)
 
     def source(self, tenant: str, name: str) -> SourceRow:
         """One source; SourceNotFound (naming the recorded ones) if the store has none such."""
-        self._catch_up()
-        row = self._sources.find(tenant, name)
-        if row is None:
-            known = ", ".join(r.key for r in self._sources.sorted()) or "none"
-            raise SourceNotFound(
-                f"no source '{tenant}/{name}' in the store at {self.settings.shown_url}"
-                f" (recorded: {known})"
-            )
-        return row
+        with self._view() as session:
+            row = queries.source(session, tenant, name)
+            if row is None:
+                known = ", ".join(r.key for r in queries.sources(session)) or "none"
+                raise SourceNotFound(
+                    f"no source '{tenant}/{name}' in the store at {self.settings.shown_url}"
+                    f" (recorded: {known})"
+                )
+            return row
 
     def mode_history(self, tenant: str, name: str) -> ModeHistory:
-        """Every mode change of one source (read from the start of the log)."""
-        history = ModeHistory(tenant=tenant, name=name)
-        self._catch_up(history)
-        return history
+        """Every mode change of one source."""
+        with self._view() as session:
+            return queries.mode_history(session, tenant, name)
 
     def outcomes(self, tenant: str, name: str) -> list[OutcomeRow]:
         """What the source's paths did, oldest first, as recorded by this center (its

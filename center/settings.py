@@ -238,6 +238,22 @@ class RecordingSettings(BaseModel):
     )
 
 
+class ProjectionSettings(BaseModel):
+    """The read model: the notification log followed into SQL tables (audit, explain, API)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    interval: float = Field(
+        1.0, gt=0, description="seconds between catch-ups of the read model while running"
+    )
+    page: int = Field(500, ge=1, le=10_000, description="events per read-model transaction")
+    max_lag: int = Field(
+        10_000,
+        ge=0,
+        description="events the read model may be behind the log before /readyz says not ready",
+    )
+
+
 class HttpSettings(BaseModel):
     """The HTTP server that ``eventcenter run`` starts next to the center."""
 
@@ -293,6 +309,7 @@ class CenterSettings(BaseSettings):
     )
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
+    projections: ProjectionSettings = Field(default_factory=ProjectionSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     healing: HealingSettings = Field(default_factory=HealingSettings)
     tuning: CenterTuningSettings = Field(default_factory=CenterTuningSettings)

@@ -1,12 +1,12 @@
-"""Read models of the data sources, folded from their ``SourceLog`` events.
+"""The data sources as the read model holds them, folded from their ``SourceLog`` events.
 
 A running center knows its sources in memory; a CLI beside it (or after it stopped) knows
-them only from what the store holds. These projections follow the notification log like the
-audit trail does (:mod:`.audit`): :class:`SourceIndex` keeps one row per source (mode, paths,
-threshold level, cool-down, counts, the last reconciliation and the recent mode changes),
-:class:`ModeHistory` every mode change of one source (what ``sources simulate`` compares its
-replay with). Both fold the same events the aggregate applies to itself, so a row holds what
-the source's log holds.
+them only from what the store holds. The read model (:mod:`.view`) keeps one
+:class:`SourceRow` per source (mode, paths, threshold level, cool-down, counts, the last
+reconciliation and the recent mode changes), folded by :func:`fold_source` from the same
+events the aggregate applies to itself, so a row holds what the source's log holds.
+:class:`ModeHistory` (every mode change of one source: what ``sources simulate`` compares its
+replay with) is read from the audit trail's rows of the source.
 
 Only ``Registered`` names the tenant and the source; the later events are matched to it by
 their originator id (``SourceLog.create_id(tenant, source)``).
@@ -15,22 +15,16 @@ their originator id (``SourceLog.create_id(tenant, source)``).
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-from uuid import UUID
 
 from eventcenter.domain.hysteresis import HysteresisConfig
-from eventcenter.domain.source_log import RECENT, SourceLog
+from eventcenter.domain.source_log import RECENT
+from eventcenter.domain.source_log import SourceLog as _SourceLog
 from eventcenter.domain.source_modes import initial_mode
-from eventcenter.projections.audit import Projection
 
-REGISTERED = "SourceLog.Registered"
-RECONFIGURED = "SourceLog.Reconfigured"
-MODE_SWITCHED = "SourceLog.ModeSwitched"
-THRESHOLD_RAISED = "SourceLog.ThresholdRaised"
-THRESHOLD_DECAYED = "SourceLog.ThresholdDecayed"
-SWITCH_ROLLED_BACK = "SourceLog.SwitchRolledBack"
-RECONCILED = "SourceLog.Reconciled"
+#: The aggregates as mypy sees their event classes (made by eventsourcing's ``@event``).
+SourceLog: Any = _SourceLog
 
 ChangeKind = Literal["switch", "rollback", "reconfigured"]
 
@@ -117,70 +111,74 @@ def _rollback(e: Any) -> ModeChange:
     return ModeChange(e.at, "rollback", e.attempted, e.to, e.reason)
 
 
+def fold_source(row: SourceRow | None, position: int, event: Any) -> SourceRow | None:
+    """``row`` after one event of its source's log (a new row for ``Registered``); None for an
+    event of no source log. Folds what the aggregate applies to itself, so a row holds what
+    the source's log holds."""
+    e = event
+    if isinstance(e, SourceLog.Registered):
+        return SourceRow(
+            tenant=e.tenant,
+            name=e.source,
+            registered_at=e.at,
+            has_push=e.has_push,
+            has_poll=e.has_poll,
+            config=dict(e.config),
+            mode=initial_mode(e.has_push, e.has_poll),
+            since=e.at,
+            position=position,
+        )
+    if row is None or not isinstance(e, SourceLog.Event):
+        return row
+    if isinstance(e, SourceLog.ModeSwitched):
+        row.recent.append(_switch(e))
+        row.mode, row.since = e.to, e.at
+        row.cool_down_until = e.cool_down_until
+        row.switches += 1
+    elif isinstance(e, SourceLog.SwitchRolledBack):
+        row.recent.append(_rollback(e))
+        row.mode, row.since = e.to, e.at
+        row.rollbacks += 1
+    elif isinstance(e, SourceLog.ThresholdRaised | SourceLog.ThresholdDecayed):
+        row.level = e.level
+        row.threshold_changes += 1
+    elif isinstance(e, SourceLog.Reconfigured):
+        if e.mode != row.mode:
+            row.recent.append(ModeChange(e.at, "reconfigured", row.mode, e.mode, "reconfigured"))
+            row.mode, row.since = e.mode, e.at
+        row.has_push, row.has_poll = e.has_push, e.has_poll
+        row.config = dict(e.config)
+        row.level = e.level
+    elif isinstance(e, SourceLog.Reconciled):
+        row.reconciliations += 1
+        row.last_reconcile = Reconciliation(e.at, e.missing, e.changed, e.deleted)
+    else:
+        return row
+    row.position = position
+    return row
+
+
+def row_to_json(row: SourceRow) -> dict[str, Any]:
+    """``row`` as JSON values (what the read model stores)."""
+    data = asdict(row)
+    data["recent"] = [asdict(change) for change in row.recent]
+    return data
+
+
+def row_from_json(data: dict[str, Any]) -> SourceRow:
+    """The row :func:`row_to_json` stored."""
+    values = dict(data)
+    values["recent"] = deque((ModeChange(**c) for c in values["recent"]), maxlen=RECENT)
+    last = values.get("last_reconcile")
+    values["last_reconcile"] = Reconciliation(**last) if last else None
+    return SourceRow(**values)
+
+
 @dataclass
-class SourceIndex(Projection):
-    """Every source recorded in the store, one :class:`SourceRow` each."""
-
-    rows: dict[UUID, SourceRow] = field(default_factory=dict)
-
-    def fold(self, position: int, name: str, domain_event: Any) -> None:
-        e = domain_event
-        if name == REGISTERED:
-            self.rows[e.originator_id] = SourceRow(
-                tenant=e.tenant,
-                name=e.source,
-                registered_at=e.at,
-                has_push=e.has_push,
-                has_poll=e.has_poll,
-                config=dict(e.config),
-                mode=initial_mode(e.has_push, e.has_poll),
-                since=e.at,
-                position=position,
-            )
-            return
-        row = self.rows.get(e.originator_id)
-        if row is None:
-            return  # not a source log's event
-        if name == MODE_SWITCHED:
-            row.recent.append(_switch(e))
-            row.mode, row.since = e.to, e.at
-            row.cool_down_until = e.cool_down_until
-            row.switches += 1
-        elif name == SWITCH_ROLLED_BACK:
-            row.recent.append(_rollback(e))
-            row.mode, row.since = e.to, e.at
-            row.rollbacks += 1
-        elif name in (THRESHOLD_RAISED, THRESHOLD_DECAYED):
-            row.level = e.level
-            row.threshold_changes += 1
-        elif name == RECONFIGURED:
-            if e.mode != row.mode:
-                change = ModeChange(e.at, "reconfigured", row.mode, e.mode, "reconfigured")
-                row.recent.append(change)
-                row.mode, row.since = e.mode, e.at
-            row.has_push, row.has_poll = e.has_push, e.has_poll
-            row.config = dict(e.config)
-            row.level = e.level
-        elif name == RECONCILED:
-            row.reconciliations += 1
-            row.last_reconcile = Reconciliation(e.at, e.missing, e.changed, e.deleted)
-        else:
-            return
-        row.position = position
-
-    def find(self, tenant: str, name: str) -> SourceRow | None:
-        return self.rows.get(SourceLog.create_id(tenant, name))
-
-    def sorted(self) -> list[SourceRow]:
-        """The rows by tenant, then name."""
-        return sorted(self.rows.values(), key=lambda row: (row.tenant, row.name))
-
-
-@dataclass
-class ModeHistory(Projection):
+class ModeHistory:
     """Every mode change of one source, in recorded order (its log's state keeps only the
-    recent ones; the full history is in its events). Build it with the source's tenant and
-    name."""
+    recent ones; the full history is in its events), read from the audit trail's rows of that
+    source (:func:`~eventcenter.projections.queries.mode_history`)."""
 
     tenant: str = ""
     name: str = ""
@@ -188,24 +186,6 @@ class ModeHistory(Projection):
     initial: str = ""  # the mode it was registered in
     current: str = ""
     changes: list[ModeChange] = field(default_factory=list)
-
-    def fold(self, position: int, name: str, domain_event: Any) -> None:
-        e = domain_event
-        if e.originator_id != SourceLog.create_id(self.tenant, self.name):
-            return
-        change: ModeChange | None = None
-        if name == REGISTERED:
-            self.registered_at = e.at
-            self.initial = self.current = initial_mode(e.has_push, e.has_poll)
-        elif name == MODE_SWITCHED:
-            change = _switch(e)
-        elif name == SWITCH_ROLLED_BACK:
-            change = _rollback(e)
-        elif name == RECONFIGURED and e.mode != self.current:
-            change = ModeChange(e.at, "reconfigured", self.current, e.mode, "reconfigured")
-        if change is not None:
-            self.changes.append(change)
-            self.current = change.to
 
     def mode_at(self, at: float) -> str | None:
         """The mode the source was in at ``at`` (after the changes recorded at ``at``; None

@@ -113,6 +113,18 @@ class CenterApplication(Application[UUID]):
             raise DeadLetterNotFound(f"{letter_id} is not a dead letter")
         return letter
 
+    def read(self, after: int, limit: int) -> list[tuple[int, DomainEventProtocol[Any]]]:
+        """Up to ``limit`` stored domain events after notification id ``after``, in order, with
+        their notification ids (what a read model follows)."""
+        page = self.recorder.select_notifications(
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        return [(n.id, self.mapper.to_domain_event(n)) for n in page]
+
+    def head(self) -> int:
+        """The notification id of the last stored event (0: none)."""
+        return self.recorder.max_notification_id() or 0
+
     def read_events(
         self, after: int = 0, limit: int = 500
     ) -> Iterator[tuple[int, DomainEventProtocol[Any]]]:

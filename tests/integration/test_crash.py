@@ -34,7 +34,7 @@ from sqlalchemy.pool import NullPool
 
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
-from eventcenter.projections.audit import PROCESSOR_DECIDED, event_name
+from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.inbox import deliveries
 
@@ -177,7 +177,7 @@ def read_trail(store: Store) -> tuple[Counter[tuple[str, str]], Counter[str]]:
         causes = Counter(
             domain_event.cause  # type: ignore[attr-defined]
             for _, domain_event in app.read_events()
-            if event_name(domain_event) == PROCESSOR_DECIDED
+            if isinstance(domain_event, ProcessorLog.DecisionRecorded)
         )
     finally:
         app.close()

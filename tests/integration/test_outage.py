@@ -32,7 +32,7 @@ from eventcenter.domain.errors import CenterLocked, LeaseLost, PermanentFailure
 from eventcenter.domain.event import Event
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
-from eventcenter.projections.audit import PROCESSOR_DECIDED, event_name
+from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.inbox import deliveries
 from eventcenter.storage.lease import Lease, advisory_key
@@ -256,7 +256,7 @@ def recorded_causes(url: str) -> Counter[str]:
         return Counter(
             domain_event.cause  # type: ignore[attr-defined]
             for _, domain_event in app.read_events()
-            if event_name(domain_event) == PROCESSOR_DECIDED
+            if isinstance(domain_event, ProcessorLog.DecisionRecorded)
         )
     finally:
         app.close()

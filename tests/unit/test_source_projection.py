@@ -3,21 +3,42 @@ CLI's report turns rows and outcomes into health and a side-by-side replay."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
+
+import pytest
+from eventsourcing.persistence import IntegrityError
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
+from sqlalchemy.orm import Session
 
 from eventcenter.center.source_report import compare, source_report, summarize
 from eventcenter.domain.hysteresis import HysteresisConfig, Switch, ThresholdRaised
 from eventcenter.domain.source_log import SourceLog
-from eventcenter.projections.sources import ModeHistory, SourceIndex
+from eventcenter.projections import queries
+from eventcenter.projections.sources import ModeHistory, SourceRow
+from eventcenter.projections.view import ReadModel
 from eventcenter.storage.source_state import OutcomeRow
 
 T0 = 1_000.0
 
 
-def fold(log: SourceLog, *projections: Any) -> None:
-    for position, event in enumerate(log.collect_events(), start=1):
-        for projection in projections:
-            projection.apply(position, event)
+@contextmanager
+def folded(*logs: SourceLog) -> Iterator[Session]:
+    """A read model in an in-memory SQLite database holding ``logs``' events, and a session
+    on it."""
+    model = ReadModel(SQLAlchemyDatastore(url="sqlite:///:memory:"))
+    model.create_table()
+    events = [event for log in logs for event in log.collect_events()]
+    model.process(list(enumerate(events, start=1)))
+    with model.datastore.transaction(commit=False) as session:
+        yield session
+
+
+def row_of(session: Session, tenant: str = "acme", name: str = "orders") -> SourceRow:
+    row = queries.source(session, tenant, name)
+    assert row is not None
+    return row
 
 
 def lived() -> SourceLog:
@@ -39,12 +60,9 @@ def lived() -> SourceLog:
 
 def test_the_index_holds_what_the_aggregate_holds() -> None:
     log = lived()
-    index = SourceIndex()
-
-    fold(log, index)
-
-    row = index.find("acme", "orders")
-    assert row is not None
+    with folded(log) as session:
+        row = row_of(session)
+        other = queries.source(session, "acme", "other")
     assert (row.mode, row.level, row.has_push, row.has_poll) == (
         log.mode,
         log.level,
@@ -66,24 +84,28 @@ def test_the_index_holds_what_the_aggregate_holds() -> None:
     assert row.last_switch.at == T0 + 50
     assert row.last_reconcile is not None
     assert (row.last_reconcile.missing, row.last_reconcile.changed) == (1, 2)
-    assert index.find("acme", "other") is None
+    assert other is None
 
 
 def test_a_position_folded_twice_counts_once() -> None:
-    log = lived()
-    events = log.collect_events()
-    index = SourceIndex()
-    for position, event in enumerate(events, start=1):
-        index.apply(position, event)
-        index.apply(position, event)
+    events = list(enumerate(lived().collect_events(), start=1))
+    model = ReadModel(SQLAlchemyDatastore(url="sqlite:///:memory:"))
+    model.create_table()
+    model.process(events[:3])
+    with pytest.raises(IntegrityError):
+        model.process(events[:4])  # the first three again: refused as a whole
+    model.process(events[3:])
 
-    [row] = index.sorted()
+    with model.datastore.transaction(commit=False) as session:
+        [row] = queries.sources(session)
+        entries = queries.audit_page(session, queries.AuditFilter(), limit=100).entries
     assert row.switches == 3
+    assert [e.position for e in entries] == [p for p, _ in events]
 
 
 def test_the_history_knows_the_mode_at_any_time() -> None:
-    history = ModeHistory(tenant="acme", name="orders")
-    fold(lived(), history)
+    with folded(lived()) as session:
+        history = queries.mode_history(session, "acme", "orders")
 
     assert history.mode_at(T0 - 1) is None
     assert history.mode_at(T0) == "event_only"
@@ -119,9 +141,8 @@ def pushed_down_and_back() -> tuple[Any, ModeHistory]:
     reason = "3 consecutive push failures (last: connection: reset)"
     log.record(Switch(T0 + 4, "event_only", "hybrid", reason, 3, 0, 3))
     log.record(Switch(T0 + 14, "hybrid", "event_only", "5 consecutive push successes", 0, 5, 5))
-    index, history = SourceIndex(), ModeHistory(tenant="acme", name="orders")
-    fold(log, index, history)
-    return index.find("acme", "orders"), history
+    with folded(log) as session:
+        return row_of(session), queries.mode_history(session, "acme", "orders")
 
 
 def test_health_is_rebuilt_from_the_outcomes_and_taken_at_the_stop() -> None:
