@@ -141,6 +141,14 @@ def not_ready(center: EventCenter) -> list[str]:
         reasons.append(str(center.lease_lost))
     if not center.writer.available:
         reasons.append("the store cannot be reached; the center retries until it answers")
+    projections = center.projections.status
+    limit = center.settings.projections.max_lag
+    if status == "running" and not projections.running:
+        reasons.append("the read model is not running")
+    elif projections.lag > limit:
+        reasons.append(
+            f"the read model is {projections.lag} events behind the log (more than {limit})"
+        )
     return reasons
 
 
@@ -394,6 +402,10 @@ def create_app(
     @app.exception_handler(Refusal)
     async def refused(request: Request, refusal: Refusal) -> Response:
         return refusal.response()
+
+    from eventcenter.center.api_audit import audit_router  # it builds on this module
+
+    app.include_router(audit_router(center))
 
     @app.post("/events", status_code=202)
     async def post_events(request: Request) -> Response:
