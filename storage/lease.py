@@ -333,8 +333,10 @@ class Lease:
             _FENCE, {"lease_center": self.center, "lease_token": token, "lease_now": self._now()}
         )
         if result.rowcount != 1:
-            self._held = False
+            # The reason first: a check on another thread that sees the lease not held must
+            # find why (not "holds no lease").
             self._lost = self._lost_to(token, _read_holder(connection, self.center))
+            self._held = False
             raise self._lost
 
     def check(self) -> None:
@@ -370,13 +372,13 @@ class Lease:
 
     def _give_up(self, token: int) -> LeaseLost:
         """Mark the lease lost, let go of what is left of it, and say who has it now."""
-        self._held = False
         try:
             current = self._guard.read_holder(self.center)
         except DBAPIError:
             current = None
+        self._lost = self._lost_to(token, current)  # before _held: see fence
+        self._held = False
         self._guard.unlock()
-        self._lost = self._lost_to(token, current)
         return self._lost
 
     # messages -----------------------------------------------------------------------------
