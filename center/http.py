@@ -64,6 +64,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from eventcenter.center.app import EventCenter
+from eventcenter.center.dashboard import dashboard_router
 from eventcenter.center.metrics import center_registry
 from eventcenter.center.settings import HttpSettings
 from eventcenter.domain.errors import (
@@ -394,6 +395,8 @@ def create_app(
     @app.exception_handler(Refusal)
     async def refused(request: Request, refusal: Refusal) -> Response:
         return refusal.response()
+
+    app.include_router(dashboard_router(center))
 
     @app.post("/events", status_code=202)
     async def post_events(request: Request) -> Response:
