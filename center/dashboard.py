@@ -53,7 +53,7 @@ from eventcenter.domain.rca_case import CaseRow
 from eventcenter.projections.audit import DecisionRow
 from eventcenter.sources.manager import SourceStatus
 
-__all__ = ["Caller", "Viewer", "dashboard_router", "everyone"]
+__all__ = ["Caller", "OneReadAtATime", "ReadLate", "Viewer", "dashboard_router", "everyone"]
 
 log = logging.getLogger("eventcenter.dashboard")
 
@@ -105,35 +105,48 @@ class ReadLate(EventCenterError):
     """Raised when a store read for the dashboard did not answer within its time."""
 
 
-class _OneAtATime:
+class OneReadAtATime:
     """Runs at most one read per key; callers asking meanwhile wait for the same one.
 
     A read that outlives ``timeout`` is left to finish (a store read in a thread cannot be
     cancelled): the caller gets :class:`ReadLate` and the next caller waits for that read
-    again, so a slow store never piles up reads.
+    again, so a slow store never piles up reads. A read that fails after its callers gave up
+    on it is logged, since nobody else hears of it.
     """
 
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
         self._running: dict[Hashable, asyncio.Task[Any]] = {}
+        self._waiting: dict[asyncio.Task[Any], int] = {}
 
     async def run(self, key: Hashable, read: Callable[[], Awaitable[T]], what: str) -> T:
         task = self._running.get(key)
         if task is None:
             task = asyncio.ensure_future(read())
             self._running[key] = task
-            task.add_done_callback(lambda done: self._ended(key, done))
-        done, _ = await asyncio.wait({task}, timeout=self._timeout)
+            self._waiting[task] = 0
+            task.add_done_callback(lambda done: self._ended(key, done, what))
+        self._waiting[task] += 1
+        try:
+            done, _ = await asyncio.wait({task}, timeout=self._timeout)
+        finally:
+            if task in self._waiting:
+                self._waiting[task] -= 1
         if not done:
             raise ReadLate(f"{what}: the store did not answer within {self._timeout:g} s")
         result: T = task.result()
         return result
 
-    def _ended(self, key: Hashable, task: asyncio.Task[Any]) -> None:
+    def _ended(self, key: Hashable, task: asyncio.Task[Any], what: str) -> None:
+        """Runs before the waiting callers resume: they are still counted."""
         if self._running.get(key) is task:
             del self._running[key]
-        if not task.cancelled():
-            task.exception()  # retrieved here; the callers waiting re-raise it
+        waiting = self._waiting.pop(task, 0)
+        if task.cancelled():
+            return
+        error = task.exception()  # retrieved: the callers waiting re-raise it themselves
+        if error is not None and not waiting:
+            log.warning("dashboard: %s failed after the pages stopped waiting: %r", what, error)
 
 
 def dashboard_router(
@@ -155,7 +168,7 @@ def dashboard_router(
     files = resources.files("eventcenter.center") / "static"
     page = (files / PAGE).read_bytes()
     assets = {name: ((files / name).read_bytes(), media) for name, media in ASSETS.items()}
-    reads = _OneAtATime(read_timeout)
+    reads = OneReadAtATime(read_timeout)
     router = APIRouter()
 
     @router.get("/dashboard", include_in_schema=False)
@@ -189,7 +202,7 @@ def dashboard_router(
 
 
 async def _state(
-    center: EventCenter, tenant: str | None, reads: _OneAtATime, shown: int
+    center: EventCenter, tenant: str | None, reads: OneReadAtATime, shown: int
 ) -> dict[str, Any]:
     problems: list[dict[str, str]] = []
 
@@ -219,7 +232,7 @@ async def _state(
         "at": time.time(),
         "center": {"name": center.settings.name, "status": center.processor.status},
         "tenant": tenant,
-        "processor": _processor(center, rows if operator else []),
+        "processor": _processor(center, rows, operator),
         "queues": _queues(center) if operator else None,
         "sources": [_source(status) for status in statuses],
         "switches": _switches(statuses),
@@ -234,13 +247,17 @@ def _problem(part: str, error: EventCenterError) -> dict[str, str]:
     return {"part": part, "reason": str(error)}
 
 
-def _processor(center: EventCenter, rows: list[DecisionRow]) -> dict[str, Any]:
+def _processor(center: EventCenter, rows: list[DecisionRow], operator: bool) -> dict[str, Any]:
+    """The state for everyone; for an operator also the correlation id of the work that moved
+    the processor there (``holder``) and the last recorded transition."""
     guard = center.processor.state
-    last = next((row for row in reversed(rows) if row.kind == "transition"), None)
+    last = None
+    if operator:
+        last = next((row for row in reversed(rows) if row.kind == "transition"), None)
     return {
         "state": guard.state,
         "states": list(fsm.STATES),
-        "holder": guard.holder,
+        "holder": guard.holder if operator else None,
         "tuning_busy": center.tuning.busy,
         "last_transition": None
         if last is None

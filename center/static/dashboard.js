@@ -46,12 +46,18 @@
     return el("td", Object.assign({ "data-testid": testid }, attributes || {}), [text]);
   }
 
+  // A time cell: the time of day, the whole UTC date and time when hovered.
+  function timeCell(testid, seconds) {
+    return cell(testid, short(seconds), { title: utc(seconds) });
+  }
+
   function utc(seconds) {
     if (seconds === null || seconds === undefined) return "never";
     return new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 23);
   }
 
   function short(seconds) {
+    if (seconds === null || seconds === undefined) return "never";
     return utc(seconds).slice(11);
   }
 
@@ -77,7 +83,7 @@
       )
     );
     const details = [];
-    if (processor.holder) details.push("held by " + processor.holder);
+    if (processor.holder) details.push("entered for correlation id " + processor.holder);
     if (processor.tuning_busy) details.push("a tuning run is in progress");
     const last = processor.last_transition;
     if (last) details.push("last transition " + last.change + " at " + utc(last.at) + ": " + last.reason);
@@ -96,7 +102,7 @@
           }),
           cell("source-failures", health.consecutive_failures),
           cell("source-items", health.items_pushed + " / " + health.items_polled),
-          cell("source-last-success", utc(health.last_success)),
+          timeCell("source-last-success", health.last_success),
         ]);
       })
     );
@@ -107,7 +113,7 @@
     byId("switches").replaceChildren(
       ...switches.map((change) =>
         el("li", { "data-testid": "switch", "data-source": change.key, "data-to": change.to }, [
-          el("time", { "data-testid": "switch-at" }, [short(change.at)]),
+          el("time", { "data-testid": "switch-at", title: utc(change.at) }, [short(change.at)]),
           " ",
           el("span", { "data-testid": "switch-source", class: "muted" }, [change.key]),
           " ",
@@ -147,7 +153,7 @@
     byId("decisions").replaceChildren(
       ...decisions.map((row) =>
         el("tr", { "data-testid": "decision", "data-kind": row.kind }, [
-          cell("decision-at", utc(row.at)),
+          timeCell("decision-at", row.at),
           cell("decision-kind", row.kind),
           cell("decision-summary", row.summary),
           cell("decision-reason", row.reason),
@@ -161,7 +167,7 @@
     byId("rca-cases").replaceChildren(
       ...cases.map((row) =>
         el("tr", { "data-testid": "rca-case", "data-case": row.id }, [
-          cell("rca-opened", utc(row.opened_at)),
+          timeCell("rca-opened", row.opened_at),
           cell("rca-source", row.tenant + "/" + (row.source || "-")),
           cell("rca-category", row.category + " (" + row.confidence.toFixed(2) + ")"),
           cell("rca-status", row.status),

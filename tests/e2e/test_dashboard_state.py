@@ -136,6 +136,7 @@ async def test_the_state_shows_sources_switches_processor_queues_and_decisions(
     ], "newest first"
     assert decisions[1]["reason"] == f"latency over threshold for {TENANT}"
     assert decisions[2]["summary"] == "stable -> adjusting (begin_adjustment)"
+    assert processor["holder"] == decisions[2]["correlation_id"], "the spike moved it"
     assert shown["rca_cases"] == [], "healing is off in this center"
 
 
@@ -166,6 +167,7 @@ async def test_a_tenant_sees_its_own_sources_and_decisions_and_no_center_wide_fi
     for view in (acme, globex):
         assert view["processor"]["state"] == "adjusting", "one word, the same for everyone"
         assert view["processor"]["last_transition"] is None, "its reason may name a tenant"
+        assert view["processor"]["holder"] is None, "another tenant's correlation id"
         assert view["queues"] is None, "center-wide"
         assert SPIKE_REASON not in str(view)
 
