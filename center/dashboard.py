@@ -3,10 +3,10 @@
 :func:`dashboard_router` builds the routes (nothing happens at import time);
 :func:`~eventcenter.center.http.create_app` includes them:
 
-- ``GET /dashboard``: the page (``static/dashboard.html`` with its script and style sheet,
-  ``/dashboard/assets/...``): plain HTML and JavaScript, nothing loaded from elsewhere (the
-  Content-Security-Policy allows this origin only). It asks for ``/dashboard/state`` about
-  once a second and redraws.
+- ``GET /dashboard``: the page (``dashboard.html`` beside this module, with its script and
+  style sheet ``dashboard.js`` and ``dashboard.css`` under ``/dashboard/assets/``): plain
+  HTML and JavaScript, nothing loaded from elsewhere (the Content-Security-Policy allows this
+  origin only). It asks for ``/dashboard/state`` about once a second and redraws.
 - ``GET /dashboard/state``: what the page shows, as JSON, read from the running center at the
   moment of the request: each data source's mode and health (its runner's own figures), the
   recent mode switches with their reasons, the processor's state, queue depths and lag per
@@ -165,7 +165,7 @@ def dashboard_router(
     """
     if poll_interval <= 0 or decisions < 1 or read_timeout <= 0:
         raise ValueError("poll_interval and read_timeout must be > 0, decisions at least 1")
-    files = resources.files("eventcenter.center") / "static"
+    files = resources.files("eventcenter.center")
     page = (files / PAGE).read_bytes()
     assets = {name: ((files / name).read_bytes(), media) for name, media in ASSETS.items()}
     reads = OneReadAtATime(read_timeout)
