@@ -212,16 +212,13 @@ async def _state(
     async def cases() -> list[CaseRow]:
         return await center.healing.cases.cases(open_only=True, tenant=tenant, limit=CASES_SHOWN)
 
-    rows: list[DecisionRow] = []
-    open_cases: list[CaseRow] = []
-    try:
-        rows = await reads.run("decisions", trail, "the decisions")
-    except EventCenterError as error:
-        problems.append(_problem("decisions", error))
-    try:
-        open_cases = await reads.run(("cases", tenant), cases, "the RCA cases")
-    except EventCenterError as error:
-        problems.append(_problem("rca_cases", error))
+    decided, opened = await asyncio.gather(
+        reads.run("decisions", trail, "the decisions"),
+        reads.run(("cases", tenant), cases, "the RCA cases"),
+        return_exceptions=True,
+    )
+    rows: list[DecisionRow] = _read("decisions", decided, problems) or []
+    open_cases: list[CaseRow] = _read("rca_cases", opened, problems) or []
 
     statuses = [
         status for status in center.sources.statuses() if tenant is None or status.tenant == tenant
@@ -242,9 +239,16 @@ async def _state(
     }
 
 
-def _problem(part: str, error: EventCenterError) -> dict[str, str]:
-    log.warning("dashboard: %s not read: %s", part, error)
-    return {"part": part, "reason": str(error)}
+def _read(part: str, result: T | BaseException, problems: list[dict[str, str]]) -> T | None:
+    """A read's result; None and a problem if the store refused it (other errors are bugs:
+    raised)."""
+    if isinstance(result, EventCenterError):
+        log.warning("dashboard: %s not read: %s", part, result)
+        problems.append({"part": part, "reason": str(result)})
+        return None
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def _processor(center: EventCenter, rows: list[DecisionRow], operator: bool) -> dict[str, Any]:

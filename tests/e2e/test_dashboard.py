@@ -90,9 +90,11 @@ def chromium() -> str:
     """Debian's Chromium; skipped (failed under CI=true) when it or playwright is missing."""
     if not os.access(CHROMIUM, os.X_OK):
         found = shutil.which("chromium")
+        elsewhere = f", found {found} instead" if found else ""
         unavailable(
             "chromium",
-            f"not at {CHROMIUM}" + (f" (found {found})" if found else ""),
+            f"not at {CHROMIUM}{elsewhere}: apt-get install -y chromium chromium-driver"
+            " (.ci/run does when it is missing)",
         )
     try:
         import playwright.sync_api  # noqa: F401

@@ -268,3 +268,24 @@ def test_the_settings_of_the_router_are_checked(tmp_path: Path) -> None:
             dashboard_router(center, decisions=0)
     finally:
         center.close()
+
+
+async def test_what_cannot_be_read_is_named_and_the_rest_still_served(tmp_path: Path) -> None:
+    # A center that never started: no store file yet, and its writer takes no reads.
+    center = EventCenter(settings_for(f"sqlite:///{tmp_path}/center.db", tmp_path))
+    app = FastAPI()
+    app.include_router(dashboard_router(center, read_timeout=0.2))
+    try:
+        shown = await state(app)
+    finally:
+        center.close()
+
+    problems = {problem["part"]: problem["reason"] for problem in shown["problems"]}
+    assert problems == {
+        "decisions": f"no store at {tmp_path / 'center.db'} (check --data-dir / --database-url)",
+        "rca_cases": "the RCA cases: the store did not answer within 0.2 s",
+    }
+    assert shown["decisions"] == []
+    assert shown["rca_cases"] == []
+    assert shown["processor"]["state"] == "stable"
+    assert shown["center"]["status"] == "new"
