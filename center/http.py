@@ -64,6 +64,7 @@ from fastapi import FastAPI, Request, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from eventcenter.center.app import EventCenter
+from eventcenter.center.dashboard import dashboard_router
 from eventcenter.center.metrics import center_registry
 from eventcenter.center.settings import HttpSettings
 from eventcenter.domain.errors import (
@@ -406,6 +407,7 @@ def create_app(
     from eventcenter.center.api_audit import audit_router  # it builds on this module
 
     app.include_router(audit_router(center))
+    app.include_router(dashboard_router(center))
 
     @app.post("/events", status_code=202)
     async def post_events(request: Request) -> Response:
