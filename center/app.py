@@ -395,9 +395,10 @@ class EventCenter:
                 self._reader = CenterReader(self.settings)
             return self._reader
 
-    def decisions(self) -> list[DecisionRow]:
-        """The audit trail: transitions and decisions in recorded order (blocking read)."""
-        return self._read().decisions()
+    def decisions(self, last: int | None = None) -> list[DecisionRow]:
+        """The processor's transitions and decisions in recorded order, the ``last`` ones
+        (blocking read of the read model, caught up first)."""
+        return self._read().decisions(last)
 
     def dead_letters(self, status: str | None = None) -> list[DeadLetterRow]:
         """Dead letters, oldest first; ``status`` filters (blocking read)."""

@@ -201,13 +201,17 @@ def dashboard_router(
     return router
 
 
+#: The latest processor decisions read for the page (then filtered by tenant and cut).
+TRAIL_READ = 500
+
+
 async def _state(
     center: EventCenter, tenant: str | None, reads: OneReadAtATime, shown: int
 ) -> dict[str, Any]:
     problems: list[dict[str, str]] = []
 
     async def trail() -> list[DecisionRow]:
-        return await asyncio.to_thread(center.decisions)
+        return await asyncio.to_thread(center.decisions, TRAIL_READ)
 
     async def cases() -> list[CaseRow]:
         return await center.healing.cases.cases(open_only=True, tenant=tenant, limit=CASES_SHOWN)
