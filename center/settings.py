@@ -75,6 +75,12 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     cache_size = 1000                     # aggregates kept in the LRU cache; 0 turns it off
     key_retention = 604800.0              # seconds idempotency keys and decision causes are kept
 
+    [projections]
+    # The read model behind audit, explain and the API.
+    interval = 1.0                        # seconds between catch-ups while the center runs
+    page = 500                            # events per read-model transaction
+    max_lag = 10000                       # events behind the log before /readyz is not ready
+
     [http]
     # The HTTP server of ``eventcenter run``: ingest (POST /events), webhook push sources,
     # /health and /ready. Loopback by default: put a proxy with TLS in front to expose it.

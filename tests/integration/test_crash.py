@@ -38,6 +38,9 @@ from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.inbox import deliveries
 
+#: A handler's recorded decision (a class eventsourcing's ``@event`` makes).
+DECIDED: Any = ProcessorLog.DecisionRecorded  # type: ignore[attr-defined]
+
 CHILD = Path(__file__).resolve().parents[1] / "crash_child.py"
 SEED = 20240611
 KILLS = 3
@@ -175,9 +178,9 @@ def read_trail(store: Store) -> tuple[Counter[tuple[str, str]], Counter[str]]:
     app = CenterApplication(store.url, cache_size=0, create_tables=False)
     try:
         causes = Counter(
-            domain_event.cause  # type: ignore[attr-defined]
+            domain_event.cause
             for _, domain_event in app.read_events()
-            if isinstance(domain_event, ProcessorLog.DecisionRecorded)
+            if isinstance(domain_event, DECIDED)
         )
     finally:
         app.close()
