@@ -281,6 +281,13 @@ class RcaRunner:
             )
         return result
 
+    def open_by_category(self) -> dict[str, int]:
+        """How many cases this runner holds open now, by category."""
+        counts: dict[str, int] = {}
+        for _, _, category in self._open:
+            counts[category] = counts.get(category, 0) + 1
+        return counts
+
     def open_case(self, tenant: str, source: str | None, category: str) -> UUID | None:
         """The id of the open case of this cause, if any."""
         return self._open.get((tenant, source, category))
