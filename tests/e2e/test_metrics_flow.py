@@ -28,6 +28,8 @@ from eventcenter.handlers.context import Context
 from eventcenter.handlers.metrics import LATENCY_BUCKETS
 from tests.e2e.test_http import GUARD_S, Recorder, settings_for
 from tests.e2e.test_metrics import Samples, envelope, parse, publish, scrape, value
+from tests.source_center import FakeTimeCenter, center_settings
+from tests.unit.source_fakes import SOURCE, TENANT, connection_lost
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
@@ -260,3 +262,29 @@ async def test_every_family_follows_the_naming_conventions(center: EventCenter) 
             assert all(s.name.endswith(("_total", "_created")) for s in family.samples)
         if family.type == "histogram":
             assert family.name.endswith("_seconds"), family.name
+
+
+async def test_a_data_source_shows_its_health_and_the_items_each_path_brought(
+    database_url: str, tmp_path: Path
+) -> None:
+    async with FakeTimeCenter(center_settings(database_url, tmp_path)) as w:
+        _, before = await scrape(w.center)
+        await w.deliver(3)  # three items by push
+        _, delivered = await scrape(w.center)
+        w.push.receive_errors.extend([connection_lost()] * 3)  # push fails: hybrid
+        await w.run(10)
+        _, failing = await scrape(w.center)
+
+    items = "eventcenter_source_items_total"
+    health = "eventcenter_source_health"
+    for path, counts in {"push": (0, 3), "poll": (0, 0)}.items():
+        assert (
+            value(before, items, tenant=TENANT, source=SOURCE, path=path),
+            value(delivered, items, tenant=TENANT, source=SOURCE, path=path),
+        ) == counts
+    healthy = value(delivered, health, tenant=TENANT, source=SOURCE)
+    hurt = value(failing, health, tenant=TENANT, source=SOURCE)
+    assert healthy is not None
+    assert hurt is not None
+    assert 0 <= hurt < healthy <= 1, "hybrid mode and push failures lower the score"
+    assert value(failing, "eventcenter_source_mode", tenant=TENANT, source=SOURCE, mode="hybrid")
