@@ -130,6 +130,8 @@ async def test_structlog_loggers_in_handler_code_get_the_same_fields(
     @processor.on("orders.created", name="charge")
     async def charge(event: Event, ctx: Context) -> None:
         structlog.get_logger("shop").warning("card declined", order=event.payload["order"])
+        with structlog.contextvars.bound_contextvars(card="visa"):
+            shop.info("asking for another card")  # stdlib, with the user's own binding
 
     event_id = await processor.publish("orders.created", {"order": 7}, tenant="globex")
     await joined(processor)
@@ -138,6 +140,8 @@ async def test_structlog_loggers_in_handler_code_get_the_same_fields(
     assert (record["level"], record["logger"], record["order"]) == ("warning", "shop", 7)
     assert (record["tenant"], record["event_id"]) == ("globex", event_id)
     assert record["correlation_id"] == event_id  # none given: the event starts its own chain
+    [asking] = said(lines(), "asking for another card")
+    assert (asking["card"], asking["tenant"], asking["event_id"]) == ("visa", "globex", event_id)
 
 
 async def test_concurrent_deliveries_never_mix_up_their_fields(
