@@ -53,17 +53,16 @@ Metrics (counters end in ``_total``):
   ``unavailable`` (an attempt of a batch that could not reach the store, retried) or
   ``refused`` (a write the store refused, reported to its caller);
   ``eventcenter_store_transactions_total``: transactions committed.
-- ``eventcenter_projection_lag_events{projection}``: notifications each read model still has to
-  process. Read from ``center.projections.lag()`` when the center has projections (a mapping of
-  projection name to events behind, computed from figures kept in memory: it runs on the event
-  loop and must not query the database), or from the ``projection_lag`` callable given to
-  :func:`center_registry`; absent otherwise.
+- ``eventcenter_projection_lag_events``: notifications the read model (``projections/``) has
+  still to process, as of its runner's last pass (each ``[projections] interval`` and after
+  commits); ``eventcenter_projection_position``: the last one it processed;
+  ``eventcenter_projection_running``: 1 while its runner runs;
+  ``eventcenter_projection_errors_total``: passes that failed (retried with back-off).
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -78,12 +77,7 @@ from eventcenter.domain import breaker as breaker_states
 from eventcenter.domain import fsm, source_modes
 from eventcenter.handlers.metrics import LatencyWindow
 
-__all__ = ["OUTCOMES", "CenterCollector", "ProjectionLag", "center_registry"]
-
-log = logging.getLogger("eventcenter.metrics")
-
-#: Events each projection still has to process, by projection name (see the module docstring).
-ProjectionLag = Callable[[], Mapping[str, int | float]]
+__all__ = ["OUTCOMES", "CenterCollector", "center_registry"]
 
 #: The processor counters exposed, with what each one counts.
 OUTCOMES: Mapping[str, str] = {
@@ -98,9 +92,8 @@ OUTCOMES: Mapping[str, str] = {
 class CenterCollector(Collector):
     """Yields the metrics of one center, computed from its state at each scrape."""
 
-    def __init__(self, center: EventCenter, projection_lag: ProjectionLag | None = None) -> None:
+    def __init__(self, center: EventCenter) -> None:
         self._center = center
-        self._projection_lag = projection_lag
 
     def collect(self) -> Iterator[Metric]:
         center = self._center
@@ -274,24 +267,27 @@ class CenterCollector(Collector):
         )
 
     def _projections(self) -> Iterator[Metric]:
-        provider = self._projection_lag
-        if provider is None:
-            provider = getattr(getattr(self._center, "projections", None), "lag", None)
-        if provider is None:
-            return
-        try:
-            lags = provider()
-        except Exception:  # a scrape shows everything else; the log says why this is missing
-            log.exception("reading the projections' lag for /metrics failed")
-            return
-        family = GaugeMetricFamily(
+        status = self._center.projections.status  # figures kept in memory: no query
+        yield GaugeMetricFamily(
             "eventcenter_projection_lag_events",
-            "Notifications each projection has still to process.",
-            labels=["projection"],
+            "Notifications the read model has still to process (as of its last pass).",
+            value=float(status.lag),
         )
-        for name, behind in sorted(lags.items()):
-            family.add_metric([name], float(behind))
-        yield family
+        yield GaugeMetricFamily(
+            "eventcenter_projection_position",
+            "The last notification the read model processed.",
+            value=float(status.position),
+        )
+        yield GaugeMetricFamily(
+            "eventcenter_projection_running",
+            "1 while the read model's runner runs.",
+            value=1.0 if status.running else 0.0,
+        )
+        yield CounterMetricFamily(
+            "eventcenter_projection_errors",
+            "Passes of the read model's runner that failed (each retried with back-off).",
+            value=float(status.errors),
+        )
 
 
 def _outcomes(label: str, table: Mapping[str, Mapping[str, int]]) -> Iterator[Metric]:
@@ -337,13 +333,8 @@ def _histogram(family: HistogramMetricFamily, labels: list[str], window: Latency
     )
 
 
-def center_registry(
-    center: EventCenter, projection_lag: ProjectionLag | None = None
-) -> CollectorRegistry:
-    """A registry of its own holding the collector of ``center`` (not the global default).
-
-    ``projection_lag``: where the projections' lag is read (by default
-    ``center.projections.lag`` if the center has it; see the module docstring)."""
+def center_registry(center: EventCenter) -> CollectorRegistry:
+    """A registry of its own holding the collector of ``center`` (not the global default)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CenterCollector(center, projection_lag))
+    registry.register(CenterCollector(center))
     return registry

@@ -7,27 +7,23 @@ prometheus_client's parser; every figure is compared before and after.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import httpx
 import pytest
-from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.http import create_app
-from eventcenter.center.metrics import center_registry
 from eventcenter.domain.errors import PermanentFailure, RecordingFailed
 from eventcenter.domain.event import Event
 from eventcenter.handlers.context import Context
 from eventcenter.handlers.metrics import LATENCY_BUCKETS
 from tests.e2e.test_http import GUARD_S, Recorder, settings_for
-from tests.e2e.test_metrics import Samples, envelope, parse, publish, scrape, value
+from tests.e2e.test_metrics import Samples, envelope, publish, scrape, value
 from tests.source_center import FakeTimeCenter, center_settings
 from tests.unit.source_fakes import SOURCE, TENANT, connection_lost
 
@@ -216,34 +212,39 @@ async def test_a_write_the_store_refuses_is_counted_as_a_store_error(
     assert value(after, "eventcenter_tenant_events_published_total", tenant="acme") == 1
 
 
-async def test_the_projections_lag_is_read_from_the_center_or_from_the_hook_given(
-    center: EventCenter, caplog: pytest.LogCaptureFixture
+async def test_the_read_models_lag_grows_while_it_is_stopped_and_is_gone_after_catching_up(
+    center: EventCenter,
 ) -> None:
+    async def decide(event: Event, ctx: Context) -> None:
+        await ctx.decide("order.seen", "counted", event)
+
+    center.processor.subscribe(["order.#"], decide, name="orders")
     await center.start()
-    _, without = await scrape(center)
-    behind = {"audit": 12, "sources": 0}
-    # What the read models' runner offers as center.projections (whatever its type).
-    setattr(center, "projections", SimpleNamespace(lag=lambda: behind))  # noqa: B010
-    _, first = await scrape(center)
-    behind["audit"] = 3
-    _, later = await scrape(center)
+    projections = center.projections
+    await asyncio.to_thread(projections.stop)  # the read model stops following the log
+    await asyncio.to_thread(projections.catch_up)
+    _, caught_up = await scrape(center)
 
-    def broken() -> Mapping[str, int]:
-        raise RuntimeError("projection runner stopped")
+    await publish(center, *[envelope("order.created", "acme")] * 4)
+    await center.deliveries.flush()  # the four decisions are committed
+    await asyncio.to_thread(projections.refresh)  # what a pass would find
+    _, behind = await scrape(center)
+    await asyncio.to_thread(projections.catch_up)
+    _, again = await scrape(center)
 
-    hooked = center_registry(center, projection_lag=lambda: {"audit": 7})
-    failing = center_registry(center, projection_lag=broken)
-    with caplog.at_level(logging.ERROR, logger="eventcenter.metrics"):
-        failed = parse(generate_latest(failing).decode())
-    lag = "eventcenter_projection_lag_events"
-    assert not [key for key in without if key[0] == lag]
-    assert value(first, lag, projection="audit") == 12
-    assert value(first, lag, projection="sources") == 0
-    assert value(later, lag, projection="audit") == 3
-    assert value(parse(generate_latest(hooked).decode()), lag, projection="audit") == 7
-    assert not [key for key in failed if key[0] == lag]
-    assert value(failed, "eventcenter_store_available") == 1, "the rest of the scrape stands"
-    assert "reading the projections' lag for /metrics failed" in caplog.text
+    lag, position = "eventcenter_projection_lag_events", "eventcenter_projection_position"
+    assert value(caught_up, lag) == 0
+    assert value(caught_up, "eventcenter_projection_running") == 0
+    assert value(caught_up, "eventcenter_projection_errors_total") == 0
+    behind_by = value(behind, lag)
+    assert behind_by is not None
+    assert behind_by >= 4, "four decisions at least are not in the read model yet"
+    assert value(behind, position) == value(caught_up, position)
+    assert value(again, lag) == 0
+    moved_to, moved_from = value(again, position), value(caught_up, position)
+    assert moved_to is not None
+    assert moved_from is not None
+    assert moved_to - moved_from == behind_by
 
 
 async def test_every_family_follows_the_naming_conventions(center: EventCenter) -> None:
