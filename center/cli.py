@@ -36,6 +36,7 @@ from eventcenter.center.demo_source import SourceDemoResult
 from eventcenter.center.demo_tuning import SERVICE as TUNING_SERVICE
 from eventcenter.center.demo_tuning import SIGNATURE as TUNING_SIGNATURE
 from eventcenter.center.demo_tuning import TuningDemoResult
+from eventcenter.center.logs import FORMAT_ENV, LEVEL_ENV, LogFormat, LogLevel, configure_logging
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings, SourceSettings
 from eventcenter.center.source_report import compare, source_report
@@ -113,6 +114,31 @@ UrlOpt = Annotated[
     typer.Option("--database-url", help="SQLAlchemy URL; default: SQLite under the data dir"),
 ]
 DataOpt = Annotated[Path | None, typer.Option("--data-dir", help="where the SQLite file lives")]
+LogFormatOpt = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        envvar=FORMAT_ENV,
+        case_sensitive=False,
+        help="log records on stderr: json (one object per line), console (for a person) or"
+        " auto (console on a terminal, json otherwise)",
+    ),
+]
+LogLevelOpt = Annotated[
+    LogLevel | None,
+    typer.Option(
+        "--log-level",
+        envvar=LEVEL_ENV,
+        case_sensitive=False,
+        help="least severe log records written [default: info for run, error for the others]",
+        show_default=False,
+    ),
+]
+
+
+def _logging(log_format: LogFormat, level: LogLevel | None, default: LogLevel) -> None:
+    """Configure this process's log records once, before the command does anything."""
+    configure_logging(log_format, level or default)
 
 
 def _settings(config: Path | None, url: str | None, data_dir: Path | None) -> CenterSettings:
@@ -203,8 +229,11 @@ def demo(
             help="end with a real deployment change: Locust against a sample target (~20 s)",
         ),
     ] = True,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Run a realistic event stream through a center and summarise what it decided."""
+    _logging(log_format, log_level, LogLevel.ERROR)
     settings = _settings(config, database_url, data_dir)
     settings = settings.model_copy(
         update={
@@ -421,8 +450,11 @@ def replay_letters(
             " myapp.events:register (the built-in handlers are always registered)"
         ),
     ] = None,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Hand dead letters back to their subscriptions and wait for the outcome."""
+    _logging(log_format, log_level, LogLevel.ERROR)
     register = _import_register(handlers) if handlers else None
     # A replay runs a center only to hand letters back: the config's data sources stay off.
     settings = _settings(config, database_url, data_dir).model_copy(update={"sources": []})
@@ -494,9 +526,12 @@ def sample_agent(
     ),
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on (0: any free port)")] = 8082,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Run a sample agent that takes frequency updates (POST /frequency) and prints each one
     it applies, until SIGTERM or Ctrl+C. GET / shows what it holds."""
+    _logging(log_format, log_level, LogLevel.ERROR)
     # Imported here: only this command needs FastAPI and uvicorn, the others start faster.
     from eventcenter.pressure.sample_agent import FrequencyUpdate, create_agent_app, serve_agent
 
@@ -529,9 +564,12 @@ def run_service(
             " myapp.events:register (the built-in handlers are always registered)"
         ),
     ] = None,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Run the center as a service: processor, sources and HTTP server ([http] settings),
     until SIGTERM or Ctrl+C; prints one line of what was stopped."""
+    _logging(log_format, log_level, LogLevel.INFO)
     # Imported here: only this command needs FastAPI and uvicorn, the others start faster.
     from eventcenter.center.service import serve
 
@@ -1042,9 +1080,12 @@ def pressure_run(
     report: Annotated[
         Path | None, typer.Option("--report", help="write a chart (.png) or a report (.html)")
     ] = None,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Offer rising request rates to the target (an open-model step search run by Locust) and
     print the highest rate it sustains within the SLO, with the curve that shows it."""
+    _logging(log_format, log_level, LogLevel.ERROR)
     from eventcenter.center import pressure_report
     from eventcenter.domain.knee import KneeRule, Step, find_knee
     from eventcenter.domain.ports import LoadTest
@@ -1124,9 +1165,12 @@ def sample_target(
     queue: Annotated[
         int | None, typer.Option(min=0, help="requests that may wait for a slot; more get 503")
     ] = None,
+    log_format: LogFormatOpt = LogFormat.AUTO,
+    log_level: LogLevelOpt = None,
 ) -> None:
     """Serve an HTTP target whose capacity is known (slots / service time), to try load tests
     on, until Ctrl+C or SIGTERM."""
+    _logging(log_format, log_level, LogLevel.ERROR)
     from eventcenter.pressure.sample_target import SampleTarget, serve_until_stopped
 
     target = SampleTarget(slots, service_ms, queue)

@@ -15,6 +15,7 @@ tenants do not contain parentheses.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from dataclasses import dataclass, field
 from operator import attrgetter
 from typing import Any
@@ -54,24 +55,64 @@ class Counts:
         self.discarded = 0  # deliveries of a removed subscription
 
 
-class LatencyWindow:
-    """The last ``size`` samples (seconds) in a ring; percentiles are computed on demand."""
+#: Upper bounds (seconds) of the latency histogram's buckets: from a handler that answers
+#: in a millisecond to one that runs into the default 30 s timeout.
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
 
-    __slots__ = ("_next", "_samples", "count", "size")
+
+class LatencyWindow:
+    """The last ``size`` samples (seconds) in a ring; percentiles are computed on demand.
+
+    Every sample is also counted, for good, in a histogram over :data:`LATENCY_BUCKETS`
+    (Prometheus' cumulative buckets, sum and count: :meth:`histogram`), which a ring cannot
+    give: the ring forgets, a scraper needs counts that only grow.
+    """
+
+    __slots__ = ("_buckets", "_next", "_samples", "count", "size", "total")
 
     def __init__(self, size: int = 4096) -> None:
         self.size = size
         self._samples: list[float] = []
         self._next = 0
         self.count = 0
+        self.total = 0.0  # seconds, over every sample
+        self._buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound
 
     def add(self, seconds: float) -> None:
         self.count += 1
+        self.total += seconds
+        self._buckets[bisect_left(LATENCY_BUCKETS, seconds)] += 1
         if len(self._samples) < self.size:
             self._samples.append(seconds)
         else:
             self._samples[self._next] = seconds
             self._next = (self._next + 1) % self.size
+
+    def histogram(self) -> tuple[list[tuple[float, int]], float]:
+        """Cumulative counts per upper bound (``inf`` last, equal to :attr:`count`) and the sum
+        of every sample in seconds."""
+        cumulative: list[tuple[float, int]] = []
+        running = 0
+        for bound, count in zip((*LATENCY_BUCKETS, float("inf")), self._buckets, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        return cumulative, self.total
 
     def summary(self) -> dict[str, float]:
         """p50/p90/p99/max in milliseconds over the window (zeros when empty)."""

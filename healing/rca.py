@@ -25,6 +25,9 @@ How it works:
 
 Time: ``clock`` paces waits (cool-downs, verify timeouts, renotification; tests pass a fake
 clock); ``wall`` stamps what is recorded (epoch seconds: it outlives the process).
+
+Logs: while a failure is analysed, and in each case's worker task, :data:`current_case` holds
+what log records should say about it (tenant, source, case id, category, correlation id).
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -92,6 +96,32 @@ MAX_REFUSALS = 3
 
 #: Reminders of an unanswered escalated case: 30 min, doubling up to 4 h, five at most.
 DEFAULT_RENOTIFY = RenotifyPolicy()
+
+#: The failure or case the current task works on, for log records (see the module docstring).
+current_case: ContextVar[Mapping[str, str] | None] = ContextVar(
+    "eventcenter_rca_case", default=None
+)
+
+#: How a case ended up, as :attr:`RunnerStats.cases` counts it.
+CASE_OUTCOMES = ("opened", "healed", "recovered", "escalated", "acknowledged", "resolved")
+
+
+def _failure_fields(failure: Failure) -> dict[str, str]:
+    fields = {"tenant": failure.tenant, "failure_kind": failure.kind}
+    if failure.source:
+        fields["source"] = failure.source
+    if failure.correlation_id:
+        fields["correlation_id"] = failure.correlation_id
+    return fields
+
+
+def _case_fields(case: RcaCase) -> dict[str, str]:
+    fields = {"tenant": case.tenant, "case_id": str(case.id), "category": case.category}
+    if case.source:
+        fields["source"] = case.source
+    if case.correlation_id:
+        fields["correlation_id"] = case.correlation_id
+    return fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +186,14 @@ class RunnerStats:
     renotified: int = 0
     unrecorded: int = 0  # failures not analysed or recorded (the store refused, a rule raised)
     by_category: dict[str, int] = field(default_factory=dict)
+    #: Cases by (category, outcome), the outcomes of :data:`CASE_OUTCOMES`: opened, closed as
+    #: healed (a verified strategy), recovered (by itself), escalated, acknowledged or resolved
+    #: (by a person). Categories are the rules' own (a bounded set).
+    cases: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def case(self, category: str, outcome: str) -> None:
+        key = (category, outcome)
+        self.cases[key] = self.cases.get(key, 0) + 1
 
 
 class RcaRunner:
@@ -243,6 +281,13 @@ class RcaRunner:
             )
         return result
 
+    def open_by_category(self) -> dict[str, int]:
+        """How many cases this runner holds open now, by category."""
+        counts: dict[str, int] = {}
+        for _, _, category in self._open:
+            counts[category] = counts.get(category, 0) + 1
+        return counts
+
     def open_case(self, tenant: str, source: str | None, category: str) -> UUID | None:
         """The id of the open case of this cause, if any."""
         return self._open.get((tenant, source, category))
@@ -253,13 +298,15 @@ class RcaRunner:
         """Record that ``by`` took the escalated case: it is not renotified any more."""
         at = self._wall()
 
-        def ack(case: RcaCase | None, stats: StatsFor) -> tuple[RcaCase | None, bool]:
+        def ack(case: RcaCase | None, stats: StatsFor) -> tuple[RcaCase | None, tuple[bool, str]]:
             found = _existing(case, case_id)
-            return found, found.acknowledge(by, at=at, note=note)
+            return found, (found.acknowledge(by, at=at, note=note), found.category)
 
-        done: bool = await self._recorder.change(case_id, ack)
+        done, category = await self._recorder.change(case_id, ack)
         self._cancel(case_id)
-        return done
+        if done:
+            self.stats.case(category, "acknowledged")
+        return bool(done)
 
     async def resolve(self, case_id: UUID, note: str, by: str = "") -> None:
         """Record that the cause is dealt with (``note``); the case closes and the runner
@@ -274,12 +321,14 @@ class RcaRunner:
         case: RcaCase = await self._recorder.change(case_id, resolve)
         self._cancel(case_id)
         self._forget(case)
+        self.stats.case(case.category, "resolved")
 
     # taking failures ---------------------------------------------------------------------------
 
     async def _take_forever(self) -> None:
         while True:
             entry = await self.queue.get()
+            token = current_case.set(_failure_fields(entry.failure))
             try:
                 await self._take(entry)
             except EventCenterError as error:  # the store refused: counted, and logged
@@ -299,6 +348,8 @@ class RcaRunner:
                     entry.failure.source,
                     entry.failure.kind,
                 )
+            finally:
+                current_case.reset(token)
 
     async def _take(self, entry: QueuedFailure) -> None:
         failure = entry.failure
@@ -359,6 +410,7 @@ class RcaRunner:
         if not case.is_open:
             return
         self.stats.opened += 1
+        self.stats.case(case.category, "opened")
         self._remember(case)
         log.warning(
             "rca case %s opened for %s: %s (confidence %.2f; %s)",
@@ -405,6 +457,8 @@ class RcaRunner:
         failures = 0
         while True:
             case = await self._recorder.case(case_id)
+            if case is not None:  # this task's own context: no reset needed
+                current_case.set(_case_fields(case))
             if case is None or case.status == CLOSED:
                 if case is not None:
                     self._forget(case)
@@ -567,6 +621,7 @@ class RcaRunner:
         await self._recorder.change(case.id, judge)
         if verified:
             self.stats.verified += 1
+            self.stats.case(case.category, "healed")
             self._forget(case)
             log.warning("rca case %s healed by %s: %s", case.id, strategy, detail)
         else:
@@ -610,6 +665,7 @@ class RcaRunner:
 
         await self._recorder.change(case.id, close)
         self._forget(case)
+        self.stats.case(case.category, "recovered")
         log.warning("rca case %s (%s) closed: %s", case.id, case.name, reason)
 
     async def _close_healed(self, case: RcaCase) -> None:
@@ -623,6 +679,7 @@ class RcaRunner:
 
         await self._recorder.change(case.id, close)
         self._forget(case)
+        self.stats.case(case.category, "healed")
 
     async def _escalate(self, case: RcaCase, exhausted: Exhausted) -> None:
         reason = exhausted.reason
@@ -637,6 +694,7 @@ class RcaRunner:
 
         if await self._recorder.change(case.id, escalate):
             self.stats.escalated += 1
+            self.stats.case(case.category, "escalated")
             log.error("rca case %s (%s) escalated to %s: %s", case.id, case.name, sink, reason)
 
     async def _notify(self, summary: CaseSummary) -> str:

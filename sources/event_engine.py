@@ -80,7 +80,9 @@ class EventEngine:
         self._receive_timeout = receive_timeout
         self._backoff = backoff or ReconnectBackoff()
         self._rng = rng or random.Random()
-        self._task = EngineTask(f"push {tenant}/{source}")
+        self._task = EngineTask(
+            f"push {tenant}/{source}", {"tenant": tenant, "source": source, "path": PUSH}
+        )
         self._open = False
         self._position: str | None = None
         self._last_message_at: float | None = None

@@ -1,10 +1,28 @@
-"""Start and stop of an engine's task: one place for the cancellation rules."""
+"""Start and stop of an engine's task: one place for the cancellation rules, and for what
+the task's log records say about the source it works for."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+import contextvars
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
+
+#: The source (tenant, source, path) whose work the current task does: set in each engine's
+#: task and in a runner's own tasks, so every log record they emit (and the connectors' and
+#: admission code's they call) can carry it. The center's log configuration reads it.
+current_source: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "eventcenter_source", default=None
+)
+
+
+def source_context(fields: Mapping[str, str]) -> contextvars.Context:
+    """A copy of the current context in which :data:`current_source` is ``fields``: pass it
+    to ``create_task(..., context=...)`` so the task works for that source from its start,
+    whoever starts it (a mode switch, a healing strategy, the runner)."""
+    context = contextvars.copy_context()
+    context.run(current_source.set, fields)
+    return context
 
 
 class EngineTask:
@@ -15,8 +33,9 @@ class EngineTask:
     already died of an error, ``stop`` raises that error instead of hiding it.
     """
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, log_fields: Mapping[str, str] | None = None) -> None:
         self.name = name
+        self.log_fields = log_fields
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -26,7 +45,8 @@ class EngineTask:
     def start(self, run: Callable[[], Coroutine[Any, Any, None]]) -> asyncio.Task[None]:
         if self._task is not None and not self._task.done():
             return self._task
-        self._task = asyncio.create_task(run(), name=self.name)
+        context = None if self.log_fields is None else source_context(self.log_fields)
+        self._task = asyncio.create_task(run(), name=self.name, context=context)
         return self._task
 
     async def stop(self) -> None:

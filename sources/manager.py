@@ -59,6 +59,7 @@ from eventcenter.domain.source_modes import (
 from eventcenter.domain.sources import Clock, Delivered, ItemSink, Received, SourceFailure
 from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.event_engine import EventEngine
+from eventcenter.sources.lifecycle import source_context
 from eventcenter.sources.outcomes import PathOutcome
 from eventcenter.sources.polling_engine import PollingEngine
 from eventcenter.sources.reconciler import Reconciler
@@ -262,8 +263,10 @@ class SourceRunner:
         decisions = self.policy.restarted(now)
         self._record(Outcome(now, "start", mode=state.mode), 0)
         loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._decide_forever(), name=f"decide {spec.key}"))
-        self._tasks.append(loop.create_task(self._tick_forever(), name=f"silence {spec.key}"))
+        context = source_context({"tenant": spec.tenant, "source": spec.name})
+        for work, name in ((self._decide_forever, "decide"), (self._tick_forever, "silence")):
+            task = loop.create_task(work(), name=f"{name} {spec.key}", context=context.copy())
+            self._tasks.append(task)
         if self.push is not None:
             self.push.start()
         await self._apply(decisions)

@@ -84,7 +84,9 @@ class PollingEngine:
         self._drain = drain
         self._backoff = backoff or ReconnectBackoff()
         self._rng = rng or random.Random()
-        self._task = EngineTask(f"poll {tenant}/{source}")
+        self._task = EngineTask(
+            f"poll {tenant}/{source}", {"tenant": tenant, "source": source, "path": POLL}
+        )
         self._wake = asyncio.Event()
         self._poll_now = False
         self._cursor: str | None = None

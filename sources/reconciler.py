@@ -75,7 +75,9 @@ class Reconciler:
         self._chunk = chunk
         self._backoff = backoff or ReconnectBackoff()
         self._rng = rng or random.Random()
-        self._task = EngineTask(f"reconcile {tenant}/{source}")
+        self._task = EngineTask(
+            f"reconcile {tenant}/{source}", {"tenant": tenant, "source": source, "path": RECONCILE}
+        )
         self._lock = asyncio.Lock()
         self._last_report: ReconcileReport | None = None
 

@@ -196,6 +196,7 @@ class StoreWriter:
         self.saves = 0  # transactions committed
         self.commands = 0
         self.retries = 0  # batches retried after a transient failure
+        self.refused = 0  # commands the store refused (RecordingFailed)
 
     # lifecycle ---------------------------------------------------------------------------------
 
@@ -351,6 +352,7 @@ class StoreWriter:
                     return [out for pending in batch for out in self._write([pending])]
                 refused = RecordingFailed(f"the store refused the write: {short_error(error)}")
                 refused.__cause__ = error
+                self.refused += 1
                 log.error("%s", refused)
                 return [(batch[0], None, refused)]
             if not self.available:
