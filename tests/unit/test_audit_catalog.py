@@ -110,9 +110,7 @@ def lived_source() -> SourceLog:
 
 
 def test_a_source_log_s_later_events_carry_the_tenant_and_source_of_its_first() -> None:
-    registered, switched, raised, rolled, reconciled = only(
-        trail(lived_source().collect_events())
-    )
+    registered, switched, raised, rolled, reconciled = only(trail(lived_source().collect_events()))
     for entry in (registered, switched, raised, rolled, reconciled):
         assert (entry.tenant, entry.source, entry.subject) == ("acme", "orders", "acme/orders")
     assert (registered.kind, registered.to_state) == ("source.registered", "event_only")
@@ -326,14 +324,19 @@ def test_a_page_another_reader_processed_first_is_skipped_not_written_twice(
     mine = ProjectionRunner(model, log, page=8)
     other = ProjectionRunner(model, ListLog([e for _, e in log.notifications]), page=5)
     # The other reader commits its pages after this one read its position, before it wrote.
-    log.before_read = lambda: other.catch_up(limit=12)
+
+    def race() -> None:
+        other.catch_up(limit=12)
+
+    log.before_read = race
     assert mine.catch_up() == 31 - 12
     assert positions(model) == list(range(2, 32))
     assert model.position == 31
 
 
 def test_the_lag_is_never_negative() -> None:
-    status = ProjectionStatus(position=9, head=7, running=False, errors=0, last_error="",
-                              caught_up_at=None)  # fmt: skip
+    status = ProjectionStatus(
+        position=9, head=7, running=False, errors=0, last_error="", caught_up_at=None
+    )
     assert status.lag == 0
     assert status.as_dict()["lag"] == 0
