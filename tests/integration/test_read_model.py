@@ -63,7 +63,7 @@ from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
 from eventcenter.projections import catalog, queries, tables
 from eventcenter.projections.explain import explain
-from eventcenter.projections.runner import ProjectionRunner
+from eventcenter.projections.runner import ProjectionRunner, ReadModelDiverged
 from eventcenter.projections.view import ReadModel
 from eventcenter.storage.application import CenterApplication
 from tests.conftest import PostgresServer, _drop_schema, in_ci, with_search_path
@@ -742,6 +742,49 @@ def test_two_readers_catching_up_at_once_while_the_log_grows_write_each_row_once
     finally:
         for app in apps:
             app.close()
+
+
+def within(seconds: float, call: Callable[[], Any]) -> Any:
+    """What ``call()`` returns or raises, run in a thread; fails if it takes over ``seconds``
+    (a catch-up that spins instead of answering)."""
+    outcome: list[Any] = []
+
+    def run() -> None:
+        try:
+            outcome.append(call())
+        except BaseException as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, f"no answer within {seconds:g} s"
+    return outcome[0]
+
+
+def test_a_read_model_whose_tracking_was_lost_says_so_and_a_rebuild_mends_it(
+    store: CenterApplication, database_url: str, tmp_path: Path
+) -> None:
+    Appender(store).append(200, letters_every=20)
+    reader = CenterReader(CenterSettings(database_url=database_url, data_dir=tmp_path))
+    try:
+        reader.catch_up()
+        before = view_tables(store)
+        model = model_of(store)
+        with model.transaction(commit=True) as session:  # an operator "resetting" it by hand
+            session.execute(model.tracking_table.delete())
+
+        refused = within(WAIT_S, reader.catch_up)
+        assert isinstance(refused, ReadModelDiverged), refused
+        assert "its tables hold rows its tracking does not know" in str(refused)
+        assert "rebuild it: eventcenter projections rebuild" in str(refused)
+        assert view_tables(store) == before
+
+        assert reader.rebuild() == store.head()
+        assert view_tables(store) == before
+        assert reader.projection_status().lag == 0
+    finally:
+        reader.close()
 
 
 # 3. a rebuild gives the same tables ---------------------------------------------------------------

@@ -25,7 +25,7 @@ from eventcenter.domain.hysteresis import HysteresisConfig, Switch, ThresholdRai
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.projections import queries
 from eventcenter.projections.catalog import AuditEntry, Subject, describe, json_safe
-from eventcenter.projections.runner import ProjectionRunner, ProjectionStatus
+from eventcenter.projections.runner import ProjectionRunner, ProjectionStatus, ReadModelDiverged
 from eventcenter.projections.view import ReadModel
 
 T0 = 1_000.0
@@ -332,6 +332,30 @@ def test_a_page_another_reader_processed_first_is_skipped_not_written_twice(
     assert mine.catch_up() == 31 - 12
     assert positions(model) == list(range(2, 32))
     assert model.position == 31
+
+
+def test_rows_the_tracking_does_not_know_are_refused_with_a_way_out_not_retried_forever(
+    model: ReadModel,
+) -> None:
+    log = ListLog(decisions_log(10))
+    runner = ProjectionRunner(model, log, page=4)
+    runner.catch_up()
+    with model.transaction(commit=True) as session:  # the tracking row lost, the rows kept
+        session.execute(model.tracking_table.delete())
+    calls = 0
+
+    def counted() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 5:
+            raise AssertionError("the runner kept reading the page it was refused")
+        log.before_read = counted
+
+    log.before_read = counted
+    with pytest.raises(ReadModelDiverged, match=r"notifications 1-4 although its tracked"):
+        runner.catch_up()
+    runner.rebuild()
+    assert positions(model) == list(range(2, 12))
 
 
 def test_the_lag_is_never_negative() -> None:
