@@ -175,9 +175,9 @@ def read_trail(store: Store) -> tuple[Counter[tuple[str, str]], Counter[str]]:
     app = CenterApplication(store.url, cache_size=0, create_tables=False)
     try:
         causes = Counter(
-            domain_event.cause  # type: ignore[attr-defined]
+            domain_event.cause
             for _, domain_event in app.read_events()
-            if isinstance(domain_event, ProcessorLog.DecisionRecorded)
+            if isinstance(domain_event, ProcessorLog.DecisionRecorded)  # type: ignore[attr-defined]
         )
     finally:
         app.close()

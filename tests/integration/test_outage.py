@@ -28,11 +28,11 @@ from sqlalchemy.pool import NullPool
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.settings import CenterSettings, RecordingSettings
+from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.domain.errors import CenterLocked, LeaseLost, PermanentFailure
 from eventcenter.domain.event import Event
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.handlers.context import Context
-from eventcenter.domain.aggregates import ProcessorLog
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.inbox import deliveries
 from eventcenter.storage.lease import Lease, advisory_key
@@ -254,9 +254,9 @@ def recorded_causes(url: str) -> Counter[str]:
     app = CenterApplication(url, cache_size=0, create_tables=False)
     try:
         return Counter(
-            domain_event.cause  # type: ignore[attr-defined]
+            domain_event.cause
             for _, domain_event in app.read_events()
-            if isinstance(domain_event, ProcessorLog.DecisionRecorded)
+            if isinstance(domain_event, ProcessorLog.DecisionRecorded)  # type: ignore[attr-defined]
         )
     finally:
         app.close()
