@@ -267,6 +267,8 @@ async def record_a_center(settings: CenterSettings) -> tuple[int, int]:
         held = amount >= 100
         why = f"amount {amount} {'over' if held else 'under'} the limit of 100"
         await ctx.decide("order.held" if held else "order.accepted", why, event, amount=amount)
+        if amount % 60 == 0:  # a kind "order.*" must not select
+            await ctx.decide("orders.counted", "every fourth order is counted", event)
         handled.append(str(event.id))
 
     async def payments(event: Event, ctx: Context) -> None:
