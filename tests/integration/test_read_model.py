@@ -975,9 +975,8 @@ def test_an_event_the_catalogue_cannot_read_becomes_a_row_and_the_model_goes_on(
     assert unreadable["reason"] == "ValueError: the catalogue has no entry for this event (test)"
     assert unreadable["subject"] == "ProcessorLog.Transitioned"
     assert unreadable["aggregate_id"] == str(ProcessorLog.create_id("default"))
-    check_rows([row for row in rows if row["position"] != moved], [
-        (p, e) for p, e in events if p != moved
-    ])  # fmt: skip
+    readable = [(p, e) for p, e in events if p != moved]
+    check_rows([row for row in rows if row["position"] != moved], readable)
     assert model.position == store.head(), "the model went on past it"
     assert any(
         f"cannot read event Transitioned at position {moved}" in r.getMessage()
@@ -1224,8 +1223,11 @@ async def test_a_deployment_s_chain_is_followed_across_every_aggregate_it_touche
     steps = [line for line in chain if line["kind"] == "tuning.step_measured"]
     assert len(steps) == kinds.count("load_test.step") > 3, "each step of the load test"
     assert kinds.count("tuning.dispatched") == 2
-    [measured] = [line for line in chain if line["kind"] == "throughput.measured"
-                  and line["aggregate"] == "ThroughputRecorder"]  # fmt: skip
+    [measured] = [
+        line
+        for line in chain
+        if line["kind"] == "throughput.measured" and line["aggregate"] == "ThroughputRecorder"
+    ]
     [adjusted] = [line for line in chain if line["kind"] == "tuning.adjusted"]
     dispatched = [line for line in chain if line["kind"] == "tuning.dispatched"]
     assert steps[-1]["at"] <= measured["at"] <= adjusted["at"] <= dispatched[0]["at"]
