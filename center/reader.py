@@ -22,7 +22,12 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from eventcenter.center.settings import CenterSettings
-from eventcenter.domain.errors import RcaCaseNotFound, StoreNotFound, StoreUnavailable
+from eventcenter.domain.errors import (
+    EventCenterError,
+    RcaCaseNotFound,
+    StoreNotFound,
+    StoreUnavailable,
+)
 from eventcenter.domain.rca_case import CaseRow, CaseStep
 from eventcenter.domain.tuning_run import TuningRun
 from eventcenter.projections import queries
@@ -93,6 +98,8 @@ class CenterReader:
             runner = self._projections()
             try:
                 return runner.catch_up()
+            except EventCenterError:
+                raise
             except Exception as error:
                 raise self._problem(error, "its tables are missing") from None
 
@@ -102,6 +109,8 @@ class CenterReader:
             runner = self._projections()
             try:
                 return runner.rebuild()
+            except EventCenterError:
+                raise
             except Exception as error:
                 raise self._problem(error, "its tables are missing") from None
 

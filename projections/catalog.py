@@ -264,6 +264,9 @@ def describe(
     at = details.get("at")
     if not isinstance(at, int | float) or isinstance(at, bool):
         at = event.timestamp.timestamp()
+    reason = str(details.get("reason", "") or "")
+    if isinstance(event, DeadLetter.Recorded):  # a dead letter's why is what it failed with
+        reason = f"{event.error_type}: {event.error}"
     correlation = str(getattr(event, "correlation_id", "") or "") or subject.correlation_id
     cause = str(getattr(event, "cause", "") or getattr(event, "event_id", "") or "")
     entry = AuditEntry(
@@ -278,7 +281,7 @@ def describe(
         subject=subject.name,
         from_state=from_state,
         to_state=to_state,
-        reason=str(details.get("reason", "") or ""),
+        reason=reason,
         correlation_id=correlation,
         cause=cause,
         details=details,

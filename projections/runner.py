@@ -25,11 +25,26 @@ from typing import Any, Protocol
 
 from eventsourcing.persistence import IntegrityError
 
+from eventcenter.domain.errors import EventCenterError
 from eventcenter.projections.view import ReadModel
 
-__all__ = ["NotificationSource", "ProjectionRunner", "ProjectionStatus"]
+__all__ = ["NotificationSource", "ProjectionRunner", "ProjectionStatus", "ReadModelDiverged"]
 
 log = logging.getLogger("eventcenter.projections")
+
+
+class ReadModelDiverged(EventCenterError):
+    """Raised when the read model refuses notifications after its tracked position although no
+    other reader moved it: its tables hold rows the tracking does not account for (a tracking
+    row lost or changed by hand). Going on would refuse the same page forever; a rebuild
+    mends it."""
+
+    def __init__(self, notifications: Sequence[tuple[int, Any]], position: int) -> None:
+        super().__init__(
+            f"the read model refused notifications {notifications[0][0]}-{notifications[-1][0]}"
+            f" although its tracked position is {position}: its tables hold rows its tracking"
+            " does not know (rebuild it: eventcenter projections rebuild)"
+        )
 
 
 class NotificationSource(Protocol):
@@ -117,9 +132,12 @@ class ProjectionRunner:
                     break
                 try:
                     self.model.process(notifications)
-                except IntegrityError:
+                except IntegrityError as error:
                     # Another reader processed these first: go on from where it left them.
-                    position = self.model.position
+                    moved = self.model.position
+                    if moved <= position:  # nobody did: the tables and the tracking disagree
+                        raise ReadModelDiverged(notifications, position) from error
+                    position = moved
                     continue
                 position = notifications[-1][0]
                 done += len(notifications)
