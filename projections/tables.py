@@ -62,6 +62,7 @@ subjects = Table(
     Column("source", String(200), nullable=False),
     Column("name", String(400), nullable=False),
     Column("correlation_id", String(200), nullable=False),
+    Index("center_audit_subjects_correlation_idx", "correlation_id"),
 )
 
 dead_letters = Table(

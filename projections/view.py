@@ -119,6 +119,7 @@ class _Batch:
         self.new_letters: set[str] = set()
         self.changed_letters: set[str] = set()
         self.entries: list[dict[str, Any]] = []
+        self.chain_tenants: dict[str, str] = {}
         for chunk in _chunks(ids, 500):
             for row in session.execute(
                 select(tables.subjects).where(tables.subjects.c.aggregate_id.in_(chunk))
@@ -154,7 +155,35 @@ class _Batch:
         elif isinstance(event, DeadLetter.Event):
             self._fold_letter(key, position, event)
         if entry is not None:
+            if not entry.tenant and entry.correlation_id:
+                tenant = self._tenant_of(entry.correlation_id)
+                if tenant:
+                    entry = dataclasses.replace(entry, tenant=tenant)
             self.entries.append(entry_values(entry))
+
+    def _tenant_of(self, correlation_id: str) -> str:
+        """The tenant of the aggregate a chain started with (a tuning run, an RCA case, a
+        dead letter): a measurement, adjustment or dispatch of a tenant's deployment records
+        no tenant of its own, yet belongs to that tenant's chain."""
+        if correlation_id in self.chain_tenants:
+            return self.chain_tenants[correlation_id]
+        tenant = next(
+            (s.tenant for s in self.subjects.values() if s.correlation_id == correlation_id),
+            "",
+        )
+        if not tenant:
+            row = self.session.execute(
+                select(tables.subjects.c.tenant)
+                .where(
+                    tables.subjects.c.correlation_id == correlation_id,
+                    tables.subjects.c.tenant != "",
+                )
+                .limit(1)
+            ).first()
+            tenant = row.tenant if row is not None else ""
+        if tenant:
+            self.chain_tenants[correlation_id] = tenant
+        return tenant
 
     def _fold_source(
         self, key: str, position: int, event: Any, entry: AuditEntry | None
@@ -219,6 +248,18 @@ class _Batch:
         ]
         if inserted:
             session.execute(insert(tables.subjects), inserted)
+        for subject in self.new_subjects.values():
+            if subject.tenant and subject.correlation_id:
+                # What its chain recorded before the tenant was known (the deployment event
+                # comes before its tuning run) is that tenant's too.
+                session.execute(
+                    update(tables.audit)
+                    .where(
+                        tables.audit.c.correlation_id == subject.correlation_id,
+                        tables.audit.c.tenant == "",
+                    )
+                    .values(tenant=subject.tenant)
+                )
         for key, subject in self.new_subjects.items():
             if key in self.stored_subjects:
                 session.execute(

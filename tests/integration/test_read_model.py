@@ -1233,3 +1233,8 @@ async def test_a_deployment_s_chain_is_followed_across_every_aggregate_it_touche
     assert steps[-1]["at"] <= measured["at"] <= adjusted["at"] <= dispatched[0]["at"]
     assert measured["details"]["max_rps"] == pytest.approx(200, rel=0.1)
     assert {line["details"]["outcome"]["agent"] for line in dispatched} == {"a1", "a2"}
+    # Every link of a tenant's deployment is that tenant's (an API key of acme sees the chain),
+    # including the measurement, adjustment and dispatches whose events record no tenant.
+    assert {line["tenant"] for line in chain} == {"acme"}, [
+        (l["kind"], l["aggregate"]) for l in chain if l["tenant"] != "acme"
+    ]
