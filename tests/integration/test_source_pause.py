@@ -11,8 +11,12 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
+import orjson
 import pytest
 
+from eventcenter.center.app import EventCenter
+from eventcenter.center.http import create_app
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.source_report import compare
 from eventcenter.domain.errors import InvalidPauseRequest
@@ -21,12 +25,15 @@ from eventcenter.domain.hysteresis import HysteresisConfig
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.source_modes import EVENT_ONLY, HYBRID
 from eventcenter.sources.manager import SourceNotFound
+from eventcenter.sources.source import DataSource
+from eventcenter.sources.webhook import WebhookPath
 from eventcenter.storage.source_requests import SourceRequestBox
 from tests.e2e.test_cli import run
+from tests.e2e.test_http import JSON, settings_for
 from tests.source_center import POLICY, FakeTimeCenter, center_settings
 from tests.unit.source_fakes import SOURCE, TENANT, connection_lost
 
-CLI_WAIT_S = 20.0  # a bound on real time for a CLI subprocess beside the center, never a pace
+BOUND_S = 20.0  # a bound on real-time waits (a CLI beside the center, an engine task), no pace
 
 
 def listen(w: FakeTimeCenter) -> list[tuple[str, str]]:
@@ -250,7 +257,7 @@ async def test_the_cli_pauses_and_resumes_a_running_center_s_source(
             "--by",
             "dana",
             "--wait",
-            str(CLI_WAIT_S),
+            str(BOUND_S),
         )
         assert paused.returncode == 0, paused.stderr
         assert paused.stdout.strip() == "source acme/orders: paused (asked by dana)"
@@ -275,7 +282,7 @@ async def test_the_cli_pauses_and_resumes_a_running_center_s_source(
             "--by",
             "dana",
             "--wait",
-            str(CLI_WAIT_S),
+            str(BOUND_S),
         )
         assert resumed.stdout.strip() == "source acme/orders: resumed (asked by dana)"
         assert w.runner.paused is None
@@ -307,3 +314,39 @@ async def test_the_cli_refuses_what_it_cannot_do_in_one_line(
         assert result.stderr.count("\n") == 1, result.stderr
     assert recorded.returncode == 0
     assert "pause request recorded; the center applies it when it runs" in recorded.stdout
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_paused_webhook_source_answers_503_and_its_sender_retries_after_the_resume(
+    database_url: str, tmp_path: Path
+) -> None:
+    center = EventCenter(settings_for(database_url, tmp_path), builtin_handlers=False)
+    path = WebhookPath(TENANT, SOURCE)
+    center.sources.register(DataSource(tenant=TENANT, name=SOURCE, events=path))
+    app = create_app(center, webhooks={(TENANT, SOURCE): path})
+    item = orjson.dumps({"key": "o-1", "version": 1, "data": {}})
+    url = f"/sources/{TENANT}/{SOURCE}/webhook"
+    await center.start()
+    try:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://center"
+        ) as client:
+            await opened(path)
+            await center.pause_source(TENANT, SOURCE, reason="maintenance", by="dana")
+            refused = await client.post(url, content=item, headers=JSON)
+            await center.resume_source(TENANT, SOURCE, by="dana")
+            await opened(path)
+            taken = await client.post(url, content=item, headers=JSON)
+    finally:
+        await center.stop()
+
+    assert refused.status_code == 503, refused.text
+    assert "Retry-After" in refused.headers
+    assert taken.status_code == 202, taken.text
+
+
+async def opened(path: WebhookPath) -> None:
+    """Wait (bounded) until the event engine has opened the path: it does so in its own task."""
+    async with asyncio.timeout(BOUND_S):
+        while not path.is_open:  # noqa: ASYNC110 - the path has no event to await its opening
+            await asyncio.sleep(0.01)
