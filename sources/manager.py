@@ -341,11 +341,9 @@ class SourceRunner:
         """Stop the engines, then the decider (the outcomes queued so far are applied)."""
         async with self._lock:
             self._active = False
-            if self._pause is not None:  # halted when it was paused: nothing runs
-                self._flush_outcomes()
-                return
+            running = bool(self._tasks)  # not when paused (halted then) or never started
             await self._stop_engines()
-            if self.machine is not None and self.policy is not None:
+            if running and self.policy is not None:
                 await self._record_stop(self.wall())
             self._flush_outcomes()
 
@@ -392,7 +390,7 @@ class SourceRunner:
                 return current, (changed, current.pause_state, current.mode)
 
             changed, self._pause, mode = await self._recorder.change(spec.tenant, spec.name, pause)
-            if changed and self._tasks:
+            if self._pause is not None and self._tasks:
                 await self._halt()
             if changed:
                 log.warning("source %s paused by %s: %s", spec.key, request.by, request.reason)
@@ -489,6 +487,12 @@ class SourceRunner:
                     self.spec.key, f"force {item.to}", self.mode, str(error)
                 )
                 item.done.set_exception(refused)
+            except asyncio.CancelledError:  # stopped or paused under way: its caller is told
+                if isinstance(item, _Forced) and not item.done.done():
+                    item.done.set_exception(
+                        self._refused(f"force {item.to}", "the source stopped meanwhile")
+                    )
+                raise
             if isinstance(item, _Forced) and not item.done.done():
                 item.done.set_result(self.mode)
             if self._inbox.empty():

@@ -4,6 +4,7 @@ the recorded mode, and a pause outlives a restart. No sleeps: time is advanced."
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,8 @@ from eventcenter.domain.hysteresis import HysteresisConfig, Outcome
 from eventcenter.domain.simulate import simulate
 from eventcenter.domain.source_modes import EVENT_ONLY, HYBRID
 from eventcenter.domain.source_pause import PauseState
-from eventcenter.sources.clock import FakeClock
+from eventcenter.domain.sources import Received
+from eventcenter.sources.clock import FakeClock, settle
 from eventcenter.sources.manager import SourceManager, SourceNotFound, SourceRunner
 from eventcenter.sources.source import DataSource
 from tests.unit.source_fakes import (
@@ -258,3 +260,41 @@ async def test_the_what_if_replays_a_pause_exactly(w: World) -> None:
     )
     recorded = [(e["at"], e["previous"], e["to"], e["reason"]) for e in w.runner.recent]
     assert [(s.at, s.previous, s.to, s.reason) for s in replay.switches] == recorded
+
+
+async def test_a_forced_move_under_way_when_the_source_is_paused_is_refused_not_left_waiting() -> (
+    None
+):
+    clock = FakeClock(5_000_000.0)
+    source = FakeSource()
+    sink = MemorySink()
+    answered = asyncio.Event()  # never set: the first poll of hybrid does not answer
+
+    async def stuck_poll(cursor: str | None) -> tuple[list[Received], str | None]:
+        await answered.wait()
+        return [], cursor
+
+    manager = SourceManager(sink, MemoryRecorder(), clock=clock, wall=clock.now)
+    spec = DataSource(
+        tenant=TENANT,
+        name=SOURCE,
+        events=FakePushPath(source, clock, sink),
+        poll=stuck_poll,
+        **POLICY,
+    )
+    runner = manager.register(spec)
+    await manager.start()
+    try:
+        forced = asyncio.create_task(runner.force_mode(HYBRID, "healing"))
+        await settle()  # the decider waits for hybrid's first poll
+        assert not forced.done()
+
+        await manager.pause(TENANT, SOURCE, reason="maintenance", by="alice")
+        await settle()
+
+        assert forced.done(), "the healing strategy is not left waiting"
+        with pytest.raises(SourceModeRefused, match="stopped meanwhile"):
+            await forced
+        assert runner.mode == HYBRID, "the switch was recorded: the source resumes in hybrid"
+    finally:
+        await manager.stop()
