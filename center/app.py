@@ -27,6 +27,7 @@ from uuid import UUID
 from eventcenter.center.healing import CenterHealing
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
+from eventcenter.center.source_requests import REQUESTS_EVERY, SourceRequests
 from eventcenter.center.source_sink import CenterItemSink
 from eventcenter.center.source_switches import SwitchCountingRecorder
 from eventcenter.center.tuning import SourceKnobs
@@ -48,6 +49,7 @@ from eventcenter.domain.ports import (
     Target,
 )
 from eventcenter.domain.priority import Priority
+from eventcenter.domain.source_pause import PauseResult
 from eventcenter.domain.sources import Clock
 from eventcenter.handlers.builtin import BUILTIN_HANDLERS
 from eventcenter.handlers.config import ProcessorSettings
@@ -63,7 +65,11 @@ from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.manager import SourceManager
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.lease import Lease
-from eventcenter.storage.queue import DurableDeliveries, DurableSourceRecorder
+from eventcenter.storage.queue import (
+    DurableDeliveries,
+    DurableSourceRecorder,
+    DurableSourceRequests,
+)
 from eventcenter.storage.tuning_store import DurableTuningStore
 from eventcenter.storage.writer import ClaimReplayCommand, PurgeCommand, StoreWriter
 
@@ -115,6 +121,7 @@ class EventCenter:
         source_clock: Clock | None = None,
         source_wall: Callable[[], float] = time.time,
         escalation_sinks: Iterable[EscalationSink] = (),
+        source_requests_every: float = REQUESTS_EVERY,
     ) -> None:
         # Built first: a source the settings cannot build leaves nothing open behind it.
         declared = [source.to_source() for source in settings.sources]
@@ -153,6 +160,14 @@ class EventCenter:
         )
         for spec in declared:
             self.sources.register(spec)
+        #: Operators' pause and resume requests (``eventcenter sources pause|resume``), applied
+        #: before the sources start and every ``source_requests_every`` seconds while running.
+        self.source_requests = SourceRequests(
+            DurableSourceRequests(self.writer),
+            self.sources,
+            wall=source_wall,
+            every=source_requests_every,
+        )
         #: Self-healing: RCA cases from the sources', handlers' and health checks' failures,
         #: healing strategies, escalation (``escalation_sinks`` besides the configured ones),
         #: circuit breakers (``center.healing.breakers``), health checks and recovery.
@@ -244,8 +259,11 @@ class EventCenter:
         try:
             await self.healing.start()
             await self.tuning.start()
+            await self.source_requests.apply_pending()  # a source paused meanwhile stays so
             await self.sources.start()
+            self.source_requests.start()
         except BaseException:
+            await self.source_requests.stop()
             await self.sources.stop()
             await self.tuning.stop()
             await self.healing.stop()
@@ -303,6 +321,7 @@ class EventCenter:
             except LeaseLost as lost:
                 self.lease_lost = lost
                 log.error("%s: this center stops; its unfinished work stays in the store", lost)
+                await self.source_requests.stop()
                 await self.sources.stop()
                 await self.tuning.stop()
                 await self.healing.stop()
@@ -316,6 +335,7 @@ class EventCenter:
     async def stop(self, timeout: float | None = None) -> ShutdownReport:
         """Stop the sources, then the processor; commit what is queued, close the store,
         release the lease."""
+        await self.source_requests.stop()
         await self.sources.stop()
         await self.tuning.stop()
         await self.healing.stop()
@@ -352,6 +372,24 @@ class EventCenter:
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
+
+    # data sources -----------------------------------------------------------------------------
+
+    async def pause_source(self, tenant: str, name: str, *, reason: str, by: str) -> PauseResult:
+        """Pause one of this running center's sources now: ``Paused`` is recorded in its log,
+        then its engines stop; nothing is admitted from it until it is resumed, and it stays
+        paused across restarts. Pausing a paused source records nothing (``changed`` False).
+        Raises SourceNotFound, InvalidPauseRequest (no reason, no ``by``), LeaseLost."""
+        self._check_lease()
+        return await self.sources.pause(tenant, name, reason=reason, by=by)
+
+    async def resume_source(
+        self, tenant: str, name: str, *, by: str, reason: str = ""
+    ) -> PauseResult:
+        """Resume a paused source: ``Resumed`` is recorded and its engines start again in the
+        recorded mode from their stored positions. A source not paused: nothing recorded."""
+        self._check_lease()
+        return await self.sources.resume(tenant, name, reason=reason, by=by)
 
     # publishing (the processor's API, here for convenience) ------------------------------------
 

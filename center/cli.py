@@ -41,12 +41,14 @@ from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings, SourceSettings
 from eventcenter.center.source_report import compare, source_report
 from eventcenter.center.source_views import comparison, source_details, sources_table, when
-from eventcenter.domain.errors import EventCenterError
+from eventcenter.domain.errors import EventCenterError, InvalidPauseRequest
 from eventcenter.domain.escalation import Answer
+from eventcenter.domain.source_pause import PauseRequest
 from eventcenter.domain.tuning_run import TuningRun
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 from eventcenter.projections.queries import MAX_PAGE, AuditFilter
 from eventcenter.storage.rca_answers import AnswerBox
+from eventcenter.storage.source_requests import SourceRequestBox
 
 #: Exit codes: 1 when a command could not do its work (store unreachable, replay failed), 2 when
 #: it was called wrongly (bad option, setting or --handlers); usage errors of typer also exit 2.
@@ -84,7 +86,8 @@ app = typer.Typer(
 letters_app = typer.Typer(help="List and replay dead letters.", no_args_is_help=True)
 app.add_typer(letters_app, name="dead-letters")
 sources_app = typer.Typer(
-    help="Data sources: mode, health and switches read from the store; what-if replays.",
+    help="Data sources: mode, health and switches read from the store; what-if replays;"
+    " pause and resume.",
     no_args_is_help=True,
 )
 app.add_typer(sources_app, name="sources")
@@ -1043,6 +1046,90 @@ def simulate_source(
     result = compare(row, history, outcomes, declared.hysteresis(), declared.polling_interval)
     origin = str(config) if config is not None else "the config"
     console.print(comparison(result, origin))
+
+
+RequestWaitOpt = Annotated[
+    float,
+    typer.Option(
+        "--wait", help="seconds to wait for the running center to apply the request (0: do not)"
+    ),
+]
+SourceArg = Annotated[str, typer.Argument(help="the source as tenant/name, e.g. acme/orders")]
+
+
+@sources_app.command("pause")
+def pause_source(
+    source: SourceArg,
+    reason: Annotated[str | None, typer.Option(help="why (required)")] = None,
+    by: Annotated[
+        str | None, typer.Option("--by", help="who asks (default: the user running this)")
+    ] = None,
+    wait: RequestWaitOpt = 10.0,
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Pause a source: its engines stop and nothing is admitted from it until it is resumed;
+    it stays paused across restarts. Its positions are kept, so nothing is lost."""
+    if reason is None:  # checked here, not by typer: its refusal is a box of five lines
+        _fail('sources pause needs --reason saying why, e.g. --reason "broker upgrade"')
+    try:
+        request = PauseRequest.pause(by or getpass.getuser(), reason)
+    except InvalidPauseRequest as error:
+        _fail(str(error))
+    _request(source, request, wait, _settings(config, database_url, data_dir))
+
+
+@sources_app.command("resume")
+def resume_source(
+    source: SourceArg,
+    reason: Annotated[str, typer.Option(help="why (optional)")] = "",
+    by: Annotated[
+        str | None, typer.Option("--by", help="who asks (default: the user running this)")
+    ] = None,
+    wait: RequestWaitOpt = 10.0,
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Resume a paused source: its engines start again in the recorded mode and read on from
+    their stored positions."""
+    try:
+        request = PauseRequest.resume(by or getpass.getuser(), reason)
+    except InvalidPauseRequest as error:
+        _fail(str(error))
+    _request(source, request, wait, _settings(config, database_url, data_dir))
+
+
+def _request(text: str, request: PauseRequest, wait: float, settings: CenterSettings) -> None:
+    """Check the source, leave the request for the center, wait (up to ``wait`` s) for it."""
+    tenant, name = _source_key(text, "the source")
+    if _declared(settings, tenant, name) is None:  # a declared source may not have run yet
+        reader = CenterReader(settings)
+        try:
+            reader.source(tenant, name)
+        finally:
+            reader.close()
+    box = SourceRequestBox(settings.effective_url, settings.name, settings.shown_url)
+    action = request.action.value
+    request_id = box.give(tenant, name, action, request.by, request.reason, time.time())
+    deadline = time.monotonic() + max(0.0, wait)
+    while True:
+        applied, outcome = box.outcome(request_id)
+        if applied is not None:
+            if outcome and outcome.startswith("refused"):
+                _fail(f"source {tenant}/{name}: {outcome}", EXIT_FAILED)
+            console.print(Text(f"source {tenant}/{name}: {outcome} (asked by {request.by})"))
+            return
+        if time.monotonic() >= deadline:
+            console.print(
+                Text(
+                    f"source {tenant}/{name}: {action} request recorded; the center applies it"
+                    " when it runs (no running center applied it yet)"
+                )
+            )
+            return
+        time.sleep(0.2)
 
 
 # load tests ------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 Nothing here runs on the hot path: :class:`CenterCollector` reads the processor's snapshot
 (its bounded counter tables), the subscriptions, the processor state machine, the sources'
-modes, the breakers and the tuning workflow only when ``GET /metrics`` is scraped. The
+modes and pauses, the breakers and the tuning workflow only when ``GET /metrics`` is scraped. The
 collector is registered on a :class:`~prometheus_client.CollectorRegistry` of its own
 (:func:`center_registry`), never on the process-wide default one: one process may hold many
 centers (tests do), and each one's ``/metrics`` shows its own figures only.
@@ -34,7 +34,9 @@ Metrics (counters end in ``_total``):
   long the delivery waiting longest in memory has waited.
 - ``eventcenter_processor_state{state}``: 1 for the processor's current state (``stable``,
   ``adjusting``, ``load_testing``), 0 for the others.
-- ``eventcenter_source_mode{tenant, source, mode}``: 1 for each running source's current mode.
+- ``eventcenter_source_mode{tenant, source, mode}``: 1 for each running source's current mode
+  (for a paused source, the mode it resumes in).
+- ``eventcenter_source_paused{tenant, source}``: 1 while an operator has the source paused.
 - ``eventcenter_source_mode_switches_total{tenant, source}``: the switches each source's log
   has recorded (the store's figure, restored when the source starts again).
 - ``eventcenter_source_health{tenant, source}``: each running source's health score in
@@ -112,14 +114,23 @@ class CenterCollector(Collector):
             fsm.STATES,
             "state",
         )
+        statuses = center.sources.statuses()
         yield _one_of(
             "eventcenter_source_mode",
             "1 for the current mode of each running data source.",
             ["tenant", "source"],
-            [([s.tenant, s.name], s.mode) for s in center.sources.statuses()],
+            [([s.tenant, s.name], s.mode) for s in statuses],
             source_modes.STATES,
             "mode",
         )
+        paused = GaugeMetricFamily(
+            "eventcenter_source_paused",
+            "1 while an operator has the data source paused (its engines stopped), else 0.",
+            labels=["tenant", "source"],
+        )
+        for status in statuses:
+            paused.add_metric([status.tenant, status.name], 0.0 if status.paused is None else 1.0)
+        yield paused
         switches = CounterMetricFamily(
             "eventcenter_source_mode_switches",
             "Mode switches each data source has recorded (kept in its log across restarts).",

@@ -65,7 +65,10 @@ def sources_table(reports: list[SourceReport]) -> Table:
     table.add_column("items push / poll", justify="right", no_wrap=True)
     for report in reports:
         row = report.row
-        mode = row.mode if report.running else f"{row.mode} (stopped)"
+        if row.paused is not None:
+            mode = f"{row.mode} (paused)"
+        else:
+            mode = row.mode if report.running else f"{row.mode} (stopped)"
         switches = str(row.switches)
         if row.rollbacks:
             switches += f" ({row.rollbacks} rolled back)"
@@ -97,7 +100,15 @@ def source_details(report: SourceReport) -> RenderableType:
     state = "running" if report.running else f"stopped at {when(summary.stopped_at)}"
     if summary.last_at is None:
         state = "no outcome recorded yet"
+    paused = row.paused
+    if paused is not None:
+        state = "paused: resumes in this mode"
     facts.add_row("mode", f"{row.mode} since {when(row.since)} ({state})")
+    if paused is not None:
+        facts.add_row(
+            "paused",
+            Text(f"since {when(paused.at)} by {paused.by}: {paused.reason}"),
+        )
     facts.add_row("paths", Text(_paths(report)))
     failure, success = row.thresholds
     facts.add_row(
@@ -124,8 +135,7 @@ def source_details(report: SourceReport) -> RenderableType:
     )
     facts.add_row(
         "health",
-        f"{health.score:.2f} {verdict(health.score)} at {when(report.at)}"
-        + ("" if report.running or summary.last_at is None else " (its stop)"),
+        f"{health.score:.2f} {verdict(health.score)} at {when(report.at)}" + _taken_at(report),
     )
     if health.factors is not None:
         f = health.factors
@@ -171,6 +181,13 @@ def source_details(report: SourceReport) -> RenderableType:
         extra = ", ".join(f"{key}={value}" for key, value in report.declared.extra.items())
         facts.add_row("extra", Text(extra))
     return Group(facts, "", changes_table(list(row.recent), "Recent mode changes"))
+
+
+def _taken_at(report: SourceReport) -> str:
+    """What the time health was taken at is, for a source not running."""
+    if report.running or report.outcomes.last_at is None:
+        return ""
+    return " (its pause)" if report.row.paused is not None else " (its stop)"
 
 
 def _paths(report: SourceReport) -> str:

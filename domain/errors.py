@@ -6,6 +6,7 @@
     ├── InvalidPattern          a subscription pattern is not a valid dot pattern
     ├── TransitionRefused       the processor state machine refused a trigger
     ├── SourceModeRefused       a source's mode machine (or its log) refused a move
+    ├── InvalidPauseRequest     a request to pause or resume a data source failed validation
     ├── BreakerRefused          a circuit breaker (or its log) refused a move
     ├── CallNotPermitted        a circuit breaker refused a call (open, forced open, no permit)
     ├── CallTimedOut            a call through a circuit breaker ran past its timeout
@@ -102,6 +103,18 @@ class SourceModeRefused(EventCenterError):
         self.reason = reason
         named = f"source '{source}': " if source else ""
         super().__init__(f"{named}'{trigger}' refused in mode '{mode}': {reason}")
+
+
+class InvalidPauseRequest(EventCenterError, ValueError):
+    """Raised when a request to pause or resume a data source fails validation: an unknown
+    action or field, no one named as ``by``, a pause without a reason, a text too long.
+    ``field`` names the first offending field; the message lists every problem."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        self.field, self.reason = problems[0]
+        listed = "; ".join(f"field '{field}': {reason}" for field, reason in problems)
+        super().__init__(f"invalid pause request: {listed}")
 
 
 class BreakerRefused(EventCenterError):

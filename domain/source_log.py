@@ -3,10 +3,12 @@
 One :class:`SourceLog` per (tenant, source), its id derived from both, so every process finds
 the same log. Its events are the audit trail (``ModeSwitched`` with reason and counts,
 ``ThresholdRaised``/``ThresholdDecayed``, ``SwitchRolledBack``, ``Reconciled``,
-``Reconfigured``); projections read them from the notification log. The aggregate itself keeps
-only what the policy needs to resume and ``sources show`` prints: the mode, the threshold level,
-the cool-down, and the last :data:`RECENT` switches. Every attribute is a plain JSON value (no
-Machine bound to it), so snapshots work and loading costs the same however long the history.
+``Reconfigured``, ``Paused``/``Resumed``); projections read them from the notification log. The
+aggregate itself keeps only what the policy needs to resume and ``sources show`` prints: the
+mode, the threshold level, the cool-down, the last :data:`RECENT` switches, and whether an
+operator paused the source (see :mod:`eventcenter.domain.source_pause`). Every attribute is a
+plain JSON value (no Machine bound to it), so snapshots work and loading costs the same however
+long the history.
 
 A switch is recorded when the policy decides it (the attempt counts for flapping); if its mode
 could not start, ``SwitchRolledBack`` follows. A center killed in between resumes in the mode
@@ -30,6 +32,7 @@ from eventcenter.domain.hysteresis import (
     ThresholdRaised,
 )
 from eventcenter.domain.source_modes import initial_mode, supported_modes
+from eventcenter.domain.source_pause import PauseState
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://eventcenter/aggregates")
 
@@ -43,7 +46,16 @@ class SourceLog(Aggregate):
     Commands take the policy's decision values (:meth:`record`) and refuse what does not follow
     from the state held (a switch from another mode); recording the latest decision again
     changes nothing, so a retry after an ambiguous save does not record it twice.
+
+    The pause is a flag beside the mode, not a mode: the policy's mode stays what it was (a
+    paused source resumes in it), and a decision taken on outcomes from before the pause may
+    still be recorded while it is paused.
     """
+
+    # Class-level defaults: a log recorded (or snapshotted) before pausing existed loads as
+    # not paused.
+    paused: bool = False
+    current_pause: dict[str, Any] | None = None  # at, reason, by of the pause in effect
 
     @staticmethod
     def create_id(tenant: str, source: str) -> UUID:
@@ -292,6 +304,40 @@ class SourceLog(Aggregate):
             "changed": changed,
             "deleted": deleted,
         }
+
+    @property
+    def pause_state(self) -> PauseState | None:
+        """The pause in effect (None: not paused)."""
+        held = self.current_pause
+        if not self.paused or held is None:
+            return None
+        return PauseState(held["at"], held["reason"], held["by"])
+
+    def pause(self, *, at: float, reason: str, by: str) -> bool:
+        """Record that ``by`` paused the source for ``reason``; False (nothing recorded) if it
+        is paused already. Validate the request first (``PauseRequest``)."""
+        if self.paused:
+            return False
+        self._paused(at=at, reason=reason, by=by)
+        return True
+
+    @event("Paused")
+    def _paused(self, at: float, reason: str, by: str) -> None:
+        self.paused = True
+        self.current_pause = {"at": at, "reason": reason, "by": by}
+
+    def resume(self, *, at: float, reason: str, by: str) -> bool:
+        """Record that ``by`` resumed the source; False (nothing recorded) if it is not
+        paused."""
+        if not self.paused:
+            return False
+        self._resumed(at=at, reason=reason, by=by)
+        return True
+
+    @event("Resumed")
+    def _resumed(self, at: float, reason: str, by: str) -> None:
+        self.paused = False
+        self.current_pause = None
 
     def _check_level(self, level: int, expected: int, trigger: str) -> None:
         if level != expected:

@@ -22,6 +22,7 @@ from eventcenter.domain.hysteresis import HysteresisConfig
 from eventcenter.domain.source_log import RECENT
 from eventcenter.domain.source_log import SourceLog as _SourceLog
 from eventcenter.domain.source_modes import initial_mode
+from eventcenter.domain.source_pause import PauseState
 
 #: The aggregates as mypy sees their event classes (made by eventsourcing's ``@event``).
 SourceLog: Any = _SourceLog
@@ -57,7 +58,8 @@ class Reconciliation:
 
 @dataclass
 class SourceRow:
-    """One data source as its log recorded it. ``since`` is when it entered ``mode``."""
+    """One data source as its log recorded it. ``since`` is when it entered ``mode``;
+    ``paused`` the pause in effect (the mode is the one it resumes in)."""
 
     tenant: str
     name: str
@@ -76,6 +78,7 @@ class SourceRow:
     last_reconcile: Reconciliation | None = None
     recent: deque[ModeChange] = field(default_factory=lambda: deque(maxlen=RECENT))
     position: int = 0  # the notification id of the last event folded into it
+    paused: PauseState | None = None
 
     @property
     def key(self) -> str:
@@ -152,6 +155,10 @@ def fold_source(row: SourceRow | None, position: int, event: Any) -> SourceRow |
     elif isinstance(e, SourceLog.Reconciled):
         row.reconciliations += 1
         row.last_reconcile = Reconciliation(e.at, e.missing, e.changed, e.deleted)
+    elif isinstance(e, SourceLog.Paused):
+        row.paused = PauseState(e.at, e.reason, e.by)
+    elif isinstance(e, SourceLog.Resumed):
+        row.paused = None
     else:
         return row
     row.position = position
@@ -171,6 +178,8 @@ def row_from_json(data: dict[str, Any]) -> SourceRow:
     values["recent"] = deque((ModeChange(**c) for c in values["recent"]), maxlen=RECENT)
     last = values.get("last_reconcile")
     values["last_reconcile"] = Reconciliation(**last) if last else None
+    paused = values.get("paused")
+    values["paused"] = PauseState(**paused) if paused else None
     return SourceRow(**values)
 
 

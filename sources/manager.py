@@ -22,6 +22,16 @@ log (``ModeSwitched`` before the new mode is started); entering a mode goes thro
 one and ``SwitchRolledBack`` says why. Admission failures (the center's store) are never held
 against a path.
 
+An operator may pause a source (:meth:`SourceManager.pause`): ``Paused`` is recorded in its log
+first, then its engines stop (the push path is closed, polling and reconciliation end), so
+nothing is admitted after the call returns; outcomes already queued are still decided (a switch
+they make is recorded, and entered on resume). Positions need no care: they are committed with
+each admission and messages are acknowledged only after it, so what was read and not admitted
+comes again, and admission drops repeats. :meth:`SourceManager.resume` records ``Resumed`` and
+starts the engines again in the recorded mode from the stored positions. A paused source is
+``stop`` then ``start`` in the recorded outcomes (a replay charges no silence for the pause),
+refuses the healing controls, and stays paused when its center starts again.
+
 Time: ``clock`` paces the engines (tests pass a fake one); ``wall`` stamps decisions and
 outcomes, which outlive the process (epoch seconds by default).
 """
@@ -56,6 +66,7 @@ from eventcenter.domain.source_modes import (
     POLLING_ONLY,
     SourceModeMachine,
 )
+from eventcenter.domain.source_pause import PauseRequest, PauseResult, PauseState
 from eventcenter.domain.sources import Clock, Delivered, ItemSink, Received, SourceFailure
 from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.event_engine import EventEngine
@@ -93,6 +104,7 @@ class SourceStatus:
     paths: tuple[str, ...]
     polling_interval: float | None
     last_reconcile: ReconcileReport | None
+    paused: PauseState | None = None  # the pause in effect; ``mode`` is the one it resumes in
 
     @property
     def key(self) -> str:
@@ -163,6 +175,9 @@ class SourceRunner:
         self._first_poll: asyncio.Future[PathOutcome] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._outcomes: list[tuple[Any, ...]] = []
+        self._lock = asyncio.Lock()  # start, stop, pause and resume, one at a time
+        self._active = False  # between start and stop (paused or not)
+        self._pause: PauseState | None = None
         self.push = self._event_engine() if spec.events is not None else None
         self.polling = self._polling_engine() if spec.poll is not None else None
         self.reconciler = self._reconciler() if spec.reconcile is not None else None
@@ -232,34 +247,49 @@ class SourceRunner:
         )
         return tuple(name for name, present in declared if present)
 
+    @property
+    def paused(self) -> PauseState | None:
+        """The pause in effect, as the source's log holds it (None: not paused)."""
+        return self._pause
+
     async def start(self) -> None:
-        """Resume from the source's log (or register it), start the engines of its mode."""
+        """Resume from the source's log (or register it) and start the engines of its mode;
+        a paused source only loads its state: its engines start when it is resumed."""
+        async with self._lock:
+            self._active = True
+            await self._load_and_run()
+
+    async def _load_and_run(self) -> None:
         spec = self.spec
         now = self.wall()
-        has_push, has_poll = spec.events is not None, spec.poll is not None
 
         def resume(current: SourceLog | None) -> tuple[SourceLog, Any]:
-            if current is None:
-                current = SourceLog.register(
-                    spec.tenant,
-                    spec.name,
-                    at=now,
-                    has_push=has_push,
-                    has_poll=has_poll,
-                    config=spec.hysteresis,
-                )
-            else:
-                current.reconfigure(
-                    at=now, has_push=has_push, has_poll=has_poll, config=spec.hysteresis
-                )
-            return current, (current.hysteresis_state(now), list(current.recent))
+            current = self._registered(current, now)
+            current.reconfigure(
+                at=now,
+                has_push=spec.events is not None,
+                has_poll=spec.poll is not None,
+                config=spec.hysteresis,
+            )
+            return current, (
+                current.hysteresis_state(now),
+                list(current.recent),
+                current.pause_state,
+            )
 
-        state, recent = await self._recorder.change(spec.tenant, spec.name, resume)
+        state, recent, self._pause = await self._recorder.change(spec.tenant, spec.name, resume)
         self.recent = recent
         self.policy = Hysteresis(spec.hysteresis, state)
-        self.machine = SourceModeMachine(
-            has_push=has_push, has_poll=has_poll, initial=state.mode, name=spec.key
-        )
+        self.machine = self._machine(state.mode)
+        if self._pause is not None:
+            held = self._pause
+            log.warning(
+                "source %s is paused (by %s: %s); its engines start when it is resumed",
+                spec.key,
+                held.by,
+                held.reason,
+            )
+            return
         decisions = self.policy.restarted(now)
         self._record(Outcome(now, "start", mode=state.mode), 0)
         loop = asyncio.get_running_loop()
@@ -276,6 +306,29 @@ class SourceRunner:
             self.reconciler.start(spec.reconcile_every)
         log.info("source %s started in %s", spec.key, self.machine.mode)
 
+    def _registered(self, current: SourceLog | None, now: float) -> SourceLog:
+        """The source's log; registered now if it has none yet."""
+        if current is not None:
+            return current
+        spec = self.spec
+        return SourceLog.register(
+            spec.tenant,
+            spec.name,
+            at=now,
+            has_push=spec.events is not None,
+            has_poll=spec.poll is not None,
+            config=spec.hysteresis,
+        )
+
+    def _machine(self, mode: str) -> SourceModeMachine:
+        spec = self.spec
+        return SourceModeMachine(
+            has_push=spec.events is not None,
+            has_poll=spec.poll is not None,
+            initial=mode,
+            name=spec.key,
+        )
+
     def _resume_polling(self) -> None:
         """After a restart in a polling mode: the log's mode stands; polling starts and retries
         with back-off until the poll path answers (there is no earlier mode to go back to)."""
@@ -286,6 +339,15 @@ class SourceRunner:
 
     async def stop(self) -> None:
         """Stop the engines, then the decider (the outcomes queued so far are applied)."""
+        async with self._lock:
+            self._active = False
+            running = bool(self._tasks)  # not when paused (halted then) or never started
+            await self._stop_engines()
+            if running and self.policy is not None:
+                await self._record_stop(self.wall())
+            self._flush_outcomes()
+
+    async def _stop_engines(self) -> None:
         engines = [self.push, self.polling, self.reconciler]
         for engine in engines:
             if engine is not None:
@@ -296,18 +358,84 @@ class SourceRunner:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
-        if self.machine is not None and self.policy is not None:
+
+    async def _record_stop(self, now: float) -> None:
+        """Silence due by now is charged before the stop, as a replay of the outcomes charges
+        it, so the record and the replay stay equal. A switch it makes is recorded, not
+        entered: the engines are stopped; the next start resumes in the recorded mode."""
+        policy = self.policy
+        assert policy is not None
+        try:
+            for decision in policy.silence_check(now):
+                await self._log(decision)
+        except EventCenterError as error:
+            log.error("source %s: recording a decision failed: %s", self.spec.key, error)
+        self._record(Outcome(now, "stop", mode=policy.mode), 0)
+
+    # pause and resume ----------------------------------------------------------------------------
+
+    async def pause(self, request: PauseRequest) -> PauseResult:
+        """Record ``Paused`` in the source's log, then stop its engines (see
+        :mod:`eventcenter.domain.source_pause`). Nothing is admitted after this returns; the
+        positions stay where the last admission left them. A paused source: nothing recorded,
+        ``changed`` False. Works before the manager starts too (the source then never starts
+        its engines)."""
+        spec = self.spec
+        async with self._lock:
             now = self.wall()
-            # Silence due by now is charged before the stop, as a replay of the outcomes charges
-            # it, so the record and the replay stay equal. A switch it makes is recorded, not
-            # entered: the engines are stopped; the next start resumes in the recorded mode.
+
+            def pause(current: SourceLog | None) -> tuple[SourceLog, Any]:
+                current = self._registered(current, now)
+                changed = current.pause(at=now, reason=request.reason, by=request.by)
+                return current, (changed, current.pause_state, current.mode)
+
+            changed, self._pause, mode = await self._recorder.change(spec.tenant, spec.name, pause)
+            if self._pause is not None and self._tasks:
+                await self._halt()
+            if changed:
+                log.warning("source %s paused by %s: %s", spec.key, request.by, request.reason)
+            return PauseResult(spec.tenant, spec.name, request.action, changed, self._pause, mode)
+
+    async def _halt(self) -> None:
+        """Stop the engines of a source just paused. Outcomes queued before they stopped are
+        still decided (a switch is recorded, not entered: :meth:`_enter` sees the pause);
+        forced moves waiting are refused."""
+        await self._stop_engines()
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, _Forced):
+                item.done.set_exception(self._refused(f"force {item.to}", "the source is paused"))
+                continue
             try:
-                for decision in self.policy.silence_check(now):
-                    await self._log(decision)
+                await self._apply(self._feed(item))
             except EventCenterError as error:
                 log.error("source %s: recording a decision failed: %s", self.spec.key, error)
-            self._record(Outcome(now, "stop", mode=self.policy.mode), 0)
+        policy = self.policy
+        if policy is not None:
+            await self._record_stop(self.wall())
+            self.machine = self._machine(policy.mode)  # a switch cut short left it in transition
         self._flush_outcomes()
+
+    async def resume(self, request: PauseRequest) -> PauseResult:
+        """Record ``Resumed`` and, if the manager runs, start the engines again in the recorded
+        mode from their stored positions. A source that is not paused: nothing recorded,
+        ``changed`` False."""
+        spec = self.spec
+        async with self._lock:
+            now = self.wall()
+
+            def resume(current: SourceLog | None) -> tuple[SourceLog | None, Any]:
+                if current is None:  # never registered: not paused
+                    return None, (False, None, self.mode)
+                changed = current.resume(at=now, reason=request.reason, by=request.by)
+                return current, (changed, current.pause_state, current.mode)
+
+            changed, self._pause, mode = await self._recorder.change(spec.tenant, spec.name, resume)
+            if changed:
+                log.warning("source %s resumed by %s: %s", spec.key, request.by, request.reason)
+                if self._active:
+                    await self._load_and_run()
+            return PauseResult(spec.tenant, spec.name, request.action, changed, self._pause, mode)
 
     # outcomes ----------------------------------------------------------------------------------
 
@@ -359,6 +487,12 @@ class SourceRunner:
                     self.spec.key, f"force {item.to}", self.mode, str(error)
                 )
                 item.done.set_exception(refused)
+            except asyncio.CancelledError:  # stopped or paused under way: its caller is told
+                if isinstance(item, _Forced) and not item.done.done():
+                    item.done.set_exception(
+                        self._refused(f"force {item.to}", "the source stopped meanwhile")
+                    )
+                raise
             if isinstance(item, _Forced) and not item.done.done():
                 item.done.set_result(self.mode)
             if self._inbox.empty():
@@ -473,6 +607,8 @@ class SourceRunner:
         assert machine is not None
         if machine.mode == switch.to:
             return True
+        if self._pause is not None:  # decided while pausing: recorded; the engines start on resume
+            return True
         machine.begin(switch.to)
         problem = None
         if switch.to in POLLING_MODES:
@@ -575,7 +711,8 @@ class SourceRunner:
             raise self._refused("restart push", "the source has no push path")
         log.warning("source %s: restarting the push path (%s)", self.spec.key, reason)
         await push.stop()
-        push.start()
+        if self._pause is None:  # paused meanwhile: it stays stopped
+            push.start()
 
     async def reconcile_now(self) -> ReconcileReport:
         """Run one reconciliation now (the listing against what was delivered) and return its
@@ -612,6 +749,8 @@ class SourceRunner:
         return last is not None and last >= since and self.tally.consecutive.get(path, 0) == 0
 
     def _require_started(self) -> None:
+        if self._pause is not None:
+            raise self._refused("control", "the source is paused; resume it first")
         if self.machine is None or not self._tasks:
             raise self._refused("control", "the source is not running")
 
@@ -630,8 +769,9 @@ class SourceRunner:
             else (spec.failure_threshold, spec.success_threshold)
         )
         polling = self.polling
+        paused = self._pause
         health = self.tally.health(
-            now=self.wall(),
+            now=self.wall() if paused is None else paused.at,  # a paused source's, at its pause
             mode=mode if mode in (EVENT_ONLY, HYBRID, POLLING_ONLY) else HYBRID,
             has_push=spec.events is not None,
             failure_threshold=failure,
@@ -649,6 +789,7 @@ class SourceRunner:
             paths=self.paths,
             polling_interval=polling.current_interval if polling is not None else None,
             last_reconcile=self.last_reconcile,
+            paused=paused,
         )
 
 
@@ -755,6 +896,21 @@ class SourceManager:
             return self._runners[(tenant, name)]
         except KeyError:
             raise SourceNotFound(f"no source '{name}' of tenant '{tenant}' is registered") from None
+
+    async def pause(self, tenant: str, name: str, *, reason: str, by: str) -> PauseResult:
+        """Pause one source: ``Paused`` is recorded in its log, then its engines stop (push,
+        polling, reconciliation); its positions stay durable, so :meth:`resume` reads on from
+        them. Pausing a paused source records nothing (``changed`` False). Raises
+        :class:`SourceNotFound`, or ``InvalidPauseRequest`` (no reason, no ``by``)."""
+        request = PauseRequest.pause(by, reason)
+        return await self.runner(tenant, name).pause(request)
+
+    async def resume(self, tenant: str, name: str, *, reason: str = "", by: str) -> PauseResult:
+        """Resume a paused source: ``Resumed`` is recorded and, while the manager runs, its
+        engines start again in the recorded mode from their stored positions. Resuming a
+        source that is not paused records nothing (``changed`` False)."""
+        request = PauseRequest.resume(by, reason)
+        return await self.runner(tenant, name).resume(request)
 
     def control(self, tenant: str, source: str) -> SourceControl:
         """The healing controls of one source (see :class:`SourceControl`)."""

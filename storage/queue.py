@@ -1,4 +1,5 @@
-"""The DeliveryStore port on the store writer: the processor's durable inbox and queue."""
+"""The DeliveryStore port on the store writer: the processor's durable inbox and queue; the
+sources' recorder and the operators' pause requests waiting for them."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ from eventcenter.domain.decisions import Decision
 from eventcenter.domain.ports import AdmissionRecord, BacklogCount, StoredDelivery
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
+from eventcenter.storage import source_requests
+from eventcenter.storage.source_requests import PendingRequest
 from eventcenter.storage.writer import (
     Admission,
     AdmitCommand,
     AttemptsCommand,
+    Batch,
+    Command,
     DeadLetterCommand,
     FlushCommand,
     LoadCommand,
@@ -169,3 +174,37 @@ class DurableSourceRecorder:
                 ]
             )
         )
+
+
+class _PendingRequests(Command):
+    def apply(self, writer: StoreWriter, batch: Batch) -> list[PendingRequest]:
+        assert batch.session is not None
+        return source_requests.pending(batch.session, batch.center)
+
+
+class _RequestApplied(Command):
+    def __init__(self, request_id: int, at: float, outcome: str) -> None:
+        self.request_id = request_id
+        self.at = at
+        self.outcome = outcome
+
+    def apply(self, writer: StoreWriter, batch: Batch) -> None:
+        assert batch.session is not None
+        source_requests.mark_applied(batch.session, self.request_id, self.at, self.outcome)
+
+
+class DurableSourceRequests:
+    """The operators' pause and resume requests for this center (see
+    :mod:`eventcenter.storage.source_requests`), read and marked through the writer."""
+
+    def __init__(self, writer: StoreWriter) -> None:
+        self.writer = writer
+
+    async def pending(self) -> list[PendingRequest]:
+        """Requests left for this center and not applied yet, oldest first."""
+        found: list[PendingRequest] = await self.writer.submit(_PendingRequests())
+        return found
+
+    async def applied(self, request_id: int, at: float, outcome: str) -> None:
+        """Mark a request applied, with what came of it."""
+        await self.writer.submit(_RequestApplied(request_id, at, outcome))

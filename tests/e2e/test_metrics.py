@@ -216,3 +216,20 @@ async def test_a_data_source_shows_its_mode_and_its_recorded_switches(
     assert modes(after) == {"event_only": 0, "hybrid": 1, "polling_only": 0, "transition": 0}
     assert value(after, switches, tenant=TENANT, source=SOURCE) == 1
     assert value(restarted, switches, tenant=TENANT, source=SOURCE) == 1
+
+
+async def test_a_paused_source_shows_as_paused_in_the_mode_it_resumes_in(
+    database_url: str, tmp_path: Path
+) -> None:
+    paused = "eventcenter_source_paused"
+    async with FakeTimeCenter(center_settings(database_url, tmp_path)) as w:
+        _, running = await scrape(w.center)
+        await w.center.pause_source(TENANT, SOURCE, reason="maintenance", by="the test")
+        _, stopped = await scrape(w.center)
+        await w.center.resume_source(TENANT, SOURCE, by="the test")
+        _, resumed = await scrape(w.center)
+
+    assert value(running, paused, tenant=TENANT, source=SOURCE) == 0
+    assert value(stopped, paused, tenant=TENANT, source=SOURCE) == 1
+    assert modes(stopped)["event_only"] == 1
+    assert value(resumed, paused, tenant=TENANT, source=SOURCE) == 0

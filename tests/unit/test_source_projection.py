@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from eventcenter.center.source_report import compare, source_report, summarize
 from eventcenter.domain.hysteresis import HysteresisConfig, Switch, ThresholdRaised
 from eventcenter.domain.source_log import SourceLog
+from eventcenter.domain.source_pause import PauseState
 from eventcenter.projections import queries
 from eventcenter.projections.sources import ModeHistory, SourceRow
 from eventcenter.projections.view import ReadModel
@@ -85,6 +86,28 @@ def test_the_index_holds_what_the_aggregate_holds() -> None:
     assert row.last_reconcile is not None
     assert (row.last_reconcile.missing, row.last_reconcile.changed) == (1, 2)
     assert other is None
+
+
+def test_the_row_follows_pauses_and_the_trail_shows_them() -> None:
+    log = lived()
+    log.pause(at=T0 + 80, reason="broker upgrade", by="alice")
+    events = list(enumerate(log.collect_events(), start=1))
+    model = ReadModel(SQLAlchemyDatastore(url="sqlite:///:memory:"))
+    model.create_table()
+    model.process(events)
+    with model.datastore.transaction(commit=False) as session:
+        paused = row_of(session)
+        trail = queries.audit_page(session, queries.AuditFilter(), limit=100).entries
+    log.resume(at=T0 + 90, reason="", by="bob")
+    model.process(list(enumerate(log.collect_events(), start=len(events) + 1)))
+    with model.datastore.transaction(commit=False) as session:
+        resumed = row_of(session)
+
+    assert paused.paused == PauseState(T0 + 80, "broker upgrade", "alice")
+    assert paused.mode == log.mode, "a pause is no mode change"
+    [entry] = [e for e in trail if e.kind == "source.paused"]
+    assert (entry.at, entry.reason, entry.details["by"]) == (T0 + 80, "broker upgrade", "alice")
+    assert resumed.paused is None
 
 
 def test_a_position_folded_twice_counts_once() -> None:
