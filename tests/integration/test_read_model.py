@@ -1236,5 +1236,5 @@ async def test_a_deployment_s_chain_is_followed_across_every_aggregate_it_touche
     # Every link of a tenant's deployment is that tenant's (an API key of acme sees the chain),
     # including the measurement, adjustment and dispatches whose events record no tenant.
     assert {line["tenant"] for line in chain} == {"acme"}, [
-        (l["kind"], l["aggregate"]) for l in chain if l["tenant"] != "acme"
+        (line["kind"], line["aggregate"]) for line in chain if line["tenant"] != "acme"
     ]
