@@ -279,7 +279,7 @@ class CenterHealing:
         refused = outcome.attempts == 0
         self._report(
             tenant=failure.tenant,
-            source=f"{failure.service}/{outcome.agent}",
+            source=f"{failure.service}:{outcome.agent}",  # a notice's source takes no "/"
             component=Component.DISPATCH,
             kind="unavailable" if refused else _dispatch_kind(outcome.status, outcome.error),
             message=f"dispatch of version {outcome.version} to {outcome.url}: {outcome.error}",

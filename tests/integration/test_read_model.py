@@ -1178,7 +1178,7 @@ async def test_a_deployment_s_chain_is_followed_across_every_aggregate_it_touche
             )
 
             async def dispatch_case() -> bool:
-                return any(row.source == "api/gone" for row in await center.healing.cases.cases())
+                return any(row.source == "api:gone" for row in await center.healing.cases.cases())
 
             await wait_for(lambda: tuned(center, event_id), "the tuning run")
             await wait_for(dispatch_case, "the failed dispatch's rca case")

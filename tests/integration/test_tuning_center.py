@@ -175,6 +175,6 @@ async def test_agents_get_their_frequencies_over_http_and_a_dead_agent_opens_an_
 
             async def dispatch_case() -> bool:
                 rows = await center.healing.cases.cases()
-                return any(row.source == "api/gone" for row in rows)
+                return any(row.source == "api:gone" for row in rows)
 
             await wait_for(dispatch_case, "the dispatch failure's rca case")
