@@ -382,6 +382,11 @@ class EventCenter:
                 self._reader = CenterReader(self.settings)
             return self._reader
 
+    def reader(self) -> CenterReader:
+        """The center's read-only view of its store, shared and built on first use (its
+        calls block: call them off the event loop)."""
+        return self._read()
+
     def decisions(self) -> list[DecisionRow]:
         """The audit trail: transitions and decisions in recorded order (blocking read)."""
         return self._read().decisions()
