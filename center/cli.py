@@ -1094,7 +1094,7 @@ def list_keys(
     CenterReader(settings).close()  # a store that is not there says so, and is not created
     store = ApiKeyStore(settings.effective_url)
     try:
-        rows = store.keys()
+        rows = store.all_keys()
     finally:
         store.close()
     if as_json:

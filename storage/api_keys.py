@@ -209,7 +209,7 @@ class ApiKeyStore:
             )
         return row, key
 
-    def keys(self) -> list[ApiKey]:
+    def all_keys(self) -> list[ApiKey]:
         """Every key, oldest first (none when no key was ever made on this store)."""
         with self._engine.connect() as connection:
             if not inspect(connection).has_table(api_keys.name):
