@@ -91,7 +91,7 @@ def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
 
 
-_HTTP_ERRORS = {404: "not_found", 405: "method_not_allowed"}
+_HTTP_ERRORS = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
 
 
 def _field(location: Sequence[Any]) -> str:
@@ -120,5 +120,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> Response:
         code = _HTTP_ERRORS.get(error.status_code, "http_error")
-        refusal = Refusal(error.status_code, code, str(error.detail), headers=error.headers)
+        field = "body" if error.status_code == 400 else None
+        refusal = Refusal(
+            error.status_code, code, str(error.detail), field=field, headers=error.headers
+        )
         return refusal.response()

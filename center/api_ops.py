@@ -53,7 +53,7 @@ from eventcenter.domain.errors import (
     StoreUnavailable,
     SubscriptionError,
 )
-from eventcenter.domain.escalation import Answer
+from eventcenter.domain.escalation import ID_MAX, TEXT_MAX, Answer
 from eventcenter.domain.rca_case import CaseRow
 from eventcenter.projections.audit import DeadLetterRow
 from eventcenter.storage.writer import is_transient, short_error
@@ -103,18 +103,30 @@ class CaseDetail(BaseModel):
     steps: list[StepOut]
 
 
+#: A character that is white space or a control character for none of Python's ``strip``,
+#: JSON Schema's (ECMA-262) and pydantic's regular expressions: a text holding one is not
+#: blank once stripped, whichever of them checks it.
+_VISIBLE = "[^\\x00-\\x20\\x7f-\\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff]"
+_BY = Field(
+    None,
+    max_length=ID_MAX,
+    pattern=_VISIBLE,
+    description="who answers (default: the key's id and label)",
+)
+
+
 class AckIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str | None = Field(None, description="who answers (default: the key's id and label)")
-    note: str | None = Field(None, description="what you are doing about it")
+    by: str | None = _BY
+    note: str | None = Field(None, max_length=TEXT_MAX, description="what you are doing about it")
 
 
 class ResolveIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    by: str | None = Field(None, description="who answers (default: the key's id and label)")
-    note: str = Field(description="what was done (required)")
+    by: str | None = _BY
+    note: str = Field(max_length=TEXT_MAX, pattern=_VISIBLE, description="what was done (required)")
 
 
 class AnswerOut(BaseModel):
@@ -298,7 +310,7 @@ def ops_router(center: EventCenter, *, wall: Callable[[], float]) -> APIRouter:
     """The routes of the module docstring, on ``center`` (``wall``: now, for source health)."""
     router = APIRouter(responses=error_responses(401, 403, 422, 503))
     read = error_responses(404)
-    change = error_responses(404, 409)
+    change = error_responses(400, 404, 409)
 
     async def own_case(case_id: UUID, caller: Any) -> CaseOut:
         case = await center.healing.cases.case(case_id)

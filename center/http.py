@@ -63,6 +63,7 @@ from typing import Any
 
 import orjson
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
@@ -83,6 +84,7 @@ from eventcenter.domain.errors import (
     StoreUnavailable,
 )
 from eventcenter.domain.event import EnvelopeLimits, Event, parse_json, parse_json_batch
+from eventcenter.domain.priority import Priority
 from eventcenter.domain.sources import RAW_MAX, Received, SourceError, received_from
 from eventcenter.sources.webhook import WebhookPath
 from eventcenter.storage.api_keys import ApiKeyStore
@@ -358,33 +360,74 @@ class WebhookAccepted(BaseModel):
     items: list[dict[str, Any]]
 
 
-_ENVELOPE: dict[str, Any] = {
-    "type": "object",
-    "required": ["type"],
-    "additionalProperties": False,
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "type": {"type": "string", "example": "deployment.changed"},
-        "source": {"type": "string"},
-        "tenant": {"type": "string", "description": "must be the key's tenant"},
-        "timestamp": {"type": "string", "format": "date-time"},
-        "priority": {"type": "string", "enum": ["critical", "high", "normal", "low"]},
-        "correlation_id": {"type": "string"},
-        "metadata": {"type": "object"},
-        "payload": {"type": "object"},
-        "version": {"type": "string"},
-    },
-}
-_INGEST_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {
-            "application/json": {
-                "schema": {"oneOf": [_ENVELOPE, {"type": "array", "items": _ENVELOPE}]}
-            }
+#: What the envelope's validators accept, as JSON schema patterns (for the OpenAPI document).
+_NAME = r"^(?!.*\.\.)[A-Za-z0-9_:@-][A-Za-z0-9_.:@-]*$"
+_TYPE = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_RFC_9562 = (
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-8][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+)
+
+
+_PRIORITY_NAMES = [name for p in Priority for name in (p.name.lower(), p.name, p.name.capitalize())]
+
+
+def _ingest_body(limits: EnvelopeLimits) -> dict[str, Any]:
+    """The OpenAPI request body of ``POST /events``: an envelope or an array of them, with
+    the bounds the parser enforces (nesting depth and sizes are checked on the raw bytes)."""
+    name = {"type": "string", "minLength": 1, "maxLength": limits.max_name_length}
+    envelope: dict[str, Any] = {
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "format": "uuid", "pattern": _RFC_9562},
+            "type": {
+                "type": "string",
+                "maxLength": limits.max_type_length,
+                "pattern": _TYPE,
+                "example": "deployment.changed",
+            },
+            "source": {**name, "pattern": _NAME},
+            "tenant": {**name, "pattern": _NAME, "description": "a tenant key's own tenant"},
+            "timestamp": {
+                "oneOf": [
+                    {"type": "string", "format": "date-time"},
+                    {
+                        "type": "number",
+                        "minimum": -62135596800000,
+                        "maximum": 253402300799999,
+                        "description": "since the epoch: seconds, or milliseconds beyond"
+                        " +-2e10 (as pydantic reads numbers)",
+                    },
+                ]
+            },
+            "priority": {
+                "oneOf": [
+                    {"type": "string", "enum": _PRIORITY_NAMES},
+                    {"type": "integer", "minimum": 0, "maximum": len(Priority) - 1},
+                ]
+            },
+            "correlation_id": {
+                "type": "string",
+                "maxLength": limits.max_correlation_id_length,
+                "pattern": _PRINTABLE,
+            },
+            "metadata": {"type": "object"},
+            "payload": {"type": "object"},
+            "version": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": limits.max_version_length,
+                "pattern": _PRINTABLE,
+            },
         },
     }
-}
+    batch = {"type": "array", "items": envelope, "maxItems": limits.max_batch_events}
+    schema = {"oneOf": [envelope, batch]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
 _WEBHOOK_ITEM: dict[str, Any] = {
     "type": "object",
     "required": ["key", "version"],
@@ -396,12 +439,19 @@ _WEBHOOK_ITEM: dict[str, Any] = {
         "occurred_at": {"type": "string"},
     },
 }
+#: Any body is taken: what is not an item (or an array of them) becomes one bad item,
+#: dead-lettered with the reason, as the source's own push paths treat a bad message.
 _WEBHOOK_BODY = {
     "requestBody": {
         "required": True,
+        "description": "an item or an array of items; anything else is a bad item, reported"
+        " as dead_lettered with the reason",
         "content": {
             "application/json": {
-                "schema": {"oneOf": [_WEBHOOK_ITEM, {"type": "array", "items": _WEBHOOK_ITEM}]}
+                "schema": {},
+                "examples": {
+                    "item": {"value": {"key": "o-1", "version": 3, "data": {"total": 10}}}
+                },
             }
         },
     }
@@ -461,7 +511,7 @@ def create_app(
         response_model=Accepted,
         response_model_exclude_none=True,
         responses=error_responses(400, 401, 403, 409, 413, 415, 422, 503),
-        openapi_extra=_INGEST_BODY,
+        openapi_extra=_ingest_body(limits),
     )
     async def post_events(request: Request, caller: CurrentCaller) -> Response:
         """One event envelope (object) or a batch (array); 202 once durable. A tenant key
@@ -560,6 +610,7 @@ def create_app(
     @app.get(
         "/metrics",
         tags=["health"],
+        response_class=PlainTextResponse,
         dependencies=[] if http.public_metrics else [Depends(admin_only)],
         responses={} if http.public_metrics else error_responses(401, 403, 503),
     )
