@@ -87,8 +87,19 @@ _DESCRIPTIONS = {
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """The OpenAPI ``responses`` of a route for these error statuses, each an ErrorBody."""
-    return {code: {"model": ErrorBody, "description": _DESCRIPTIONS[code]} for code in codes}
+    """The OpenAPI ``responses`` of a route for these error statuses, each an ErrorBody in
+    JSON (also on a route whose own answer is not JSON, such as ``/metrics``)."""
+    return {
+        code: {
+            "model": ErrorBody,
+            "description": _DESCRIPTIONS[code],
+            "content": {"application/json": {"schema": {"$ref": _ERROR_BODY_REF}}},
+        }
+        for code in codes
+    }
+
+
+_ERROR_BODY_REF = "#/components/schemas/ErrorBody"
 
 
 _HTTP_ERRORS = {400: "invalid_body", 404: "not_found", 405: "method_not_allowed"}
