@@ -36,7 +36,7 @@ from uuid import UUID
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from eventcenter.center.api_auth import CurrentCaller
+from eventcenter.center.api_auth import Caller, CurrentCaller
 from eventcenter.center.api_errors import Refusal, error_responses
 from eventcenter.center.app import EventCenter
 from eventcenter.center.rca_views import case_dict, step_dict
@@ -312,7 +312,7 @@ def ops_router(center: EventCenter, *, wall: Callable[[], float]) -> APIRouter:
     read = error_responses(404)
     change = error_responses(400, 404, 409)
 
-    async def own_case(case_id: UUID, caller: Any) -> CaseOut:
+    async def own_case(case_id: UUID, caller: Caller) -> CaseOut:
         case = await center.healing.cases.case(case_id)
         if case is None or not caller.sees(case.tenant):
             raise _no_case(case_id)
@@ -338,7 +338,7 @@ def ops_router(center: EventCenter, *, wall: Callable[[], float]) -> APIRouter:
         steps = await center.healing.cases.history(case_id)
         return CaseDetail(case=case, steps=[_step(step) for step in steps])
 
-    async def answer(case_id: UUID, caller: Any, given: Answer) -> AnswerOut:
+    async def answer(case_id: UUID, caller: Caller, given: Answer) -> AnswerOut:
         await own_case(case_id, caller)
         outcome = await center.healing.answer(str(case_id), given)
         if outcome.startswith("refused"):

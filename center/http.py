@@ -45,11 +45,19 @@ retries. A body that is not JSON is one bad message (dead-lettered with the reas
 ``Retry-After`` when the path is closed or full, or the engine did not acknowledge within
 ``http.publish_wait`` seconds.
 
-``GET /health``: 200 while the process serves requests (liveness). ``GET /ready``: 200 when the
-center runs, holds its lease and its store answers; 503 with the reasons otherwise.
-``GET /metrics``: the center's Prometheus metrics in the text format, read at scrape time by
-the collector of :mod:`eventcenter.center.metrics` from a registry owned by this app (the app's
-``state.metrics_registry``), never the process-wide default one.
+``GET /health`` (or ``/healthz``): 200 while the process serves requests (liveness).
+``GET /ready`` (or ``/readyz``): 200 when the center runs, holds its lease and its store
+answers, and every readiness check added (``readiness_checks``) holds; 503 with the reasons
+otherwise. ``GET /metrics``: the center's Prometheus metrics in the text format, read at
+scrape time by the collector of :mod:`eventcenter.center.metrics` from a registry owned by
+this app (the app's ``state.metrics_registry``), never the process-wide default one.
+
+Every other route needs an API key (:mod:`eventcenter.center.api_auth`): 401 without a valid
+one. A tenant key may only send its own tenant's events (403 naming ``tenant``, and
+``index`` in a batch; nothing of the body is stored) and webhook items; ``/metrics`` (unless
+``[http] public_metrics``) and ``/health/report`` need an admin key. The operational routes
+(RCA cases, dead letters, sources) are in :mod:`eventcenter.center.api_ops`; every answer
+other than 2xx has the shape of :mod:`eventcenter.center.api_errors`.
 """
 
 from __future__ import annotations
