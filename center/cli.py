@@ -531,8 +531,9 @@ def run_service(
         ),
     ] = None,
 ) -> None:
-    """Run the center as a service: processor, sources and HTTP API ([http] settings),
-    until SIGTERM or Ctrl+C; prints one line of what was stopped. (run and serve are one.)"""
+    """Run the center as a service: processor, sources and HTTP API (settings of the http
+    table), until SIGTERM or Ctrl+C; prints one line of what was stopped. (run and serve are
+    one command.)"""
     # Imported here: only this command needs FastAPI and uvicorn, the others start faster.
     from eventcenter.center.service import serve
 
@@ -1127,7 +1128,8 @@ def revoke_key(
     database_url: UrlOpt = None,
     data_dir: DataOpt = None,
 ) -> None:
-    """Revoke an API key: a running server refuses it within [http] key_cache seconds."""
+    """Revoke an API key: a running server refuses it within key_cache seconds (5 by
+    default, in the http table)."""
     settings = _settings(config, database_url, data_dir)
     CenterReader(settings).close()
     store = ApiKeyStore(settings.effective_url)
