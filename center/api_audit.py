@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.audit_views import parse_since
-from eventcenter.center.http import Refusal
+from eventcenter.center.api_errors import Refusal
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.projections import queries
 from eventcenter.projections.explain import explain

@@ -433,6 +433,11 @@ class EventCenter:
                 self._reader = CenterReader(self.settings)
             return self._reader
 
+    def reader(self) -> CenterReader:
+        """The center's read-only view of its store, shared and built on first use (its
+        calls block: call them off the event loop)."""
+        return self._read()
+
     def decisions(self, last: int | None = None) -> list[DecisionRow]:
         """The processor's transitions and decisions in recorded order, the ``last`` ones
         (blocking read of the read model, caught up first)."""

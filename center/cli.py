@@ -1,4 +1,5 @@
-"""The ``eventcenter`` command line: run, demo, version, dead letters, audit trail, sources."""
+"""The ``eventcenter`` command line: run (serve), demo, version, dead letters, audit trail,
+sources, RCA cases, tuning runs, load tests, API keys."""
 
 from __future__ import annotations
 
@@ -47,6 +48,7 @@ from eventcenter.domain.source_pause import PauseRequest
 from eventcenter.domain.tuning_run import TuningRun
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 from eventcenter.projections.queries import MAX_PAGE, AuditFilter
+from eventcenter.storage.api_keys import ApiKey, ApiKeyStore
 from eventcenter.storage.rca_answers import AnswerBox
 from eventcenter.storage.source_requests import SourceRequestBox
 
@@ -105,6 +107,11 @@ projections_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(projections_app, name="projections")
+keys_app = typer.Typer(
+    help="API keys of the HTTP API: create one for a tenant or an admin, list, revoke.",
+    no_args_is_help=True,
+)
+app.add_typer(keys_app, name="keys")
 
 console = Console()
 errors = Console(stderr=True)
@@ -555,6 +562,7 @@ def sample_agent(
     console.print(Text(f"agent {name} stopped on {why}"), soft_wrap=True)
 
 
+@app.command("serve")
 @app.command("run")
 def run_service(
     config: ConfigOpt = None,
@@ -570,8 +578,9 @@ def run_service(
     log_format: LogFormatOpt = LogFormat.AUTO,
     log_level: LogLevelOpt = None,
 ) -> None:
-    """Run the center as a service: processor, sources and HTTP server ([http] settings),
-    until SIGTERM or Ctrl+C; prints one line of what was stopped."""
+    """Run the center as a service: processor, sources and HTTP API (settings of the http
+    table), until SIGTERM or Ctrl+C; prints one line of what was stopped. (run and serve are
+    one command.)"""
     _logging(log_format, log_level, LogLevel.INFO)
     # Imported here: only this command needs FastAPI and uvicorn, the others start faster.
     from eventcenter.center.service import serve
@@ -1280,3 +1289,109 @@ def sample_target(
         Text(f"sample target stopped: {target.served} served, {target.refused} refused"),
         soft_wrap=True,
     )
+
+
+# API keys ------------------------------------------------------------------------------------
+
+
+@keys_app.command("create")
+def create_key(
+    tenant: Annotated[
+        str | None, typer.Option(help="the tenant whose data the key reads and sends")
+    ] = None,
+    admin: Annotated[
+        bool, typer.Option("--admin", help="a key for every tenant and the admin routes")
+    ] = False,
+    label: Annotated[str, typer.Option(help="what the key is for, shown by keys list")] = "",
+    as_json: Annotated[bool, typer.Option("--json", help="print the key as JSON")] = False,
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Make an API key and print it once: the store keeps only its sha256."""
+    if (tenant is None) == (not admin):
+        _fail("keys create needs either --tenant NAME or --admin (not both)")
+    settings = _settings(config, database_url, data_dir)
+    try:
+        settings.ensure_data_dir()
+    except OSError as error:
+        _fail(f"cannot use the data dir {settings.data_dir}: {error.strerror or error}", 1)
+    store = ApiKeyStore(settings.effective_url)
+    try:
+        row, key = store.create(tenant, label, time.time())
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps({**row.as_dict(), "key": key}))
+        return
+    whose = "admin key" if row.admin else f"key for tenant {row.tenant}"
+    console.print(Text(f"created {whose}: {row.id}" + (f" ({row.label})" if row.label else "")))
+    print(key)
+    errors.print(
+        Text("this is the only time the key is shown: keep it now (the store keeps its hash)")
+    )
+
+
+@keys_app.command("list")
+def list_keys(
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Every API key, oldest first: id, scope, tenant, label, created, revoked (never the key)."""
+    settings = _settings(config, database_url, data_dir)
+    CenterReader(settings).close()  # a store that is not there says so, and is not created
+    store = ApiKeyStore(settings.effective_url)
+    try:
+        rows = store.all_keys()
+    finally:
+        store.close()
+    if as_json:
+        for row in rows:
+            print(json.dumps(row.as_dict()))
+        return
+    console.print(_keys_table(rows))
+
+
+def _keys_table(rows: list[ApiKey]) -> Table:
+    table = Table(title=f"{len(rows)} API key(s)", title_justify="left")
+    for column in ("id", "scope", "tenant", "label", "created (UTC)", "revoked (UTC)"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(
+            row.id,
+            row.scope,
+            Text(row.tenant or "-"),
+            Text(row.label or "-"),
+            when(row.created_at),
+            when(row.revoked_at) if row.revoked_at is not None else "-",
+        )
+    return table
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[str, typer.Argument(help="the key's id (keys list shows it)")],
+    config: ConfigOpt = None,
+    database_url: UrlOpt = None,
+    data_dir: DataOpt = None,
+) -> None:
+    """Revoke an API key: a running server refuses it within key_cache seconds (5 by
+    default, in the http table)."""
+    settings = _settings(config, database_url, data_dir)
+    CenterReader(settings).close()
+    store = ApiKeyStore(settings.effective_url)
+    try:
+        row, revoked = store.revoke(key_id, time.time())
+    finally:
+        store.close()
+    if revoked:
+        console.print(
+            Text(
+                f"revoked key {row.id}; a running server refuses it within"
+                f" {settings.http.key_cache:g} s"
+            )
+        )
+    else:
+        console.print(Text(f"key {row.id} was revoked already, at {when(row.revoked_at)} UTC"))

@@ -34,7 +34,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from eventcenter.domain.errors import EventCenterError, InvalidFailure
-from eventcenter.domain.escalation import Attempt, EscalationNotice
+from eventcenter.domain.escalation import Answer, Attempt, EscalationNotice
 from eventcenter.domain.event import Event
 from eventcenter.domain.failures import HandlerFailure
 from eventcenter.domain.health import (
@@ -375,6 +375,12 @@ class CenterHealing:
                 "rca case %s: %s by %s: %s", answer.case_id, answer.action, answer.by, outcome
             )
         return len(pending)
+
+    async def answer(self, case_id: str, answer: Answer) -> str:
+        """Apply a person's answer now (the HTTP API's ack and resolve, while the center runs);
+        what came of it, worded as for the answers left by the CLI (``refused: ...`` when the
+        case refused it)."""
+        return await self._apply(case_id, answer.action.value, answer.by, answer.note or "")
 
     async def _apply(self, case_id: str, action: str, by: str, note: str) -> str:
         try:

@@ -45,24 +45,47 @@ retries. A body that is not JSON is one bad message (dead-lettered with the reas
 ``Retry-After`` when the path is closed or full, or the engine did not acknowledge within
 ``http.publish_wait`` seconds.
 
-``GET /health``: 200 while the process serves requests (liveness). ``GET /ready``: 200 when the
-center runs, holds its lease and its store answers; 503 with the reasons otherwise.
-``GET /metrics``: the center's Prometheus metrics in the text format, read at scrape time by
-the collector of :mod:`eventcenter.center.metrics` from a registry owned by this app (the app's
-``state.metrics_registry``), never the process-wide default one.
+``GET /health`` (or ``/healthz``): 200 while the process serves requests (liveness).
+``GET /ready`` (or ``/readyz``): 200 when the center runs, holds its lease and its store
+answers, and every readiness check added (``readiness_checks``) holds; 503 with the reasons
+otherwise. ``GET /metrics``: the center's Prometheus metrics in the text format, read at
+scrape time by the collector of :mod:`eventcenter.center.metrics` from a registry owned by
+this app (the app's ``state.metrics_registry``), never the process-wide default one.
+
+Every other route needs an API key (:mod:`eventcenter.center.api_auth`): 401 without a valid
+one. A tenant key may only send its own tenant's events (403 naming ``tenant``, and
+``index`` in a batch; nothing of the body is stored) and webhook items; ``/metrics`` (unless
+``[http] public_metrics``) and ``/health/report`` need an admin key. The operational routes
+(RCA cases, dead letters, sources) are in :mod:`eventcenter.center.api_ops`; every answer
+other than 2xx has the shape of :mod:`eventcenter.center.api_errors`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel
 
+from eventcenter.center.api_auth import (
+    AdminCaller,
+    ApiAuth,
+    CurrentCaller,
+    admin_only,
+    authenticated,
+)
+from eventcenter.center.api_audit import audit_router
+from eventcenter.center.api_errors import Refusal, error_responses, install_error_handlers
+from eventcenter.center.api_errors import json_response as _json
+from eventcenter.center.api_ops import ops_router, refusal_for
 from eventcenter.center.app import EventCenter
 from eventcenter.center.dashboard import dashboard_router
 from eventcenter.center.metrics import center_registry
@@ -77,10 +100,19 @@ from eventcenter.domain.errors import (
     StoreUnavailable,
 )
 from eventcenter.domain.event import EnvelopeLimits, Event, parse_json, parse_json_batch
+from eventcenter.domain.priority import Priority
 from eventcenter.domain.sources import RAW_MAX, Received, SourceError, received_from
 from eventcenter.sources.webhook import WebhookPath
+from eventcenter.storage.api_keys import ApiKeyStore
 
-__all__ = ["IDEMPOTENCY_HEADER", "Ingest", "Refusal", "create_app", "not_ready"]
+__all__ = [
+    "IDEMPOTENCY_HEADER",
+    "Ingest",
+    "ReadinessCheck",
+    "Refusal",
+    "create_app",
+    "not_ready",
+]
 
 log = logging.getLogger("eventcenter.http")
 
@@ -91,45 +123,9 @@ _JSON_SPACE = b" \t\r\n"
 #: to the mapping it passes: each request looks its path up anew.
 Webhooks = Mapping[tuple[str, str], WebhookPath]
 
-
-class Refusal(Exception):
-    """An answer other than 2xx, with what to fix; turned into the JSON error body."""
-
-    def __init__(
-        self,
-        status: int,
-        error: str,
-        reason: str,
-        *,
-        field: str | None = None,
-        index: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.error = error
-        self.reason = reason
-        self.field = field
-        self.index = index
-        self.retry_after = retry_after
-
-    def response(self) -> Response:
-        body: dict[str, Any] = {"error": self.error}
-        if self.field is not None:
-            body["field"] = self.field
-        if self.index is not None:
-            body["index"] = self.index
-        body["reason"] = self.reason
-        headers = None
-        if self.retry_after is not None:
-            headers = {"Retry-After": str(max(0, round(self.retry_after)))}
-        return _json(self.status, body, headers)
-
-
-def _json(status: int, body: Any, headers: Mapping[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
-    )
+#: One more condition of readiness (``GET /ready``, ``/readyz``): why the center is not ready,
+#: or None when this condition holds. May be a coroutine function; it must answer quickly.
+ReadinessCheck = Callable[[], str | Awaitable[str | None] | None]
 
 
 def not_ready(center: EventCenter) -> list[str]:
@@ -375,17 +371,134 @@ def _outcome(message: Received) -> dict[str, Any]:
 # --- the app ------------------------------------------------------------------------------------
 
 
+class Accepted(BaseModel):
+    """``POST /events``: the id of the one event, or the ids of a batch, in order."""
+
+    id: str | None = None
+    ids: list[str] | None = None
+
+
+class WebhookAccepted(BaseModel):
+    """``POST /sources/{tenant}/{source}/webhook``: each item's outcome, in order."""
+
+    items: list[dict[str, Any]]
+
+
+#: What the envelope's validators accept, as JSON schema patterns (for the OpenAPI document).
+_NAME = r"^(?!.*\.\.)[A-Za-z0-9_:@-][A-Za-z0-9_.:@-]*$"
+_TYPE = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
+_PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+_RFC_9562 = (
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[1-8][0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+)
+
+
+_PRIORITY_NAMES = [name for p in Priority for name in (p.name.lower(), p.name, p.name.capitalize())]
+
+
+def _ingest_body(limits: EnvelopeLimits) -> dict[str, Any]:
+    """The OpenAPI request body of ``POST /events``: an envelope or an array of them, with
+    the bounds the parser enforces (nesting depth and sizes are checked on the raw bytes)."""
+    name = {"type": "string", "minLength": 1, "maxLength": limits.max_name_length}
+    envelope: dict[str, Any] = {
+        "type": "object",
+        "required": ["type"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string", "format": "uuid", "pattern": _RFC_9562},
+            "type": {
+                "type": "string",
+                "maxLength": limits.max_type_length,
+                "pattern": _TYPE,
+                "example": "deployment.changed",
+            },
+            "source": {**name, "pattern": _NAME},
+            "tenant": {**name, "pattern": _NAME, "description": "a tenant key's own tenant"},
+            "timestamp": {
+                "oneOf": [
+                    {"type": "string", "format": "date-time"},
+                    {
+                        "type": "number",
+                        "minimum": -62135596800000,
+                        "maximum": 253402300799999,
+                        "description": "since the epoch: seconds, or milliseconds beyond"
+                        " +-2e10 (as pydantic reads numbers)",
+                    },
+                ]
+            },
+            "priority": {
+                "oneOf": [
+                    {"type": "string", "enum": _PRIORITY_NAMES},
+                    {"type": "integer", "minimum": 0, "maximum": len(Priority) - 1},
+                ]
+            },
+            "correlation_id": {
+                "type": "string",
+                "maxLength": limits.max_correlation_id_length,
+                "pattern": _PRINTABLE,
+            },
+            "metadata": {"type": "object"},
+            "payload": {"type": "object"},
+            "version": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": limits.max_version_length,
+                "pattern": _PRINTABLE,
+            },
+        },
+    }
+    batch = {"type": "array", "items": envelope, "maxItems": limits.max_batch_events}
+    schema = {"oneOf": [envelope, batch]}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+_WEBHOOK_ITEM: dict[str, Any] = {
+    "type": "object",
+    "required": ["key", "version"],
+    "properties": {
+        "key": {"type": "string"},
+        "version": {"type": ["string", "integer"]},
+        "data": {"type": "object"},
+        "deleted": {"type": "boolean"},
+        "occurred_at": {"type": "string"},
+    },
+}
+#: Any body is taken: what is not an item (or an array of them) becomes one bad item,
+#: dead-lettered with the reason, as the source's own push paths treat a bad message.
+_WEBHOOK_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "an item or an array of items; anything else is a bad item, reported"
+        " as dead_lettered with the reason",
+        "content": {
+            "application/json": {
+                "schema": {},
+                "examples": {
+                    "item": {"value": {"key": "o-1", "version": 3, "data": {"total": 10}}}
+                },
+            }
+        },
+    }
+}
+
+
 def create_app(
     center: EventCenter,
     *,
     webhooks: Webhooks | None = None,
     settings: HttpSettings | None = None,
+    readiness_checks: Sequence[ReadinessCheck] = (),
+    clock: Callable[[], float] = time.monotonic,
+    wall: Callable[[], float] = time.time,
 ) -> FastAPI:
     """The HTTP API of ``center``; see the module docstring.
 
     ``webhooks`` maps (tenant, source) to the source's webhook path (looked up per request);
-    ``settings`` default to ``center.settings.http``. The app's ``state.ingest`` is the
-    :class:`Ingest` to :meth:`~Ingest.drain` after the server stopped.
+    ``settings`` default to ``center.settings.http``. ``readiness_checks`` add conditions to
+    ``/ready`` and ``/readyz`` (the app's ``state.readiness_checks`` list takes more later).
+    ``clock`` times the API key cache, ``wall`` is now for the sources' health. The app's
+    ``state.ingest`` is the :class:`Ingest` to :meth:`~Ingest.drain` after the server stopped,
+    ``state.auth`` the :class:`~eventcenter.center.api_auth.ApiAuth` its routes depend on.
     """
     http = settings or center.settings.http
     paths: Webhooks = webhooks if webhooks is not None else {}
@@ -395,32 +508,63 @@ def create_app(
 
     app = FastAPI(
         title="eventcenter",
-        summary="Ingest events and webhook items into an event-sourced processing center.",
+        summary="Ingest events and webhook items into an event-sourced processing center;"
+        " read and answer its RCA cases, dead letters and data sources.",
     )
+    app.state.center = center
     app.state.ingest = ingest
+    app.state.auth = ApiAuth(
+        ApiKeyStore(center.settings.effective_url) if http.auth == "keys" else None,
+        cache_seconds=http.key_cache,
+        retry_after=http.retry_after,
+        clock=clock,
+    )
+    checks: list[ReadinessCheck] = list(readiness_checks)
+    app.state.readiness_checks = checks
     registry = app.state.metrics_registry = center_registry(center)
+    install_error_handlers(app)
 
-    @app.exception_handler(Refusal)
-    async def refused(request: Request, refusal: Refusal) -> Response:
-        return refusal.response()
+    @app.exception_handler(EventCenterError)
+    async def failed(request: Request, error: EventCenterError) -> Response:
+        return refusal_for(error, http.retry_after).response()
 
-    from eventcenter.center.api_audit import audit_router  # it builds on this module
+    app.include_router(audit_router(center, caller=authenticated))
+    app.include_router(dashboard_router(center, caller=authenticated))
 
-    app.include_router(audit_router(center))
-    app.include_router(dashboard_router(center))
-
-    @app.post("/events", status_code=202)
-    async def post_events(request: Request) -> Response:
-        """One event envelope (object) or a batch (array); 202 once durable."""
+    @app.post(
+        "/events",
+        status_code=202,
+        tags=["ingest"],
+        response_model=Accepted,
+        response_model_exclude_none=True,
+        responses=error_responses(400, 401, 403, 409, 413, 415, 422, 503),
+        openapi_extra=_ingest_body(limits),
+    )
+    async def post_events(request: Request, caller: CurrentCaller) -> Response:
+        """One event envelope (object) or a batch (array); 202 once durable. A tenant key
+        sends its own tenant's events only (403 naming ``tenant``, and ``index`` in a batch)."""
         body = await _read_body(request, max(limits.max_body_bytes, limits.max_batch_bytes))
         events, batch = _events(body, limits)
+        for index, event in enumerate(events):
+            caller.may_write(event.tenant, index=index if batch else None)
         keys = _keys(request, len(events), batch, processor.max_key_length)
         ids = await ingest.publish(events, keys)
         return _json(202, {"ids": ids} if batch else {"id": ids[0]})
 
-    @app.post("/sources/{tenant}/{source}/webhook", status_code=202)
-    async def post_webhook(tenant: str, source: str, request: Request) -> Response:
-        """One item or an array of items for a webhook source; 202 once admitted."""
+    @app.post(
+        "/sources/{tenant}/{source}/webhook",
+        status_code=202,
+        tags=["ingest"],
+        response_model=WebhookAccepted,
+        responses=error_responses(401, 403, 404, 413, 415, 503),
+        openapi_extra=_WEBHOOK_BODY,
+    )
+    async def post_webhook(
+        tenant: str, source: str, request: Request, caller: CurrentCaller
+    ) -> Response:
+        """One item or an array of items for a webhook source; 202 once admitted. Needs a
+        key of that tenant (or an admin key)."""
+        caller.may_write(tenant)
         path = paths.get((tenant, source))
         if path is None:
             raise Refusal(
@@ -453,16 +597,17 @@ def create_app(
                 path.withdraw(offered)
         return _json(202, {"items": [_outcome(message) for message in admitted]})
 
-    @app.get("/health")
+    @app.get("/health", tags=["health"])
+    @app.get("/healthz", tags=["health"])
     async def health() -> Response:
-        """Liveness: the process serves requests."""
+        """Liveness: the process serves requests (no key needed)."""
         return _json(200, {"status": "ok"})
 
-    @app.get("/health/report")
-    async def health_report() -> Response:
+    @app.get("/health/report", tags=["health"], responses=error_responses(401, 403, 503))
+    async def health_report(caller: AdminCaller) -> Response:
         """The health checks' report (per service: status, response time, consecutive
         failures and successes, totals; counts by status), the recovery statistics and every
-        circuit breaker's state."""
+        circuit breaker's state. Admin keys only."""
         healing = center.healing
         return _json(
             200,
@@ -473,21 +618,37 @@ def create_app(
             },
         )
 
-    @app.get("/ready")
+    @app.get("/ready", tags=["health"])
+    @app.get("/readyz", tags=["health"])
     async def ready() -> Response:
-        """Readiness: the center runs, holds its lease and its store answers."""
+        """Readiness: the center runs, holds its lease and its store answers, and every added
+        readiness check holds (no key needed)."""
         reasons = not_ready(center)
+        for check in checks:
+            reason = check()
+            if inspect.isawaitable(reason):
+                reason = await reason
+            if reason:
+                reasons.append(reason)
         if reasons:
             return _json(503, {"ready": False, "reasons": reasons})
         return _json(200, {"ready": True})
 
-    @app.get("/metrics")
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=PlainTextResponse,
+        dependencies=[] if http.public_metrics else [Depends(admin_only)],
+        responses={} if http.public_metrics else error_responses(401, 403, 503),
+    )
     async def metrics() -> Response:
-        """The center's metrics in the Prometheus text format, computed now.
+        """The center's metrics in the Prometheus text format, computed now (an admin key,
+        unless ``[http] public_metrics``).
 
         Collected here, on the center's event loop, which owns the processor's figures."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
+    app.include_router(ops_router(center, wall=wall))
     return app
 
 

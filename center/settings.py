@@ -82,14 +82,20 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     max_lag = 10000                       # events behind the log before /readyz is not ready
 
     [http]
-    # The HTTP server of ``eventcenter run``: ingest (POST /events), webhook push sources,
-    # /health and /ready. Loopback by default: put a proxy with TLS in front to expose it.
+    # The HTTP server of ``eventcenter run`` (or ``serve``): ingest (POST /events), webhook
+    # push sources, RCA cases, dead letters, sources, /healthz and /readyz. Loopback by
+    # default: put a proxy with TLS in front to expose it.
     enabled = true                        # false: run the center and its sources without it
     host = "127.0.0.1"                    # address to listen on ("0.0.0.0": every interface)
     port = 8080                           # 0 picks a free port (printed at start)
     publish_wait = 30.0                   # seconds a request waits for its events to be durable
     retry_after = 1                       # seconds a 503 answer tells the client to wait
     shutdown_timeout = 10                 # seconds requests in progress get to finish at stop
+    auth = "keys"                         # API keys (eventcenter keys create); "none": every
+                                          # caller is admin, allowed on a loopback host only
+    key_cache = 5.0                       # seconds a key looked up is trusted (a revoked key
+                                          # is refused within this)
+    public_metrics = false                # true: GET /metrics without an admin key
 
     [healing]
     # Self-healing: failures become RCA cases, healed (each action re-checked) or escalated
@@ -180,13 +186,15 @@ A complete ``eventcenter.toml`` (every key, with its default)::
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -282,6 +290,43 @@ class HttpSettings(BaseModel):
     shutdown_timeout: int = Field(
         10, ge=0, description="seconds requests in progress get to finish when stopping"
     )
+    auth: Literal["keys", "none"] = Field(
+        "keys",
+        description="'keys': every endpoint but health and readiness needs an API key;"
+        " 'none': every caller is admin (only on a loopback host)",
+    )
+    key_cache: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="seconds an API key looked up is trusted before it is looked up again: a"
+        " revoked key is refused within this",
+    )
+    public_metrics: bool = Field(
+        False, description="serve GET /metrics without an admin key (for a scraper on loopback)"
+    )
+
+    @model_validator(mode="after")
+    def _open_only_on_loopback(self) -> Self:
+        if self.auth == "none" and self.enabled and not is_loopback(self.host):
+            raise PydanticCustomError(
+                "auth_off_beyond_loopback",
+                'auth = "none" makes every caller an admin, so it is refused on host {host}:'
+                ' use a loopback host (127.0.0.1, ::1, localhost) or auth = "keys" with'
+                " eventcenter keys create",
+                {"host": repr(self.host)},
+            )
+        return self
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) only listens on this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class CenterSettings(BaseSettings):

@@ -20,6 +20,7 @@
     ├── StoreUnavailable        the database cannot be reached or used (URL without password)
     │   └── StoreNotFound       a read-only command found no store where it was told to look
     ├── CenterLocked            another process is the active center of that name on that store
+    ├── ApiKeyRefused           an API key cannot be created or revoked as asked
     ├── LeaseLost               this process is no longer the active center (fenced off)
     ├── ReplayRefused           a dead letter is not pending (being replayed, or replayed)
     ├── HandlerTimeout          the reason on a handler attempt that ran past its timeout
@@ -208,6 +209,11 @@ class StoreNotFound(StoreUnavailable):
 
 class CenterLocked(EventCenterError):
     """Raised when another process is already the active center of this name on this store."""
+
+
+class ApiKeyRefused(EventCenterError):
+    """Raised when an API key cannot be created or revoked as asked: a tenant name that is not
+    valid, a label too long, an id that names no key. The message says which."""
 
 
 class LeaseLost(EventCenterError):

@@ -399,7 +399,10 @@ class Event(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None or value.utcoffset() is None:
             raise ValueError("must be timezone-aware (UTC)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 0001-01-01T00:00+01:00 is before the year 1 in UTC
+            raise ValueError("is outside the years 1 to 9999 once converted to UTC") from None
 
     @field_validator("priority", mode="before")
     @classmethod

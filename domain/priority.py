@@ -18,6 +18,8 @@ class Priority(IntEnum):
         """Accept a Priority, its rank, or its name in any case ("high")."""
         if isinstance(value, Priority):
             return value
+        if isinstance(value, bool):  # an int to Python, never a rank to a sender
+            raise ValueError(f"must be a priority name or rank, got {value!r}")
         if isinstance(value, str):
             try:
                 return cls[value.strip().upper()]

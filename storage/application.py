@@ -8,7 +8,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Engine, make_url
 
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
 from eventcenter.domain.breaker_log import BreakerLog
@@ -61,6 +61,19 @@ class CenterApplication(Application[UUID]):
         if cache_size:
             env["AGGREGATE_CACHE_MAXSIZE"] = str(cache_size)
         super().__init__(env=env)
+
+    def close(self) -> None:
+        """Close the application and its database connections.
+
+        The persistence module keeps its engine's pool until the engine is garbage collected,
+        which whatever still refers to the application (an HTTP app's routes, a test's
+        frame) can put off for as long as the process lives: on PostgreSQL each closed
+        center would keep its connections open."""
+        super().close()
+        engine = getattr(self.recorder, "datastore", None)
+        engine = getattr(engine, "engine", None)
+        if isinstance(engine, Engine):
+            engine.dispose()
 
     def create_tables(self) -> None:
         """Create the events and snapshots tables if missing (writers only, at start)."""

@@ -65,7 +65,14 @@ from eventcenter.domain.rca_case import RcaCase
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
 from eventcenter.domain.tuning_run import ServiceTuning
-from eventcenter.storage import inbox, rca_answers, rca_state, source_requests, source_state
+from eventcenter.storage import (
+    api_keys,
+    inbox,
+    rca_answers,
+    rca_state,
+    source_requests,
+    source_state,
+)
 from eventcenter.storage.application import CenterApplication
 
 log = logging.getLogger("eventcenter.storage")
@@ -209,6 +216,7 @@ class StoreWriter:
                 rca_state.metadata.create_all(session.connection(), checkfirst=True)
                 rca_answers.create_tables(session.connection())
                 source_requests.create_tables(session.connection())
+                api_keys.create_tables(session.connection())
                 inbox.ensure_commit_row(session, self.center)
             self._processor_log = self.app.processor_log(self.center)
         except Exception as error:

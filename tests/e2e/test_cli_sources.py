@@ -209,7 +209,7 @@ def test_a_typo_in_a_source_table_is_one_line_naming_its_place(tmp_path: Path) -
 def test_run_runs_the_declared_sources_and_the_cli_reads_them_beside_it(tmp_path: Path) -> None:
     config = tmp_path / "center.toml"
     config.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n[http]\nport = 0\n'
+        f'data_dir = "{tmp_path / "data"}"\n[http]\nport = 0\nauth = "none"\n'
         '[[sources]]\ntenant = "acme"\nname = "orders"\nevents = { kind = "webhook" }\n',
         encoding="utf-8",
     )

@@ -60,7 +60,7 @@ def settings_for(url: str, tmp_path: Path, **processor: Any) -> CenterSettings:
         processor=ProcessorSettings.model_validate(
             {"backoff_base": 0.001, "backoff_max": 0.002, "max_attempts": 2, **processor}
         ),
-        http=HttpSettings(port=0, publish_wait=10.0),
+        http=HttpSettings(port=0, publish_wait=10.0, auth="none"),
     )
 
 
@@ -365,7 +365,9 @@ async def test_a_center_that_lost_its_lease_answers_409_and_is_not_ready(
     database_url: str, tmp_path: Path
 ) -> None:
     center = EventCenter(settings_for(database_url, tmp_path), lease_check_interval=0.01)
-    service = Service(center, settings=HttpSettings(enabled=False), watch_interval=0.01)
+    service = Service(
+        center, settings=HttpSettings(enabled=False, auth="none"), watch_interval=0.01
+    )
     await service.start()
     try:
         transport = httpx.ASGITransport(app=service.app)
@@ -405,7 +407,7 @@ async def test_a_store_outage_is_503_and_a_retry_with_the_same_key_is_admitted_o
     center = EventCenter(settings_for(pg_proxy.url, tmp_path), builtin_handlers=False)
     recorder = Recorder()
     center.processor.subscribe("order.#", recorder, name="recorder")
-    impatient = create_app(center, settings=HttpSettings(publish_wait=0.5))
+    impatient = create_app(center, settings=HttpSettings(publish_wait=0.5, auth="none"))
     patient = create_app(center)
     async with (
         center,
@@ -584,7 +586,9 @@ async def test_a_webhook_item_not_acknowledged_in_time_is_503_and_withdrawn(
     center = EventCenter(settings_for(database_url, tmp_path))
     path = WebhookPath("acme", "orders")
     app = create_app(
-        center, webhooks={("acme", "orders"): path}, settings=HttpSettings(publish_wait=0.001)
+        center,
+        webhooks={("acme", "orders"): path},
+        settings=HttpSettings(publish_wait=0.001, auth="none"),
     )
     async with center:
         await path.open(None)
@@ -671,7 +675,7 @@ def run_env() -> dict[str, str]:
 
 def config_file(tmp_path: Path, port: int = 0) -> Path:
     config = tmp_path / "center.toml"
-    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[http]\nport = {port}\n')
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[http]\nport = {port}\nauth = "none"\n')
     return config
 
 

@@ -18,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from eventcenter.center.app import EventCenter
 from eventcenter.center.http import create_app
+from eventcenter.center.settings import HttpSettings
 from eventcenter.domain.event import Event
 from eventcenter.handlers.context import Context
 from tests.e2e.test_http import GUARD_S, JSON, Recorder, settings_for
@@ -25,6 +26,9 @@ from tests.source_center import FakeTimeCenter, center_settings
 from tests.unit.source_fakes import SOURCE, TENANT
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+#: Every caller is admin: these tests are about the figures (keys: tests/e2e/test_api_keys.py).
+OPEN = HttpSettings(auth="none")
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -47,7 +51,7 @@ async def refuse(event: Event, ctx: Context) -> None:
 
 
 async def scrape(center: EventCenter) -> tuple[httpx.Response, Samples]:
-    transport = httpx.ASGITransport(app=create_app(center))
+    transport = httpx.ASGITransport(app=create_app(center, settings=OPEN))
     async with httpx.AsyncClient(transport=transport, base_url="http://center") as http:
         answer = await http.get("/metrics")
     assert answer.status_code == 200, answer.text
@@ -55,7 +59,7 @@ async def scrape(center: EventCenter) -> tuple[httpx.Response, Samples]:
 
 
 async def publish(center: EventCenter, *events: dict[str, object]) -> None:
-    transport = httpx.ASGITransport(app=create_app(center))
+    transport = httpx.ASGITransport(app=create_app(center, settings=OPEN))
     async with httpx.AsyncClient(transport=transport, base_url="http://center") as http:
         answer = await http.post("/events", content=orjson.dumps(list(events)), headers=JSON)
     assert answer.status_code == 202, answer.text
@@ -122,7 +126,7 @@ async def test_deliveries_waiting_for_a_subscription_are_shown_as_queued(
     recorder = Recorder()
     center.processor.subscribe(["order.#"], recorder, name="orders")
     center.processor.pause("orders")
-    transport = httpx.ASGITransport(app=create_app(center))
+    transport = httpx.ASGITransport(app=create_app(center, settings=OPEN))
     async with httpx.AsyncClient(transport=transport, base_url="http://center") as http:
         body = orjson.dumps([envelope("order.created", "acme")] * 4)
         assert (await http.post("/events", content=body, headers=JSON)).status_code == 202
