@@ -22,9 +22,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
+from eventcenter.center.api_errors import Refusal, error_responses
 from eventcenter.center.app import EventCenter
 from eventcenter.center.audit_views import parse_since
-from eventcenter.center.api_errors import Refusal
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.projections import queries
 from eventcenter.projections.explain import explain
@@ -80,13 +80,6 @@ class ExplanationOut(BaseModel):
     after: list[AuditEntryOut]
 
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    403: {"description": "the key's tenant may not read this"},
-    404: {"description": "no such decision (or not the caller's)"},
-    422: {"description": "a parameter is invalid; 'field' names it"},
-}
-
-
 def _time(value: str | None, name: str) -> float | None:
     if value is None:
         return None
@@ -119,7 +112,7 @@ def _everyone() -> None:
 def audit_router(center: EventCenter, caller: Callable[..., Any] | None = None) -> APIRouter:
     """The audit endpoints of ``center``; ``caller`` is the auth dependency (default: every
     request is an admin's)."""
-    router = APIRouter(tags=["audit"], responses=_ERRORS)
+    router = APIRouter(tags=["audit"], responses=error_responses(401, 403, 404, 422, 503))
     who = Depends(caller or _everyone)
     runner = center.projections
     datastore: Any = runner.model.datastore

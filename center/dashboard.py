@@ -45,6 +45,7 @@ from typing import Annotated, Any, Protocol, TypeVar
 import orjson
 from fastapi import APIRouter, Depends, Response
 
+from eventcenter.center.api_errors import error_responses
 from eventcenter.center.app import EventCenter
 from eventcenter.center.source_views import verdict
 from eventcenter.domain import fsm
@@ -169,7 +170,7 @@ def dashboard_router(
     page = (files / PAGE).read_bytes()
     assets = {name: ((files / name).read_bytes(), media) for name, media in ASSETS.items()}
     reads = OneReadAtATime(read_timeout)
-    router = APIRouter()
+    router = APIRouter(responses=error_responses(401, 503))
 
     @router.get("/dashboard", include_in_schema=False)
     async def dashboard_page() -> Response:

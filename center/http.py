@@ -75,6 +75,7 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel
 
+from eventcenter.center.api_audit import audit_router
 from eventcenter.center.api_auth import (
     AdminCaller,
     ApiAuth,
@@ -82,7 +83,6 @@ from eventcenter.center.api_auth import (
     admin_only,
     authenticated,
 )
-from eventcenter.center.api_audit import audit_router
 from eventcenter.center.api_errors import Refusal, error_responses, install_error_handlers
 from eventcenter.center.api_errors import json_response as _json
 from eventcenter.center.api_ops import ops_router, refusal_for

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ import orjson
 import pytest
 
 from tests.conftest import unavailable
-from tests.e2e.test_http import GUARD_S, JSON, Running
+from tests.e2e.test_http import GUARD_S, JSON, SCRIPT, Running
 
 pytestmark = pytest.mark.browser
 
@@ -144,18 +145,43 @@ def center(tmp_path: Path, feed: Feed) -> Iterator[Running]:
         child.kill()
 
 
+@pytest.fixture
+def keys(center: Running, tmp_path: Path) -> dict[str, str]:
+    """An admin key and a key of tenant acme, made with ``eventcenter keys create``."""
+    made = {}
+    for who, scope in (("admin", ["--admin"]), ("acme", ["--tenant", "acme"])):
+        created = subprocess.run(
+            [
+                str(SCRIPT),
+                "keys",
+                "create",
+                *scope,
+                "--json",
+                "--config",
+                str(tmp_path / "center.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=GUARD_S,
+            check=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("EVENTCENTER_")},
+        )
+        made[who] = json.loads(created.stdout.strip().splitlines()[-1])["key"]
+    return made
+
+
 def url_of(child: Running) -> str:
     started = child.line_with("running on")
     return started.split("HTTP on ", 1)[1].split(";", 1)[0]
 
 
 def test_the_dashboard_shows_the_source_falling_back_and_the_processor_adjusting(
-    center: Running, page: Any, feed: Feed, tmp_path: Path
+    center: Running, keys: dict[str, str], page: Any, feed: Feed, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
     url = url_of(center)
-    page.goto(f"{url}/dashboard")
+    page.goto(f"{url}/dashboard#key={keys['admin']}")
     expect(page.get_by_test_id("connection")).to_have_text("live", timeout=WAIT_MS)
     expect(page.get_by_test_id("processor-state")).to_have_text("stable")
 
@@ -169,7 +195,7 @@ def test_the_dashboard_shows_the_source_falling_back_and_the_processor_adjusting
                     "payload": {"service": "checkout", "observed_ms": 900, "threshold_ms": 200},
                 }
             ),
-            headers=JSON,
+            headers={**JSON, "Authorization": f"Bearer {keys['acme']}"},
         )
     assert posted.status_code == 202, posted.text
 
@@ -212,7 +238,7 @@ def test_the_dashboard_shows_the_source_falling_back_and_the_processor_adjusting
 
 
 def test_the_key_in_the_fragment_is_sent_as_a_bearer_token_and_kept_out_of_the_address_bar(
-    center: Running, page: Any
+    center: Running, keys: dict[str, str], page: Any
 ) -> None:
     from playwright.sync_api import expect
 
@@ -222,7 +248,7 @@ def test_the_key_in_the_fragment_is_sent_as_a_bearer_token_and_kept_out_of_the_a
         return bool(request.url.endswith("/dashboard/state"))
 
     with page.expect_request(asks_state, timeout=WAIT_MS) as asked:
-        page.goto(f"{url}/dashboard#key=s3cret-of-acme")
+        page.goto(f"{url}/dashboard#key={keys['acme']}")
     first = asked.value.all_headers().get("authorization")
     expect(page.get_by_test_id("connection")).to_have_text("live", timeout=WAIT_MS)
     address = page.url
@@ -231,26 +257,31 @@ def test_the_key_in_the_fragment_is_sent_as_a_bearer_token_and_kept_out_of_the_a
         page.reload()
     after_reload = asked.value.all_headers().get("authorization")
 
-    assert first == "Bearer s3cret-of-acme"
+    assert first == f"Bearer {keys['acme']}"
     assert address == f"{url}/dashboard", "the key left the address bar"
-    assert kept == "s3cret-of-acme"
-    assert after_reload == "Bearer s3cret-of-acme", "kept for the tab's session"
+    assert kept == keys["acme"]
+    assert after_reload == f"Bearer {keys['acme']}", "kept for the tab's session"
 
 
-def test_a_refused_key_is_said_on_the_page(center: Running, page: Any) -> None:
+def test_a_refused_key_is_said_on_the_page(
+    center: Running, keys: dict[str, str], page: Any
+) -> None:
     from playwright.sync_api import expect
 
     url = url_of(center)
-    # The center here has no keys: the browser answers the refusal an authenticating one gives.
+    page.goto(f"{url}/dashboard#key=wrong")
+    notice = page.get_by_test_id("auth-needed")
+    expect(notice).to_be_visible(timeout=WAIT_MS)  # refused by the center itself
+    # Then a refusal with a known text, and a good key after it.
     page.route(
         "**/dashboard/state",
         lambda route: route.fulfill(
             status=401, content_type="application/json", body='{"detail": "unknown API key"}'
         ),
     )
-    page.goto(f"{url}/dashboard#key=wrong")
+    page.goto(f"{url}/dashboard#key={keys['acme']}")
+    page.reload()
 
-    notice = page.get_by_test_id("auth-needed")
     expect(notice).to_be_visible(timeout=WAIT_MS)
     expect(notice).to_have_text(
         "this API key was refused: unknown API key. Open /dashboard#key=YOUR_KEY"

@@ -20,6 +20,7 @@ from fastapi import FastAPI, HTTPException
 from eventcenter.center.app import EventCenter
 from eventcenter.center.dashboard import CONTENT_SECURITY_POLICY, Viewer, dashboard_router
 from eventcenter.center.http import create_app
+from eventcenter.center.settings import HttpSettings
 from eventcenter.domain.event import Event
 from eventcenter.domain.source_modes import HYBRID
 from eventcenter.handlers.context import Context
@@ -85,7 +86,7 @@ async def test_the_state_shows_sources_switches_processor_queues_and_decisions(
     w = center_with_handlers(database_url, tmp_path)
     async with w:
         await busy_center(w)
-        shown = await state(create_app(w.center))
+        shown = await state(create_app(w.center, settings=HttpSettings(port=0, auth="none")))
         switch = w.runner.recent[-1]
         health = w.runner.status().health
         w.center.processor.resume("orders")
