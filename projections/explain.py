@@ -114,19 +114,25 @@ def _rule(entry: AuditEntry) -> str:
 
 
 def _state(session: Session, entry: AuditEntry, history: list[AuditEntry]) -> dict[str, Any]:
-    """What the aggregate's earlier events say about its state when the decision was taken."""
+    """What the aggregate's earlier events say about its state when the decision was taken
+    (``history``: its latest decisions before this one)."""
     state: dict[str, Any] = {}
     if entry.aggregate == "SourceLog":
-        for earlier in history:
-            if earlier.kind in ("source.registered", "source.reconfigured"):
-                state["config"] = earlier.details.get("config", {})
-                state["paths"] = {
-                    "push": earlier.details.get("has_push"),
-                    "poll": earlier.details.get("has_poll"),
-                }
-            elif earlier.kind in ("threshold.raised", "threshold.decayed"):
-                state["level"] = earlier.details.get("level")
-        switches = [e for e in history if e.kind == "mode.switched"]
+
+        def latest(kinds: tuple[str, ...], last: int = 1) -> list[AuditEntry]:
+            return queries.history(
+                session, entry.aggregate_id, entry.position - 1, kinds=kinds, last=last
+            )
+
+        for earlier in latest(("source.registered", "source.reconfigured")):
+            state["config"] = earlier.details.get("config", {})
+            state["paths"] = {
+                "push": earlier.details.get("has_push"),
+                "poll": earlier.details.get("has_poll"),
+            }
+        for earlier in latest(("threshold.raised", "threshold.decayed")):
+            state["level"] = earlier.details.get("level")
+        switches = latest(("mode.switched",), 5)
         state["switches_before"] = [
             {"at": e.at, "from": e.from_state, "to": e.to_state, "ago_s": entry.at - e.at}
             for e in switches[-5:]
@@ -145,15 +151,14 @@ def explain(
     entry = queries.audit_entry(session, position, tenant)
     if entry is None:
         return None
-    earlier = queries.history(session, entry.aggregate_id, entry.position)
-    history = [e for e in earlier if e.position != entry.position]
+    history = queries.history(session, entry.aggregate_id, entry.position - 1, last=HISTORY)
     before, after = queries.chain(session, entry, tenant=tenant, before=chain, after=chain)
     return Explanation(
         entry=entry,
         rule=_rule(entry),
         inputs=dict(entry.details),
         state=_state(session, entry, history),
-        history=history[-HISTORY:],
+        history=history,
         before=before,
         after=after,
     )

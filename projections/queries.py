@@ -16,7 +16,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy import ColumnElement, Select, and_, or_, select
+from sqlalchemy import ColumnElement, Select, or_, select, tuple_
 from sqlalchemy.orm import Session
 
 from eventcenter.domain.errors import EventCenterError
@@ -138,11 +138,11 @@ def audit_page(
     t = tables.audit.c
     query = _filtered(select(tables.audit), flt)
     if after is not None:
+        # A row-value comparison, not "at < x OR (at = x AND position < y)": both databases
+        # then start the index scan at the cursor instead of filtering every row before it.
         at, position = parse_cursor(after)
-        if newest_first:
-            query = query.where(or_(t.at < at, and_(t.at == at, t.position < position)))
-        else:
-            query = query.where(or_(t.at > at, and_(t.at == at, t.position > position)))
+        here = tuple_(t.at, t.position)
+        query = query.where(here < (at, position) if newest_first else here > (at, position))
     order = (t.at.desc(), t.position.desc()) if newest_first else (t.at, t.position)
     rows = session.execute(query.order_by(*order).limit(limit + 1)).all()
     entries = [_entry(row) for row in rows[:limit]]
@@ -168,30 +168,46 @@ def chain(
     after: int = 20,
 ) -> tuple[list[AuditEntry], list[AuditEntry]]:
     """What came before and after ``entry`` in its chain of cause and effect: the decisions
-    with its correlation id, or (without one) those of its aggregate; oldest first."""
+    with its correlation id in time order, or (without one) those of its aggregate in the
+    order it recorded them; oldest first."""
+    t = tables.audit.c
     if entry.correlation_id:
         flt = AuditFilter(tenant=tenant, correlation_id=entry.correlation_id)
+        order: tuple[Any, ...] = (t.at, t.position)
+        here: Any = tuple_(t.at, t.position)
+        mark: Any = (entry.at, entry.position)
     else:
+        # One aggregate's own sequence, read from its (aggregate_id, position) index: in time
+        # order a long history would be read whole (or the whole table scanned) to find 20.
         flt = AuditFilter(tenant=tenant, aggregate_id=entry.aggregate_id)
-    t = tables.audit.c
-    base = _filtered(select(tables.audit), flt).where(t.position != entry.position)
-    earlier = or_(t.at < entry.at, and_(t.at == entry.at, t.position < entry.position))
+        order, here, mark = (t.position,), t.position, entry.position
+    base = _filtered(select(tables.audit), flt)
     older = session.execute(
-        base.where(earlier).order_by(t.at.desc(), t.position.desc()).limit(before)
+        base.where(here < mark).order_by(*(c.desc() for c in order)).limit(before)
     ).all()
-    newer = session.execute(base.where(~earlier).order_by(t.at, t.position).limit(after)).all()
+    newer = session.execute(base.where(here > mark).order_by(*order).limit(after)).all()
     return [_entry(row) for row in reversed(older)], [_entry(row) for row in newer]
 
 
-def history(session: Session, aggregate_id: str, until_position: int) -> list[AuditEntry]:
-    """Every decision of one aggregate up to ``until_position`` (inclusive), in order."""
+def history(
+    session: Session,
+    aggregate_id: str,
+    until_position: int,
+    *,
+    kinds: Sequence[str] = (),
+    last: int | None = None,
+) -> list[AuditEntry]:
+    """The decisions of one aggregate up to ``until_position`` (inclusive), in order: only
+    those of ``kinds`` if given, and only the ``last`` ones if given (a processor log holds
+    a large share of all decisions: read it whole and an answer takes seconds)."""
     t = tables.audit.c
-    rows = session.execute(
-        select(tables.audit)
-        .where(t.aggregate_id == aggregate_id, t.position <= until_position)
-        .order_by(t.position)
-    ).all()
-    return [_entry(row) for row in rows]
+    query = select(tables.audit).where(t.aggregate_id == aggregate_id, t.position <= until_position)
+    if kinds:
+        query = query.where(t.kind.in_(kinds))
+    if last is None:
+        return [_entry(row) for row in session.execute(query.order_by(t.position)).all()]
+    rows = session.execute(query.order_by(t.position.desc()).limit(last)).all()
+    return [_entry(row) for row in reversed(rows)]
 
 
 # the processor's decisions (the ``decisions`` command) ----------------------------------------
