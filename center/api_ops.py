@@ -47,15 +47,18 @@ from eventcenter.domain.errors import (
     EventCenterError,
     InvalidAnswer,
     InvalidEvent,
+    InvalidPauseRequest,
     LeaseLost,
     ProcessorClosed,
     ReplayRefused,
+    SourceModeRefused,
     StoreUnavailable,
     SubscriptionError,
 )
 from eventcenter.domain.escalation import ID_MAX, TEXT_MAX, Answer
 from eventcenter.domain.rca_case import CaseRow
 from eventcenter.projections.audit import DeadLetterRow
+from eventcenter.sources.manager import SourceNotFound
 from eventcenter.storage.writer import is_transient, short_error
 
 __all__ = ["ops_router", "refusal_for"]
@@ -127,6 +130,33 @@ class ResolveIn(BaseModel):
 
     by: str | None = _BY
     note: str = Field(max_length=TEXT_MAX, pattern=_VISIBLE, description="what was done (required)")
+
+
+class PauseIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(
+        max_length=TEXT_MAX, pattern=_VISIBLE, description="why the source is paused (required)"
+    )
+    by: str | None = _BY
+
+
+class ResumeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str | None = Field(None, max_length=TEXT_MAX, description="why it runs again")
+    by: str | None = _BY
+
+
+class PauseOut(BaseModel):
+    tenant: str
+    source: str
+    action: str = Field(description="pause or resume")
+    changed: bool = Field(description="false: the source was already as asked (nothing recorded)")
+    paused: bool
+    pause: dict[str, Any] | None = Field(description="the pause in effect: at, reason, by")
+    mode: str = Field(description="the recorded mode: the one a paused source resumes in")
+    outcome: str
 
 
 class AnswerOut(BaseModel):
@@ -274,6 +304,10 @@ def refusal_for(error: EventCenterError, retry_after: float) -> Refusal:
         return Refusal(409, "refused", str(error))
     if isinstance(error, InvalidAnswer):
         return Refusal(422, "invalid_answer", error.reason, field=error.field)
+    if isinstance(error, InvalidPauseRequest):
+        return Refusal(422, "invalid_request", str(error), field=error.field)
+    if isinstance(error, SourceModeRefused):
+        return Refusal(409, "refused", str(error))
     if isinstance(error, InvalidEvent):
         return Refusal(409, "refused", f"the letter's event cannot be replayed: {error}")
     return Refusal(500, "failed", str(error))
@@ -441,5 +475,41 @@ def ops_router(center: EventCenter, *, wall: Callable[[], float]) -> APIRouter:
         if found is None:
             raise _no_source(tenant, source)
         return _source(found)
+
+    async def pause_or_resume(
+        tenant: str, source: str, caller: Caller, pause: PauseIn | None, resume: ResumeIn | None
+    ) -> PauseOut:
+        if not caller.sees(tenant):
+            raise _no_source(tenant, source)
+        try:
+            if pause is not None:
+                result = await center.pause_source(
+                    tenant, source, reason=pause.reason, by=pause.by or caller.name
+                )
+            else:
+                given = resume or ResumeIn()
+                result = await center.resume_source(
+                    tenant, source, reason=given.reason or "", by=given.by or caller.name
+                )
+        except SourceNotFound:
+            raise _no_source(tenant, source) from None
+        return PauseOut(**result.as_dict())
+
+    @router.post("/sources/{tenant}/{source}/pause", tags=["sources"], responses=change)
+    async def pause_source(
+        tenant: str, source: str, caller: CurrentCaller, body: PauseIn
+    ) -> PauseOut:
+        """Stop the source's engines, keeping its positions; nothing is admitted from it until
+        it is resumed, across restarts too (``sources pause``). Pausing it again changes
+        nothing."""
+        return await pause_or_resume(tenant, source, caller, body, None)
+
+    @router.post("/sources/{tenant}/{source}/resume", tags=["sources"], responses=change)
+    async def resume_source(
+        tenant: str, source: str, caller: CurrentCaller, body: ResumeIn | None = None
+    ) -> PauseOut:
+        """Start a paused source again in its recorded mode from its stored positions
+        (``sources resume``)."""
+        return await pause_or_resume(tenant, source, caller, None, body)
 
     return router

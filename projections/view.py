@@ -24,7 +24,7 @@ import orjson
 from eventsourcing.persistence import Tracking
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.recorders import SQLAlchemyTrackingRecorder
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import bindparam, delete, insert, select, update
 from sqlalchemy.orm import Session
 
 from eventcenter.domain.aggregates import DeadLetter as _DeadLetter
@@ -237,6 +237,18 @@ class _Batch:
             return
         self.changed_letters.add(key)
 
+    def _update(self, table: Any, key_column: Any, rows: list[dict[str, Any]]) -> None:
+        """Update ``rows`` (each with its ``key`` and the new values) in one executemany."""
+        if not rows:
+            return
+        columns = [name for name in rows[0] if name != "key"]
+        self.session.execute(
+            update(table)
+            .where(key_column == bindparam("key"))
+            .values({name: bindparam(f"new_{name}") for name in columns}),
+            [{"key": r["key"], **{f"new_{n}": r[n] for n in columns}} for r in rows],
+        )
+
     def flush(self) -> int:
         session = self.session
         if self.entries:
@@ -248,53 +260,62 @@ class _Batch:
         ]
         if inserted:
             session.execute(insert(tables.subjects), inserted)
-        for subject in self.new_subjects.values():
-            if subject.tenant and subject.correlation_id:
-                # What its chain recorded before the tenant was known (the deployment event
-                # comes before its tuning run) is that tenant's too.
-                session.execute(
-                    update(tables.audit)
-                    .where(
-                        tables.audit.c.correlation_id == subject.correlation_id,
-                        tables.audit.c.tenant == "",
-                    )
-                    .values(tenant=subject.tenant)
-                )
-        for key, subject in self.new_subjects.items():
-            if key in self.stored_subjects:
-                session.execute(
-                    update(tables.subjects)
-                    .where(tables.subjects.c.aggregate_id == key)
-                    .values(**dataclasses.asdict(subject))
-                )
-        for key in self.changed_sources:
-            row = self.sources[key]
-            values = {
+        # What a chain recorded before its tenant was known (a deployment event comes before
+        # its tuning run) is that tenant's too. One statement for the batch (executemany).
+        fills = [
+            {"fill_correlation": subject.correlation_id, "fill_tenant": subject.tenant}
+            for subject in self.new_subjects.values()
+            if subject.tenant and subject.correlation_id
+        ]
+        if fills:
+            audit = tables.audit.c
+            session.execute(
+                update(tables.audit)
+                .where(audit.correlation_id == bindparam("fill_correlation"), audit.tenant == "")
+                .values(tenant=bindparam("fill_tenant")),
+                fills,
+            )
+        changed_subjects = [
+            {"key": key, **dataclasses.asdict(subject)}
+            for key, subject in self.new_subjects.items()
+            if key in self.stored_subjects
+        ]
+        self._update(tables.subjects, tables.subjects.c.aggregate_id, changed_subjects)
+        source_rows = [
+            {
+                "key": key,
                 "tenant": row.tenant,
                 "name": row.name,
                 "mode": row.mode,
                 "position": row.position,
                 "row": _dumps(row_to_json(row)),
             }
-            if key in self.new_sources:
-                session.execute(insert(tables.sources).values(aggregate_id=key, **values))
-            else:
-                session.execute(
-                    update(tables.sources)
-                    .where(tables.sources.c.aggregate_id == key)
-                    .values(**values)
-                )
-        for key in self.changed_letters:
-            letter = self.letters[key]
-            if key in self.new_letters:
-                session.execute(insert(tables.dead_letters).values(**letter))
-            else:
-                values = {k: v for k, v in letter.items() if k != "id"}
-                session.execute(
-                    update(tables.dead_letters)
-                    .where(tables.dead_letters.c.id == key)
-                    .values(**values)
-                )
+            for key, row in ((key, self.sources[key]) for key in sorted(self.changed_sources))
+        ]
+        new_sources = [r for r in source_rows if r["key"] in self.new_sources]
+        if new_sources:
+            session.execute(
+                insert(tables.sources),
+                [{"aggregate_id": r.pop("key"), **r} for r in new_sources],
+            )
+        self._update(
+            tables.sources,
+            tables.sources.c.aggregate_id,
+            [r for r in source_rows if "key" in r and r["key"] not in self.new_sources],
+        )
+        letters = [self.letters[key] for key in sorted(self.changed_letters)]
+        new_letters = [letter for letter in letters if letter["id"] in self.new_letters]
+        if new_letters:
+            session.execute(insert(tables.dead_letters), new_letters)
+        self._update(
+            tables.dead_letters,
+            tables.dead_letters.c.id,
+            [
+                {"key": letter["id"], **{k: v for k, v in letter.items() if k != "id"}}
+                for letter in letters
+                if letter["id"] not in self.new_letters
+            ],
+        )
         return len(self.entries)
 
 

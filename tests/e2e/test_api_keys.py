@@ -430,6 +430,33 @@ async def test_a_tenant_acknowledges_then_resolves_its_case(world: World) -> Non
     assert resolution[0]["fields"]["note"] == "fixed the card"
 
 
+async def test_a_tenant_pauses_and_resumes_its_source_and_not_another_s(world: World) -> None:
+    async with world.client("a") as client:
+        paused = await client.post(f"/sources/{A}/feed-a/pause", json={"reason": "maintenance"})
+        again = await client.post(f"/sources/{A}/feed-a/pause", json={"reason": "still"})
+        shown = await client.get(f"/sources/{A}/feed-a")
+        foreign = await client.post(f"/sources/{B}/feed-b/pause", json={"reason": "mine now"})
+        no_reason = await client.post(f"/sources/{A}/feed-a/resume", json={"reason": 7})
+        resumed = await client.post(f"/sources/{A}/feed-a/resume")
+        unpaused = await client.post(f"/sources/{A}/feed-a/resume")
+    b_state = [r for r in world.center.sources.statuses() if r.tenant == B]
+
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["changed"] is True
+    assert paused.json()["pause"]["reason"] == "maintenance"
+    assert paused.json()["pause"]["by"] == f"api key {world.key_id['a']} (a key)"
+    assert (again.json()["changed"], again.json()["outcome"]) == (
+        False,
+        f"paused already (by api key {world.key_id['a']} (a key): maintenance)",
+    )
+    assert shown.status_code == 200
+    assert (foreign.status_code, foreign.json()["error"]) == (404, "not_found")
+    assert not any(status.paused for status in b_state)
+    assert (no_reason.status_code, no_reason.json()["field"]) == (422, "reason")
+    assert (resumed.json()["changed"], resumed.json()["paused"]) == (True, False)
+    assert unpaused.json()["outcome"] == "not paused: nothing to resume"
+
+
 async def test_a_resolve_without_a_note_is_422_naming_it(world: World) -> None:
     async with world.client("a") as client:
         answer = await client.post(f"/rca/cases/{world.case[A]}/resolve", json={"by": "ann"})

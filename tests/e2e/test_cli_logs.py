@@ -69,7 +69,7 @@ def test_run_writes_one_json_object_per_line_with_the_delivery_of_each_record(
     (tmp_path / "shop_handlers.py").write_text(HANDLERS)
     config = tmp_path / "center.toml"
     config.write_text(
-        f'data_dir = "{tmp_path / "data"}"\n[http]\nport = 0\n'
+        f'data_dir = "{tmp_path / "data"}"\n[http]\nport = 0\nauth = "none"\n'
         "[processor]\nmax_attempts = 2\nbackoff_base = 0.01\nbackoff_max = 0.02\n"
     )
     process = subprocess.Popen(
