@@ -49,6 +49,7 @@ from eventcenter.domain.tuning_run import TuningRun
 from eventcenter.projections.audit import DeadLetterRow, DecisionRow
 from eventcenter.projections.queries import MAX_PAGE, AuditFilter
 from eventcenter.storage.api_keys import ApiKey, ApiKeyStore
+from eventcenter.storage.mailbox import Mailbox
 from eventcenter.storage.rca_answers import AnswerBox
 from eventcenter.storage.source_requests import SourceRequestBox
 
@@ -755,19 +756,34 @@ def _answer(case_id: str, answer: Answer, wait: float, settings: CenterSettings)
     if steps[-1].name == "Closed":
         _fail(f"rca case {case_id} is closed already; nothing to answer", EXIT_FAILED)
     box = AnswerBox(settings.effective_url, settings.name, settings.shown_url)
-    answer_id = box.give(case_id, answer.action.value, answer.by, answer.note or "", time.time())
+    answer_id = box.answer(case_id, answer.action.value, answer.by, answer.note or "", time.time())
+    _await_outcome(
+        box,
+        answer_id,
+        wait,
+        subject=f"rca case {case_id}",
+        done=f"by {answer.by}",
+        waiting="answer recorded",
+    )
+
+
+def _await_outcome(
+    box: Mailbox, row_id: int, wait: float, *, subject: str, done: str, waiting: str
+) -> None:
+    """Wait (up to ``wait`` s) for the running center to apply what was left in ``box``; print
+    the outcome (exit 1 if refused), or that it waits for a center."""
     deadline = time.monotonic() + max(0.0, wait)
     while True:
-        applied, outcome = box.outcome(answer_id)
+        applied, outcome = box.outcome(row_id)
         if applied is not None:
             if outcome and outcome.startswith("refused"):
-                _fail(f"rca case {case_id}: {outcome}", EXIT_FAILED)
-            console.print(Text(f"rca case {case_id}: {outcome} by {answer.by}"))
+                _fail(f"{subject}: {outcome}", EXIT_FAILED)
+            console.print(Text(f"{subject}: {outcome} {done}"))
             return
         if time.monotonic() >= deadline:
             console.print(
                 Text(
-                    f"rca case {case_id}: answer recorded; the center applies it when it runs"
+                    f"{subject}: {waiting}; the center applies it when it runs"
                     " (no running center applied it yet)"
                 )
             )
@@ -1121,24 +1137,15 @@ def _request(text: str, request: PauseRequest, wait: float, settings: CenterSett
             reader.close()
     box = SourceRequestBox(settings.effective_url, settings.name, settings.shown_url)
     action = request.action.value
-    request_id = box.give(tenant, name, action, request.by, request.reason, time.time())
-    deadline = time.monotonic() + max(0.0, wait)
-    while True:
-        applied, outcome = box.outcome(request_id)
-        if applied is not None:
-            if outcome and outcome.startswith("refused"):
-                _fail(f"source {tenant}/{name}: {outcome}", EXIT_FAILED)
-            console.print(Text(f"source {tenant}/{name}: {outcome} (asked by {request.by})"))
-            return
-        if time.monotonic() >= deadline:
-            console.print(
-                Text(
-                    f"source {tenant}/{name}: {action} request recorded; the center applies it"
-                    " when it runs (no running center applied it yet)"
-                )
-            )
-            return
-        time.sleep(0.2)
+    request_id = box.request(tenant, name, action, request.by, request.reason, time.time())
+    _await_outcome(
+        box,
+        request_id,
+        wait,
+        subject=f"source {tenant}/{name}",
+        done=f"(asked by {request.by})",
+        waiting=f"{action} request recorded",
+    )
 
 
 # load tests ------------------------------------------------------------------------------------

@@ -202,11 +202,11 @@ async def test_requests_are_applied_in_order_with_their_outcomes(
         requests = box(w)
         now = time.time()
         ids = [
-            requests.give(TENANT, SOURCE, "pause", "dana", "maintenance", now),
-            requests.give(TENANT, SOURCE, "pause", "erin", "again", now),
-            requests.give(TENANT, "nope", "pause", "dana", "x", now),
-            requests.give(TENANT, SOURCE, "resume", "dana", "", now),
-            requests.give(TENANT, SOURCE, "resume", "dana", "", now),
+            requests.request(TENANT, SOURCE, "pause", "dana", "maintenance", now),
+            requests.request(TENANT, SOURCE, "pause", "erin", "again", now),
+            requests.request(TENANT, "nope", "pause", "dana", "x", now),
+            requests.request(TENANT, SOURCE, "resume", "dana", "", now),
+            requests.request(TENANT, SOURCE, "resume", "dana", "", now),
         ]
         await w.center.source_requests.apply_pending()
         outcomes = [requests.outcome(request_id)[1] for request_id in ids]
@@ -226,7 +226,7 @@ async def test_a_request_given_while_no_center_runs_is_applied_before_the_source
     async with FakeTimeCenter(settings) as first:
         await first.deliver(1)
     requests = box(first)
-    request_id = requests.give(TENANT, SOURCE, "pause", "dana", "while down", time.time())
+    request_id = requests.request(TENANT, SOURCE, "pause", "dana", "while down", time.time())
 
     second = FakeTimeCenter(settings, start=first.clock.now() + 60, fake=first.fake)
     async with second:
