@@ -423,11 +423,8 @@ def list_letters(
     """List dead letters, oldest first."""
     if status not in (None, "pending", "replaying", "replayed"):
         _fail(f"--status must be pending, replaying or replayed, not {status!r}")
-    reader = CenterReader(_settings(config, database_url, data_dir))
-    try:
+    with CenterReader(_settings(config, database_url, data_dir)) as reader:
         rows = reader.dead_letters(status)
-    finally:
-        reader.close()
     if as_json:
         for row in rows:
             print(
@@ -614,11 +611,8 @@ def list_cases(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """List RCA cases, newest first."""
-    reader = CenterReader(_settings(config, database_url, data_dir))
-    try:
+    with CenterReader(_settings(config, database_url, data_dir)) as reader:
         rows = reader.rca_cases(open_only=open_only, tenant=tenant)
-    finally:
-        reader.close()
     if as_json:
         for row in rows:
             print(json.dumps(rca_views.case_dict(row)))
@@ -636,11 +630,8 @@ def list_tuning_runs(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """The latest tuning runs, newest first: deployment, status, capacity, what was sent."""
-    reader = CenterReader(_settings(config, database_url, data_dir))
-    try:
+    with CenterReader(_settings(config, database_url, data_dir)) as reader:
         runs = reader.tuning_runs(limit=last)
-    finally:
-        reader.close()
     if as_json:
         for run in runs:
             print(json.dumps(_run_dict(run)))
@@ -693,11 +684,8 @@ def show_case(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON lines")] = False,
 ) -> None:
     """The whole story of one case, step by step, with the correlation ids."""
-    reader = CenterReader(_settings(config, database_url, data_dir))
-    try:
+    with CenterReader(_settings(config, database_url, data_dir)) as reader:
         steps = reader.rca_history(case_id)
-    finally:
-        reader.close()
     if as_json:
         for step in steps:
             print(json.dumps(rca_views.step_dict(step)))
@@ -748,11 +736,8 @@ def resolve_case(
 
 def _answer(case_id: str, answer: Answer, wait: float, settings: CenterSettings) -> None:
     """Check the case, leave the answer for the center, wait (up to ``wait`` s) for it."""
-    reader = CenterReader(settings)
-    try:
+    with CenterReader(settings) as reader:
         steps = reader.rca_history(case_id)
-    finally:
-        reader.close()
     if steps[-1].name == "Closed":
         _fail(f"rca case {case_id} is closed already; nothing to answer", EXIT_FAILED)
     box = AnswerBox(settings.effective_url, settings.name, settings.shown_url)
@@ -799,11 +784,8 @@ def decisions(
     last: Annotated[int, typer.Option(min=1, help="show the last N")] = 50,
 ) -> None:
     """Show the audit trail: state transitions and decisions, in recorded order."""
-    reader = CenterReader(_settings(config, database_url, data_dir))
-    try:
+    with CenterReader(_settings(config, database_url, data_dir)) as reader:
         rows = reader.decisions(last)
-    finally:
-        reader.close()
     console.print(_decisions_table(rows, f"last {len(rows)} decision(s)"))
 
 
@@ -842,11 +824,8 @@ def audit(
         until=parse_since(until) if until else None,
         correlation_id=correlation,
     )
-    reader = CenterReader(_settings(config, database_url, data_dir))
-    try:
+    with CenterReader(_settings(config, database_url, data_dir)) as reader:
         page = reader.audit(flt, after=after, limit=limit)
-    finally:
-        reader.close()
     if as_json:
         for entry in page.entries:
             print(json.dumps(entry.as_dict()))
@@ -869,11 +848,8 @@ def explain(
 ) -> None:
     """Why did this happen? The inputs the policy saw, the rule that fired, and what came
     before and after in its chain, from the recorded events alone."""
-    reader = CenterReader(_settings(config, database_url, data_dir))
-    try:
+    with CenterReader(_settings(config, database_url, data_dir)) as reader:
         explained = reader.explain(position)
-    finally:
-        reader.close()
     if explained is None:
         _fail(f"no decision #{position} in the store (see eventcenter audit)", EXIT_FAILED)
     if as_json:
@@ -890,11 +866,8 @@ def projections_status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """How far the read model is behind the notification log (without catching up)."""
-    reader = CenterReader(_settings(config, database_url, data_dir))
-    try:
+    with CenterReader(_settings(config, database_url, data_dir)) as reader:
         status = reader.projection_status()
-    finally:
-        reader.close()
     if as_json:
         print(json.dumps(status.as_dict()))
         return
@@ -987,8 +960,7 @@ def list_sources(
 
     Read-only: works beside a running center (or after it stopped)."""
     settings = _settings(config, database_url, data_dir)
-    reader = CenterReader(settings)
-    try:
+    with CenterReader(settings) as reader:
         now = time.time()
         reports = [
             source_report(
@@ -999,8 +971,6 @@ def list_sources(
             )
             for row in reader.sources()
         ]
-    finally:
-        reader.close()
     console.print(sources_table(reports))
 
 
@@ -1015,8 +985,7 @@ def show_source(
     factors, outcome counts, reconciliations, recent mode changes with their reasons."""
     tenant, name = _source_key(source, "the source")
     settings = _settings(config, database_url, data_dir)
-    reader = CenterReader(settings)
-    try:
+    with CenterReader(settings) as reader:
         row = reader.source(tenant, name)
         report = source_report(
             row,
@@ -1024,8 +993,6 @@ def show_source(
             now=time.time(),
             declared=_declared(settings, tenant, name),
         )
-    finally:
-        reader.close()
     console.print(source_details(report))
 
 
@@ -1059,13 +1026,10 @@ def simulate_source(
             f" (it declares: {known}); add a [[sources]] table with tenant = {tenant!r} and"
             f" name = {name!r}"
         )
-    reader = CenterReader(settings)
-    try:
+    with CenterReader(settings) as reader:
         row = reader.source(tenant, name)
         history = reader.mode_history(tenant, name)
         outcomes = reader.outcomes(tenant, name)
-    finally:
-        reader.close()
     if not outcomes:
         _fail(f"source {tenant}/{name} has no recorded outcomes to replay yet", EXIT_FAILED)
     result = compare(row, history, outcomes, declared.hysteresis(), declared.polling_interval)
@@ -1130,11 +1094,8 @@ def _request(text: str, request: PauseRequest, wait: float, settings: CenterSett
     """Check the source, leave the request for the center, wait (up to ``wait`` s) for it."""
     tenant, name = _source_key(text, "the source")
     if _declared(settings, tenant, name) is None:  # a declared source may not have run yet
-        reader = CenterReader(settings)
-        try:
+        with CenterReader(settings) as reader:
             reader.source(tenant, name)
-        finally:
-            reader.close()
     box = SourceRequestBox(settings.effective_url, settings.name, settings.shown_url)
     action = request.action.value
     request_id = box.request(tenant, name, action, request.by, request.reason, time.time())

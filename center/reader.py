@@ -280,3 +280,9 @@ class CenterReader:
     def close(self) -> None:
         if self._app is not None:
             self._app.close()
+
+    def __enter__(self) -> CenterReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
