@@ -430,7 +430,7 @@ class EventCenter:
     def _read(self) -> CenterReader:
         with self._read_lock:
             if self._reader is None:
-                self._reader = CenterReader(self.settings)
+                self._reader = CenterReader(self.settings, self.projections)
             return self._reader
 
     def reader(self) -> CenterReader:

@@ -48,9 +48,15 @@ OUTCOME_PAGE = 10_000
 
 class CenterReader:
     """The audit trail, dead letters and data sources of a center from its read model, and
-    the outcomes its sources recorded."""
+    the outcomes its sources recorded.
 
-    def __init__(self, settings: CenterSettings) -> None:
+    ``projections`` is the running center's own read-model runner: given, the reader catches
+    up through it (one runner per process, serialised with the center's thread) instead of
+    running a second one beside it."""
+
+    def __init__(
+        self, settings: CenterSettings, projections: ProjectionRunner | None = None
+    ) -> None:
         self.settings = settings
         url = make_url(settings.effective_url)
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
@@ -58,7 +64,7 @@ class CenterReader:
             if not path.is_file():
                 raise StoreNotFound(f"no store at {path} (check --data-dir / --database-url)")
         self._app: CenterApplication | None = None
-        self._runner: ProjectionRunner | None = None
+        self._runner: ProjectionRunner | None = projections
         self._lock = threading.RLock()
 
     def _open(self) -> CenterApplication:

@@ -296,12 +296,15 @@ class _Batch:
         if new_sources:
             session.execute(
                 insert(tables.sources),
-                [{"aggregate_id": r.pop("key"), **r} for r in new_sources],
+                [
+                    {"aggregate_id": r["key"], **{k: v for k, v in r.items() if k != "key"}}
+                    for r in new_sources
+                ],
             )
         self._update(
             tables.sources,
             tables.sources.c.aggregate_id,
-            [r for r in source_rows if "key" in r and r["key"] not in self.new_sources],
+            [r for r in source_rows if r["key"] not in self.new_sources],
         )
         letters = [self.letters[key] for key in sorted(self.changed_letters)]
         new_letters = [letter for letter in letters if letter["id"] in self.new_letters]
