@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from eventcenter.domain.errors import EventCenterError, InvalidFailure
 from eventcenter.domain.escalation import Answer, Attempt, EscalationNotice
@@ -45,6 +45,7 @@ from eventcenter.domain.health import (
     Seconds,
 )
 from eventcenter.domain.rca import (
+    RECOVER_SERVICE,
     SOURCE_SEVERITY,
     CaseSummary,
     Component,
@@ -65,7 +66,12 @@ from eventcenter.healing.escalation_config import EscalationSettings
 from eventcenter.healing.health import HealthMonitor
 from eventcenter.healing.rca import RcaRunner, RcaSettings
 from eventcenter.healing.recovery import RecoveryManager
-from eventcenter.healing.strategies import RecoverService, builtin_strategies
+from eventcenter.healing.strategies import (
+    RecoverService,
+    builtin_limits,
+    builtin_strategies,
+    with_limits,
+)
 from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.manager import SourceManager, SourceNotFound
 from eventcenter.storage.breaker_state import DurableBreakerRecorder
@@ -119,6 +125,28 @@ class HealthSettings(BaseModel):
     checks: list[HealthCheckSettings] = Field(default_factory=list)
 
 
+class StrategyLimits(BaseModel):
+    """One built-in strategy's limits in ``[healing.strategies]``; what is left out keeps the
+    strategy's default (see :data:`STRATEGY_DEFAULTS`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_attempts: int | None = Field(
+        None, ge=1, le=100, description="times it may be tried in one case"
+    )
+    cooldown: Annotated[Seconds, Field(ge=0)] | None = Field(
+        None, description="seconds before it may act on the same tenant and source again"
+    )
+
+    def overrides(self) -> dict[str, float]:
+        return self.model_dump(exclude_none=True)
+
+
+#: The built-in strategies' limits when ``[healing.strategies]`` leaves them out:
+#: (max_attempts, cooldown seconds).
+STRATEGY_DEFAULTS = builtin_limits()
+
+
 class HealingSettings(BaseModel):
     """``[healing]``: the RCA runner's knobs, escalation and health checks."""
 
@@ -133,6 +161,22 @@ class HealingSettings(BaseModel):
     answers_every: Annotated[Seconds, Field(gt=0)] = 2.0
     escalation: EscalationSettings = Field(default_factory=EscalationSettings)
     health: HealthSettings = Field(default_factory=HealthSettings)
+    strategies: dict[str, StrategyLimits] = Field(
+        default_factory=dict,
+        description="per built-in strategy, its attempts per case and cool-down per source",
+    )
+
+    @field_validator("strategies")
+    @classmethod
+    def _known_strategies(cls, value: dict[str, StrategyLimits]) -> dict[str, StrategyLimits]:
+        unknown = sorted(set(value) - set(STRATEGY_DEFAULTS))
+        if unknown:
+            raise ValueError(
+                f"unknown strategy {', '.join(unknown)}: the built-in ones are"
+                f" {', '.join(sorted(STRATEGY_DEFAULTS))} (set a strategy of your own's"
+                " limits where you build it)"
+            )
+        return value
 
 
 # the wiring ------------------------------------------------------------------------------------
@@ -173,14 +217,18 @@ class CenterHealing:
             self._check_tenants[check.name] = check.tenant
         self.recovery = RecoveryManager(self.monitor, self._clock, rule=settings.health.recovery)
         self.escalator = Escalator.from_settings(settings.escalation, sinks=sinks)
+        limits = {name: given.overrides() for name, given in settings.strategies.items()}
         self.runner = RcaRunner(
             self.cases,
             self,
             _Escalation(self.escalator, wall),
             clock=self._clock,
             strategies=[
-                *builtin_strategies(sources, self._clock, wall),
-                RecoverService(self.monitor, self.recovery, self._clock),
+                *builtin_strategies(sources, self._clock, wall, limits=limits),
+                with_limits(
+                    RecoverService(self.monitor, self.recovery, self._clock),
+                    limits.get(RECOVER_SERVICE),
+                ),
                 *strategies,
             ],
             wall=wall,

@@ -105,6 +105,12 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     max_healing = 10                      # cases healed at the same time
     answers_every = 2.0                   # seconds between looks for rca ack / resolve answers
 
+    [healing.strategies]
+    # per built-in strategy, its attempts in one case and cool-down per source, e.g.
+    # restart_stream = { max_attempts = 3, cooldown = "2m" }; left out: the strategy's own
+    # (restart_stream, reconnect, rerun_reconciliation, reduce_frequency: 2 attempts, 60 s;
+    # force_polling: 1, 60 s; recover_service: 3, 30 s)
+
     [healing.escalation]
     default = ["log"]                     # sinks of every tenant without its own list
     tenants = {}                          # a tenant's own list: { acme = ["acme-pager"] }

@@ -34,8 +34,9 @@ recommend.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, TypeVar
 
 from eventcenter.domain.backoff import ReconnectBackoff
 from eventcenter.domain.errors import EventCenterError
@@ -68,9 +69,11 @@ __all__ = [
     "RerunReconciliation",
     "RestartStream",
     "SourceStrategyBase",
+    "builtin_limits",
     "builtin_strategies",
     "clear_cache",
     "reload_config",
+    "with_limits",
 ]
 
 #: Seconds between looks at the evidence while a re-check waits for it.
@@ -300,16 +303,55 @@ class RecoverService:
 
 
 def builtin_strategies(
-    controls: SourceControls, clock: Clock, wall: Callable[[], float] = time.time
+    controls: SourceControls,
+    clock: Clock,
+    wall: Callable[[], float] = time.time,
+    *,
+    limits: Mapping[str, Mapping[str, float]] | None = None,
 ) -> list[HealingStrategy]:
-    """The source strategies above, sharing one set of controls and clocks."""
+    """The source strategies above, sharing one set of controls and clocks; ``limits`` changes
+    a strategy's ``max_attempts`` or ``cooldown`` by its name."""
+    given = limits or {}
     return [
-        RestartStream(controls, clock, wall),
-        Reconnect(controls, clock, wall),
-        ForcePolling(controls, clock, wall),
-        RerunReconciliation(controls, clock, wall),
-        ReduceFrequency(controls, clock, wall),
+        with_limits(RestartStream(controls, clock, wall), given.get(RESTART_STREAM)),
+        with_limits(Reconnect(controls, clock, wall), given.get(RECONNECT)),
+        with_limits(ForcePolling(controls, clock, wall), given.get(FORCE_POLLING)),
+        with_limits(RerunReconciliation(controls, clock, wall), given.get(RERUN_RECONCILIATION)),
+        with_limits(ReduceFrequency(controls, clock, wall), given.get(REDUCE_FREQUENCY)),
     ]
+
+
+Limited = TypeVar(
+    "Limited",
+    RestartStream,
+    Reconnect,
+    ForcePolling,
+    RerunReconciliation,
+    ReduceFrequency,
+    RecoverService,
+)
+
+
+def with_limits(strategy: Limited, limits: Mapping[str, float] | None) -> Limited:
+    """A copy of ``strategy`` with the ``max_attempts`` and ``cooldown`` given in ``limits``
+    (the others kept)."""
+    if not limits:
+        return strategy
+    return replace(
+        strategy,
+        max_attempts=int(limits.get("max_attempts", strategy.max_attempts)),
+        cooldown=float(limits.get("cooldown", strategy.cooldown)),
+    )
+
+
+def builtin_limits() -> dict[str, tuple[int, float]]:
+    """Each built-in strategy's default ``(max_attempts, cooldown)``, by name."""
+    limits = {}
+    kinds = (RestartStream, Reconnect, ForcePolling, RerunReconciliation, ReduceFrequency)
+    for kind in (*kinds, RecoverService):
+        default: dict[str, Any] = {f.name: f.default for f in fields(kind)}
+        limits[str(default["name"])] = (int(default["max_attempts"]), float(default["cooldown"]))
+    return limits
 
 
 Action = Callable[[CaseSummary], Awaitable[str]]

@@ -27,7 +27,7 @@ from uuid import UUID
 
 import pytest
 
-from eventcenter.center.healing import HealingSettings
+from eventcenter.center.healing import HealingSettings, StrategyLimits
 from eventcenter.center.settings import CenterSettings
 from eventcenter.domain.breaker import HALF_OPEN, OPEN, BreakerConfig
 from eventcenter.domain.errors import CallNotPermitted
@@ -266,6 +266,26 @@ def cli(tmp_path: Path, url: str, *args: str) -> subprocess.CompletedProcess[str
     """``eventcenter ARGS --database-url URL`` as a user runs it (the PostgreSQL URL carries
     the test's schema in its search path)."""
     return run(*args, "--database-url", url, cwd=tmp_path)
+
+
+async def test_configured_strategy_limits_are_the_ones_the_runner_chooses_with(
+    database_url: str, tmp_path: Path
+) -> None:
+    base = settings(database_url, tmp_path)
+    limited = base.healing.model_copy(
+        update={
+            "strategies": {
+                "restart_stream": StrategyLimits(max_attempts=1, cooldown=5.0),
+                "recover_service": StrategyLimits(max_attempts=7),
+            }
+        }
+    )
+    async with FakeTimeCenter(base.model_copy(update={"healing": limited})) as w:
+        chosen = {s.name: s for s in w.center.healing.runner.strategies.for_tenant("acme")}
+        limits = {name: (s.max_attempts, s.cooldown) for name, s in chosen.items()}
+        assert limits["restart_stream"] == (1, 5.0)
+        assert limits["recover_service"] == (7, 30.0)
+        assert limits["reconnect"] == (2, 60.0)
 
 
 async def test_refused_credentials_escalate_once_to_the_webhook_and_are_answered_from_the_cli(

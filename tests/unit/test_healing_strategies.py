@@ -23,6 +23,7 @@ from eventcenter.healing.strategies import (
     ReduceFrequency,
     RerunReconciliation,
     RestartStream,
+    builtin_limits,
     builtin_strategies,
     clear_cache,
 )
@@ -273,3 +274,19 @@ async def test_a_failed_reconciliation_is_reported_to_the_watcher(w: World) -> N
     await w.run(1)
     assert [(f.path, f.kind) for f in seen] == [("reconcile", "connection")]
     assert w.runner.mode == EVENT_ONLY, "a listing's failure is no evidence against push"
+
+
+async def test_configured_limits_replace_a_strategys_attempts_and_cool_down(w: World) -> None:
+    built = builtin_strategies(
+        w.manager,
+        w.clock,
+        w.clock.now,
+        limits={"reconnect": {"max_attempts": 5}, "force_polling": {"cooldown": 600.0}},
+    )
+    by_name = {s.name: s for s in built}
+    assert (by_name["reconnect"].max_attempts, by_name["reconnect"].cooldown) == (5, 60.0)
+    assert (by_name["force_polling"].max_attempts, by_name["force_polling"].cooldown) == (1, 600.0)
+    assert (by_name["restart_stream"].max_attempts, by_name["restart_stream"].cooldown) == (2, 60.0)
+    # the defaults they fell back to are the ones the settings document
+    assert builtin_limits()["restart_stream"] == (2, 60.0)
+    assert builtin_limits()["recover_service"] == (3, 30.0)

@@ -200,6 +200,27 @@ class TestTomlFile:
         with pytest.raises(ValidationError, match=r"recording\.snapshot_interval"):
             CenterSettings.load(config)
 
+    def test_healing_strategy_limits_are_read_and_an_unknown_strategy_is_named(
+        self, tmp_path: Path
+    ) -> None:
+        config = write_toml(
+            tmp_path / "center.toml",
+            '[healing.strategies]\nreconnect = { max_attempts = 4, cooldown = "2m" }\n'
+            "force_polling = { cooldown = 0 }\n",
+        )
+        limits = CenterSettings.load(config).healing.strategies
+        assert limits["reconnect"].overrides() == {"max_attempts": 4, "cooldown": 120.0}
+        assert limits["force_polling"].overrides() == {"cooldown": 0.0}
+
+        typo = write_toml(tmp_path / "typo.toml", "[healing.strategies]\nreconect = {}\n")
+        with pytest.raises(ValidationError, match="unknown strategy reconect: the built-in"):
+            CenterSettings.load(typo)
+        zero = write_toml(
+            tmp_path / "zero.toml", "[healing.strategies]\nreconnect = { max_attempts = 0 }\n"
+        )
+        with pytest.raises(ValidationError, match=r"reconnect\.max_attempts"):
+            CenterSettings.load(zero)
+
     def test_malformed_file_names_the_path(self, tmp_path: Path) -> None:
         config = write_toml(tmp_path / "center.toml", "name = \n")
 
