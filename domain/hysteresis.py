@@ -24,6 +24,13 @@ Why it looks the way it does:
   ``cool_down`` during which the source does not return towards push (leaving is never delayed:
   that is the safe direction). After ``decay_period`` seconds without a switch the thresholds
   come down one step, and one more per further quiet period.
+- **A restart may lengthen the timeout.** A healing strategy that restarts a quiet stream can
+  ask for a longer ``event_timeout`` (:meth:`Hysteresis.extended`): each time ``EXTEND_FACTOR``
+  (1.5) times the one in effect, at most ``MAX_TIMEOUT_FACTOR`` (4) times the configured one.
+  It holds for the silences measured from a push outcome within ``decay_period`` of the
+  extension, then the configured timeout is back: a long quiet period lets the source detect
+  an outage as fast as configured again. It is an outcome like the others (``extend``), so a
+  replay applies it too; a restarted source starts with the configured timeout.
 - **The decision is the switch.** A call returns the decisions it made, in order: a
   :class:`Switch` takes effect in the policy at once, :class:`ThresholdRaised` and
   :class:`ThresholdDecayed` are values the caller records (``SourceLog.record``). Decisions carry
@@ -52,6 +59,10 @@ from eventcenter.domain.source_modes import (
 
 #: The most switches a flap check can look back on (keeps state and the source log bounded).
 MAX_FLAP_SWITCHES = 20
+#: How much one extension lengthens the event timeout in effect (:meth:`Hysteresis.extended`).
+EXTEND_FACTOR = 1.5
+#: The longest event timeout extensions reach, as a multiple of the configured one.
+MAX_TIMEOUT_FACTOR = 4.0
 
 #: The next rung down (push failing) and up (push proving itself) from each mode.
 DOWN = {EVENT_ONLY: HYBRID, HYBRID: POLLING_ONLY}
@@ -176,8 +187,8 @@ class ThresholdDecayed:
 HysteresisDecision = Switch | ThresholdRaised | ThresholdDecayed
 Decisions = tuple[HysteresisDecision, ...]
 
-OutcomePath = Literal["push", "poll", "rollback", "stop", "start", "force"]
-OUTCOME_PATHS = ("push", "poll", "rollback", "stop", "start", "force")
+OutcomePath = Literal["push", "poll", "rollback", "stop", "start", "force", "extend"]
+OUTCOME_PATHS = ("push", "poll", "rollback", "stop", "start", "force", "extend")
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,7 +199,8 @@ class Outcome:
     ``rollback`` (a switch's target could not start; ``mode`` is where the source landed),
     ``stop`` (the source was stopped: silence is charged up to here, not beyond), ``start``
     (the source was (re)started: streaks start over, silence is measured from here) or
-    ``force`` (a healing strategy or an operator moved the source down to ``mode``). Silence
+    ``force`` (a healing strategy or an operator moved the source down to ``mode``) or
+    ``extend`` (a healing strategy restarted push with a longer event timeout). Silence
     is never recorded: it is derived from the gaps between push outcomes. Five plain fields,
     so a row is cheap: see :meth:`row`.
 
@@ -226,6 +238,7 @@ class HysteresisState:
     ``last_push_at`` is the last push outcome (or the start): silence is measured from it;
     ``silences`` counts the silent timeouts already charged since then. ``switch_times`` holds
     the latest switches (at most ``flap_switches``), ``stable_since`` the last switch or decay.
+    ``timeout_factor`` and ``extended_until``: the last extension of the event timeout.
     """
 
     mode: str
@@ -240,6 +253,8 @@ class HysteresisState:
     cool_down_until: float | None = None
     stable_since: float = 0.0
     clock: float = 0.0
+    timeout_factor: float = 1.0
+    extended_until: float | None = None
 
     def copy(self) -> HysteresisState:
         return replace(self)
@@ -284,6 +299,15 @@ class Hysteresis:
     @property
     def mode(self) -> str:
         return self.state.mode
+
+    @property
+    def event_timeout(self) -> float:
+        """The event timeout the current silence is measured with: the configured one, times
+        the extension if the last push outcome fell within it."""
+        state = self.state
+        if state.extended_until is not None and state.last_push_at < state.extended_until:
+            return self.config.event_timeout * state.timeout_factor
+        return self.config.event_timeout
 
     @property
     def failure_threshold(self) -> int:
@@ -367,6 +391,23 @@ class Hysteresis:
             decisions.extend(self._switch(now, target, f"forced: {reason}", 0))
         return tuple(decisions)
 
+    def extended(self, now: float, reason: str) -> Decisions:
+        """The push path was restarted at ``now`` with a longer event timeout (a healing
+        strategy's action): ``EXTEND_FACTOR`` times the one in effect (at most
+        ``MAX_TIMEOUT_FACTOR`` times the configured one) for ``decay_period``; silence is
+        measured from here. The streaks are kept: a restart is no evidence either way.
+        ``reason`` is for the caller's record."""
+        self._require_push()
+        now = self._at(now)
+        decisions = self._advance(now)
+        state = self.state
+        running = state.extended_until is not None and now < state.extended_until
+        base = state.timeout_factor if running else 1.0
+        state.timeout_factor = min(MAX_TIMEOUT_FACTOR, base * EXTEND_FACTOR)
+        state.extended_until = now + self.config.decay_period
+        self._push_outcome(now)
+        return tuple(decisions)
+
     def observe(self, outcome: Outcome) -> Decisions:
         """Apply one recorded outcome. Poll outcomes change nothing: they are no evidence about
         the push path (they only advance time). A ``rollback`` outcome is applied as is; the
@@ -381,6 +422,8 @@ class Hysteresis:
             return self.restarted(outcome.at)
         if outcome.path == "force":
             return self.forced(outcome.at, outcome.mode, outcome.reason)
+        if outcome.path == "extend":
+            return self.extended(outcome.at, outcome.reason)
         return self.silence_check(outcome.at)  # poll, stop: time passes, nothing else
 
     # the rules -----------------------------------------------------------------------------------
@@ -406,20 +449,20 @@ class Hysteresis:
                 self._charge_silences(now if decay_at > now else decay_at)
             else:
                 state.silences += 1
-                quiet = state.silences * config.event_timeout
+                quiet = state.silences * self.event_timeout
                 decisions.extend(self._failure(silent_at, f"no push outcome for {quiet:g}s"))
 
     def _silence_due(self) -> float:
         state = self.state
         if not state.has_push:
             return math.inf
-        return state.last_push_at + (state.silences + 1) * self.config.event_timeout
+        return state.last_push_at + (state.silences + 1) * self.event_timeout
 
     def _charge_silences(self, until: float) -> None:
         """Charge every silent timeout due by ``until`` at once: where no switch can follow,
         each would only count a failure, so a long outage costs one step, not one per timeout.
         Counted with the same expression as one by one, so the result is identical."""
-        state, timeout = self.state, self.config.event_timeout
+        state, timeout = self.state, self.event_timeout
         due = max(state.silences + 1, math.floor((until - state.last_push_at) / timeout))
         while state.last_push_at + (due + 1) * timeout <= until:
             due += 1

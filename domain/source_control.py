@@ -28,8 +28,11 @@ class SourceControl(Protocol):
         """Move down to ``to`` (``hybrid`` or ``polling_only``); the mode after."""
         ...
 
-    async def restart_push(self, reason: str) -> None:
-        """Close and reopen the push path from the stored position."""
+    async def restart_push(self, reason: str, *, longer_timeout: bool = False) -> float:
+        """Close and reopen the push path from the stored position; with ``longer_timeout``
+        its silence is measured with a longer event timeout from then on (see
+        :meth:`~eventcenter.domain.hysteresis.Hysteresis.extended`). Returns the event timeout
+        in effect (seconds)."""
         ...
 
     async def reconcile_now(self) -> ReconcileReport:

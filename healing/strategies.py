@@ -8,6 +8,7 @@ the source's own evidence, never with the action's success:
 strategy               action                                  re-check (``verify``)
 =====================  ======================================  =====================================
 ``restart_stream``     close the push path, open it again      push delivered since the action
+                       (a timeout: with a longer one)
 ``reconnect``          wait a back-off, then restart push      push (or poll, for a poll failure)
                        (or poll at once, for a poll failure)   worked since the action
 ``force_polling``      move the source down to ``hybrid``      a poll answered since the action
@@ -142,7 +143,10 @@ def _failed_path(case: CaseSummary) -> str:
 
 @dataclass
 class RestartStream(SourceStrategyBase):
-    """Close the push path and open it again from the stored position."""
+    """Close the push path and open it again from the stored position; for an
+    ``event_timeout`` case, with a longer event timeout (1.5 times the one in effect, at most
+    4 times the configured one, for the source's ``decay_period``): a stream that is slow
+    rather than dead gets the time it needs."""
 
     name: str = RESTART_STREAM
     categories: frozenset[str] = frozenset({Category.EVENT_TIMEOUT, Category.CONNECTION_FAILURE})
@@ -150,8 +154,11 @@ class RestartStream(SourceStrategyBase):
     async def apply(self, case: CaseSummary) -> str:
         control = self._control(case)
         self._mark(case)
-        await control.restart_push(_reason(case, "restart the stream"))
-        return "restarted the push path from its stored position"
+        longer = case.category == Category.EVENT_TIMEOUT
+        why = "restart the stream with a longer timeout" if longer else "restart the stream"
+        timeout = await control.restart_push(_reason(case, why), longer_timeout=longer)
+        done = "restarted the push path from its stored position"
+        return f"{done}, event_timeout now {timeout:g}s" if longer else done
 
     async def verify(self, case: CaseSummary) -> bool:
         control, since = self._control(case), self._since(case)

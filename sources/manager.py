@@ -403,8 +403,8 @@ class SourceRunner:
         await self._stop_engines()
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
-            if isinstance(item, _Forced):
-                item.done.set_exception(self._refused(f"force {item.to}", "the source is paused"))
+            if isinstance(item, _Request):
+                item.done.set_exception(self._refused(item.what, "the source is paused"))
                 continue
             try:
                 await self._apply(self._feed(item))
@@ -478,23 +478,23 @@ class SourceRunner:
                 await self._apply(self._feed(item))
             except EventCenterError as error:  # the store refused: the next outcome retries
                 log.error("source %s: recording a decision failed: %s", self.spec.key, error)
-                if isinstance(item, _Forced) and not item.done.done():
+                if isinstance(item, _Request) and not item.done.done():
                     item.done.set_exception(error)
-            except ValueError as error:  # a forced move the source's paths do not allow
-                if not isinstance(item, _Forced):
+            except ValueError as error:  # a request the source's paths do not allow
+                if not isinstance(item, _Request):
                     raise
-                refused = SourceModeRefused(
-                    self.spec.key, f"force {item.to}", self.mode, str(error)
-                )
+                refused = SourceModeRefused(self.spec.key, item.what, self.mode, str(error))
                 item.done.set_exception(refused)
             except asyncio.CancelledError:  # stopped or paused under way: its caller is told
-                if isinstance(item, _Forced) and not item.done.done():
+                if isinstance(item, _Request) and not item.done.done():
                     item.done.set_exception(
-                        self._refused(f"force {item.to}", "the source stopped meanwhile")
+                        self._refused(item.what, "the source stopped meanwhile")
                     )
                 raise
             if isinstance(item, _Forced) and not item.done.done():
                 item.done.set_result(self.mode)
+            elif isinstance(item, _Extend) and not item.done.done():
+                item.done.set_result(self.policy.event_timeout if self.policy else 0.0)
             if self._inbox.empty():
                 self._flush_outcomes()
 
@@ -509,12 +509,16 @@ class SourceRunner:
             # A path that is not connected (backing off, or failing to open) reports its own
             # errors: its silence is their consequence, not a second cause for the RCA.
             if policy.state.silences > silences and push is not None and push.connected:
-                quiet = policy.state.silences * self.spec.hysteresis.event_timeout
+                quiet = policy.state.silences * policy.event_timeout
                 self._failed("push", "silence", f"no push outcome for {quiet:g}s", now)
             return decisions
         if isinstance(item, _Forced):
             decisions = policy.forced(now, item.to, item.reason)
             self._record(Outcome(now, "force", True, item.reason, item.to), 0)
+            return decisions
+        if isinstance(item, _Extend):
+            decisions = policy.extended(now, item.reason)
+            self._record(Outcome(now, "extend", True, item.reason), 0)
             return decisions
         if isinstance(item, ReconcileReport):
             self.last_reconcile = item
@@ -702,17 +706,25 @@ class SourceRunner:
         self._inbox.put_nowait(_Forced(to, reason, done))
         return await done
 
-    async def restart_push(self, reason: str) -> None:
+    async def restart_push(self, reason: str, *, longer_timeout: bool = False) -> float:
         """Close the push path and open it again from the stored position (the back-off of
-        its previous failures starts over)."""
+        its previous failures starts over); with ``longer_timeout``, silence is then measured
+        with a longer event timeout (:meth:`Hysteresis.extended`), recorded in turn with the
+        other decisions. Returns the event timeout in effect."""
         self._require_started()
         push = self.push
         if push is None:
             raise self._refused("restart push", "the source has no push path")
+        if longer_timeout:
+            done: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            self._inbox.put_nowait(_Extend(reason, done))
+            await done
         log.warning("source %s: restarting the push path (%s)", self.spec.key, reason)
         await push.stop()
         if self._pause is None:  # paused meanwhile: it stays stopped
             push.start()
+        policy = self.policy
+        return policy.event_timeout if policy is not None else self.spec.hysteresis.event_timeout
 
     async def reconcile_now(self) -> ReconcileReport:
         """Run one reconciliation now (the listing against what was delivered) and return its
@@ -801,8 +813,22 @@ class _Forced:
     reason: str
     done: asyncio.Future[str]
 
+    @property
+    def what(self) -> str:
+        return f"force {self.to}"
 
-_Item = PathOutcome | ReconcileReport | str | _Forced
+
+@dataclass(frozen=True, slots=True)
+class _Extend:
+    """A longer event timeout waiting in a runner's inbox; ``done`` gets the timeout after it."""
+
+    reason: str
+    done: asyncio.Future[float]
+    what = "extend the event timeout"
+
+
+_Request = _Forced | _Extend
+_Item = PathOutcome | ReconcileReport | str | _Request
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -110,10 +110,32 @@ async def test_restart_stream_reopens_push_and_passes_once_push_delivers(w: Worl
     strategy = RestartStream(w.manager, w.clock, w.clock.now)
     await w.run(1)
     opened = len(w.push.opened)
-    assert await strategy.apply(case()) == "restarted the push path from its stored position"
+    said = await strategy.apply(case())
+    assert said.startswith("restarted the push path from its stored position")
     w.source.change("o-1")
     assert await verified(w, strategy.verify(case()), 15)
     assert len(w.push.opened) == opened + 1
+
+
+async def test_restart_stream_of_a_timeout_gives_the_stream_a_longer_timeout(w: World) -> None:
+    strategy = RestartStream(w.manager, w.clock, w.clock.now)
+    policy = w.runner.policy
+    assert policy is not None
+    configured = policy.config.event_timeout
+
+    said = await strategy.apply(case(category="event_timeout"))
+    assert said == (
+        f"restarted the push path from its stored position, event_timeout now {1.5 * configured:g}s"
+    )
+    assert policy.event_timeout == 1.5 * configured
+    w.runner._flush_outcomes()
+    [extend] = [row for row in w.recorder.rows[(TENANT, SOURCE)] if row[1] == "extend"]
+    assert "restart the stream with a longer timeout" in extend[3]
+
+    # a connection failure is restarted as it is: the timeout says nothing about it
+    said = await strategy.apply(case(category="connection_failure"))
+    assert said == "restarted the push path from its stored position"
+    assert policy.event_timeout == 1.5 * configured
 
 
 async def test_restart_stream_fails_its_recheck_while_push_stays_quiet(w: World) -> None:

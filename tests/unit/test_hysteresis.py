@@ -407,7 +407,7 @@ configs = st.builds(
 )
 
 #: One step of a run: how long after the previous one, and what happened.
-KINDS = ("push_ok", "push_fail", "poll_ok", "poll_fail", "check")
+KINDS = ("push_ok", "push_fail", "poll_ok", "poll_fail", "check", "extend")
 steps = st.lists(st.tuples(st.floats(0.0, 90.0), st.sampled_from(KINDS)), min_size=1, max_size=300)
 
 
@@ -418,6 +418,8 @@ def step(policy: Hysteresis, now: float, kind: str) -> tuple[HysteresisDecision,
         return policy.push_failed(now, "x")
     if kind.startswith("poll"):
         return policy.observe(Outcome(now, "poll", ok=kind == "poll_ok"))
+    if kind == "extend":
+        return policy.observe(Outcome(now, "extend", reason="restart the stream"))
     return policy.silence_check(now)
 
 
@@ -549,3 +551,53 @@ def test_a_forced_move_replays_from_its_outcome_row() -> None:
     row = Outcome(3.0, "force", True, "force polling", POLLING_ONLY).row()
     assert replay.observe(Outcome.from_row(row)) == made
     assert replay.state == live.state
+
+
+# --- a longer event timeout after a restart --------------------------------------------------
+
+
+def test_an_extension_measures_silence_with_a_longer_timeout_from_the_restart() -> None:
+    policy = fresh()
+    timeout = DEFAULT.event_timeout
+    policy.push_failed(10.0, "refused")
+    assert policy.extended(20.0, "restart the stream") == ()
+    assert policy.event_timeout == 1.5 * timeout
+    assert policy.state.failures == 1  # a restart is no evidence either way: the streak holds
+
+    assert policy.silence_check(20.0 + 1.5 * timeout - 0.001) == ()
+    assert policy.state.failures == 1
+    made = policy.silence_check(20.0 + 2 * 1.5 * timeout)
+    assert moves(made) == [(EVENT_ONLY, HYBRID)]
+    assert switches(made)[0].at == 20.0 + 2 * 1.5 * timeout
+    assert switches(made)[0].reason.endswith("no push outcome for 90s)")
+
+
+def test_extensions_grow_by_half_up_to_four_times_and_expire_after_the_decay_period() -> None:
+    config = replace(DEFAULT, decay_period=600.0)
+    policy = fresh(config)
+    seen = []
+    for k in range(5):
+        policy.extended(10.0 * k, "restart")
+        seen.append(policy.event_timeout / config.event_timeout)
+    assert seen == [1.5, 2.25, 3.375, 4.0, 4.0]
+
+    policy.push_succeeded(40.0 + 599.0)  # still within the extension: the longer one holds
+    assert policy.event_timeout == 4.0 * config.event_timeout
+    policy.push_succeeded(40.0 + 600.0)  # measured from after it: the configured one
+    assert policy.event_timeout == config.event_timeout
+    policy.extended(700.0, "restart")  # a new extension starts from the configured one
+    assert policy.event_timeout == 1.5 * config.event_timeout
+
+
+def test_an_extension_replays_from_its_outcome_row_and_needs_a_push_path() -> None:
+    live, replay = fresh(), fresh()
+    made = live.extended(5.0, "restart the stream")
+    row = Outcome(5.0, "extend", True, "restart the stream").row()
+    assert replay.observe(Outcome.from_row(row)) == made
+    assert replay.state == live.state
+    live.silence_check(500.0)
+    replay.silence_check(500.0)
+    assert replay.state == live.state
+
+    with pytest.raises(ValueError, match="without a push path"):
+        fresh(has_push=False).extended(1.0, "restart")
