@@ -631,11 +631,12 @@ class RcaRunner:
     async def _wait_or_recover(
         self, case: RcaCase, strategies: dict[str, HealingStrategy], wait: Wait
     ) -> None:
-        """Every strategy left is cooling down: meanwhile the last one tried re-checks, at
-        most every ``verify_timeout``; if the problem went away on its own the case closes as
-        ``recovered`` (no strategy is credited), else the cool-down ends and the next choice
-        is made."""
-        tried = case.attempts[-1]["strategy"] if case.attempts else None
+        """Every strategy left is cooling down: meanwhile the last one tried re-checks (in a
+        case that tried none yet, the last one applied to its source: a second case of a cause
+        opened during the first one's cool-downs), at most every ``verify_timeout``; if the
+        problem went away on its own the case closes as ``recovered`` (no strategy is
+        credited), else the cool-down ends and the next choice is made."""
+        tried = case.attempts[-1]["strategy"] if case.attempts else self._last_on(case)
         strategy = strategies.get(tried) if tried is not None else None
         while True:
             left = wait.until - self._wall()
@@ -653,6 +654,15 @@ class RcaRunner:
             pause = min(self.settings.verify_timeout, wait.until - self._wall()) - spent
             if pause > 0:
                 await self._clock.sleep(pause)
+
+    def _last_on(self, case: RcaCase) -> str | None:
+        """The strategy this runner applied last to the case's tenant and source, if any."""
+        applied = [
+            (at, name)
+            for (tenant, source, name), at in self._last_applied.items()
+            if (tenant, source) == (case.tenant, case.source)
+        ]
+        return max(applied)[1] if applied else None
 
     async def _close_recovered(self, case: RcaCase, strategy: str) -> None:
         at = self._wall()

@@ -284,12 +284,41 @@ async def test_a_cooldown_spans_cases_of_the_same_source(stop_later: list[RcaRun
     runner = await started(test, stop_later)
     runner.report(timeout(AT))
     await settle()
+    restart.heals = False  # the cause is back, and stays until the strategy acts again
     await test.clock.advance(100.0)
     runner.report(timeout(AT + 100))
     await settle()
     assert len(restart.applied) == 1, "the second case waits for the cool-down"
     await test.clock.advance(200.0)
     assert len(restart.applied) == 2
+
+
+async def test_a_case_opened_while_its_source_cools_down_re_checks_with_the_last_strategy(
+    stop_later: list[RcaRunner],
+) -> None:
+    restart = FakeStrategy("restart_stream", heals=True, cooldown=300.0)
+    test = rig(restart)
+    runner = await started(test, stop_later)
+    runner.report(timeout(AT))
+    await settle()
+    restart.heals = False  # the cause comes back: a second case, every strategy cooling down
+    await test.clock.advance(100.0)
+    runner.report(timeout(AT + 100))
+    await settle()
+    await test.clock.advance(30.0)
+    checks = restart.checks
+    assert checks > 1, "the second case re-checks while it waits"
+    restart.heals = True  # the fault goes away on its own
+    await test.clock.advance(30.0)
+
+    second = [row for row in await test.recorder.cases() if row.opened_at > AT]
+    assert len(second) == 1
+    case = await test.recorder.case(UUID(second[0].case_id))
+    assert case is not None
+    assert case.status == CLOSED
+    assert case.closed is not None
+    assert case.closed["outcome"] == "recovered"
+    assert len(restart.applied) == 1, "nothing applied again during the cool-down"
 
 
 async def test_no_sink_taking_the_case_is_retried_with_back_off(
