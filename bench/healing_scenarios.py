@@ -72,7 +72,7 @@ STEADY_ITEMS = 10  # items handled before the steady phase counts as started
 FINAL_WAIT_S = 10.0  # after the producer stopped: what is still missing then is reported
 PERSON_REACTS_S = 1.0  # from the escalation to the person's fix
 LOOK_EVERY_S = 0.2
-#: The built-in source strategies' cool-down (per strategy and source; no setting changes it).
+#: The built-in source strategies' cool-down (per strategy and source), left at its default.
 COOLDOWN_S = SourceStrategyBase.cooldown
 
 
@@ -82,8 +82,8 @@ class Timing:
 
     The source's policy (``event_timeout``, thresholds, ``polling_interval``) and the RCA
     runner's ``verify_timeout`` are set here; the strategies' own limits (two attempts each,
-    one for ``force_polling``; a cool-down of 60 s per strategy and source) are the built-in
-    ones: ``HealingSettings`` has no knob for them.
+    one for ``force_polling``; a cool-down of 60 s per strategy and source) are left at their
+    defaults (``[healing.strategies]`` would change them): what a user gets out of the box.
     """
 
     event_timeout: float = 1.0
