@@ -95,7 +95,9 @@ class Rig:
         return self.applied[-1].target
 
     async def _tuned(self) -> None:
-        while self.workflow.busy or await self.store.open_runs() or not self.applied:
+        while True:
+            if self.applied and not self.workflow.busy and not await self.store.open_runs():
+                return
             await asyncio.sleep(0)
 
     def decisions(self, kind: str, correlation_id: str) -> list[dict[str, Any]]:
@@ -107,7 +109,8 @@ class Rig:
 
     def recorded(self) -> dict[str, Any]:
         tuning = self.store.aggregates[ServiceTuning.create_id("api")]
-        assert isinstance(tuning, ServiceTuning) and tuning.adjustment is not None
+        assert isinstance(tuning, ServiceTuning)
+        assert tuning.adjustment is not None
         return tuning.adjustment
 
 
@@ -206,7 +209,8 @@ async def test_a_rate_limited_source_lowers_its_tuned_service_in_the_tunings_rec
     assert decided["reason"].startswith("reduced 2x to")
     assert "rca case c-1 (rate_limited): reduce frequency" in decided["reason"]
     assert [d["ok"] for d in rig.decisions("frequency.dispatched", "rca-c-1")] == [True]
-    assert (rig.applied[-1].version, rig.applied[-1].rate) == (2, pytest.approx(reduced))
+    assert rig.applied[-1].version == 2
+    assert rig.applied[-1].rate == pytest.approx(reduced)
     assert rig.w.runner.load_factor == 2.0, "the source's polling follows the service"
     assert rig.processor.state.state == ADJUSTING
     assert await verified(rig, 5)
