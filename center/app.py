@@ -30,7 +30,7 @@ from eventcenter.center.settings import CenterSettings
 from eventcenter.center.source_requests import REQUESTS_EVERY, SourceRequests
 from eventcenter.center.source_sink import CenterItemSink
 from eventcenter.center.source_switches import SwitchCountingRecorder
-from eventcenter.center.tuning import SourceKnobs
+from eventcenter.center.tuning import SourceKnobs, TunedFrequency
 from eventcenter.domain.aggregates import DeadLetter
 from eventcenter.domain.errors import (
     DeadLetterNotFound,
@@ -207,6 +207,7 @@ class EventCenter:
             on_adjustment=SourceKnobs(settings.tuning, self.sources),
         )
         self.processor.context.services.setdefault("tuning", self.tuning)
+        self.healing.connect_tuning(TunedFrequency(settings.tuning, self.tuning))
         #: The read model (audit trail, dead letters, sources as tables), kept caught up with
         #: the notification log by a thread while the center runs.
         self.projections = ProjectionRunner(

@@ -44,8 +44,10 @@ from eventcenter.domain.health import (
     RecoveryRule,
     Seconds,
 )
+from eventcenter.domain.ports import FrequencyPort
 from eventcenter.domain.rca import (
     RECOVER_SERVICE,
+    REDUCE_FREQUENCY,
     SOURCE_SEVERITY,
     CaseSummary,
     Component,
@@ -68,6 +70,7 @@ from eventcenter.healing.rca import RcaRunner, RcaSettings
 from eventcenter.healing.recovery import RecoveryManager
 from eventcenter.healing.strategies import (
     RecoverService,
+    ReduceFrequency,
     builtin_limits,
     builtin_strategies,
     with_limits,
@@ -244,6 +247,13 @@ class CenterHealing:
             processor.on_failure = self.handler_failed
             self.monitor.listen(self._health_changed)
             processor.subscribe("deployment.changed", self._deployed, name=DEPLOYMENTS)
+
+    def connect_tuning(self, frequency: FrequencyPort) -> None:
+        """Let ``reduce_frequency`` slow a source through the tuned services it follows (the
+        tuning side is built after healing: its dispatcher uses healing's breakers)."""
+        strategy = self.runner.strategies.get(REDUCE_FREQUENCY)
+        if isinstance(strategy, ReduceFrequency):
+            strategy.frequency = frequency
 
     @property
     def strategies(self) -> Any:

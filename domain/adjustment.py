@@ -10,6 +10,11 @@ what was last published. The coordinator:
   initial rate within the new bounds;
 - **follows** it, one control period at a time (:meth:`~AdjustmentCoordinator.observe`); a
   latency spike is an observation like any other: the strategy says how far to come down;
+- **reduces** it when healing asks (:meth:`~AdjustmentCoordinator.reduce`: a source the service
+  drives is rate limited): the strategy starts again from the current rate divided by a factor,
+  and the rate *holds* at or below that until the service is observed recovered (its quiet
+  settle period passed) or a new capacity is measured, so the next observation moves within
+  the healing's limit instead of undoing it;
 - **swaps** a strategy while running (:meth:`~AdjustmentCoordinator.swap`,
   :meth:`~AdjustmentCoordinator.reconfigure`), either carrying the current rate over (the new
   strategy starts where the old one was: no jump, the PID's integral is preset) or resetting
@@ -181,6 +186,7 @@ class ServiceControl:
         version: int = 0,
         published: float | None = None,
         paused: bool = False,
+        hold: float | None = None,
     ) -> None:
         self.service = service
         self.strategy = strategy
@@ -190,6 +196,8 @@ class ServiceControl:
         self.version = version
         self.published = published
         self.paused = paused
+        #: The highest rate while a reduction holds (None: no reduction holds).
+        self.hold = hold
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -201,6 +209,7 @@ class ServiceControl:
             "version": self.version,
             "published": self.published,
             "paused": self.paused,
+            "hold": self.hold,
         }
 
     @classmethod
@@ -214,6 +223,7 @@ class ServiceControl:
             version=int(values["version"]),
             published=values["published"],
             paused=bool(values["paused"]),
+            hold=values.get("hold"),  # recorded before reductions existed: none holds
         )
 
 
@@ -264,20 +274,43 @@ class AdjustmentCoordinator:
             self._controls[service] = control
         else:
             control.strategy, control.state, control.capacity = strategy, state, capacity
-            control.agents, control.paused = chosen, False
+            control.agents, control.paused, control.hold = chosen, False, None
         why = f"capacity {capacity:.4g} req/s measured: {strategy.strategy} starts over"
         return self._publish(control, at, why, force=True)
 
-    def observe(self, service: str, seen: Observation) -> Adjustment:
+    def observe(self, service: str, seen: Observation, *, recovered: bool = False) -> Adjustment:
         """One control period of ``service``: the strategy moves, the result is published if it
         moved past the deadband. A paused service ignores observations (no traffic, no
-        evidence)."""
+        evidence). While a reduction holds, the strategy moves at or below the held rate;
+        ``recovered`` (the service was quiet for its settle period) lifts the hold first."""
         control = self.control(service)
+        lifted = ""
+        if recovered and control.hold is not None:
+            lifted = f"recovered: the hold at {control.hold:.4g} req/s is lifted; "
+            control.hold = None
         if control.paused:
-            return self._publish(control, seen.at, "paused: observation ignored")
+            return self._publish(control, seen.at, f"{lifted}paused: observation ignored")
         move = control.strategy.update(control.state, seen, self._bounds(control))
         control.state = move.state
-        return self._publish(control, seen.at, move.reason)
+        reason = lifted + move.reason
+        if control.hold is not None and move.rate >= control.hold:
+            reason += f" (held at {control.hold:.4g} req/s since a reduction)"
+        return self._publish(control, seen.at, reason)
+
+    def reduce(self, service: str, factor: float, *, at: float, reason: str) -> Adjustment:
+        """Lower ``service`` to its current rate divided by ``factor`` (> 1), within the bounds:
+        its strategy starts again from there and holds at or below it (see :meth:`observe`).
+        A paused service stays paused and resumes at the lowered rate."""
+        control = self.control(service)
+        if not factor > 1:
+            raise TuningRefused(service, f"a reduction factor must be above 1, got {factor}")
+        rate = self._config.bounds(control.capacity).clamp(control.state.rate / factor)
+        control.hold = rate
+        control.state = control.strategy.start(rate, at, self._bounds(control))
+        why = f"reduced {factor:g}x to {rate:.4g} req/s, held until recovered: {reason}"
+        if control.paused:
+            why = f"paused; resumes at the reduced rate: {why}"
+        return self._publish(control, at, why)
 
     def set_agents(self, service: str, agents: Sequence[Agent], *, at: float) -> Adjustment:
         """Split the same target across another set of agents."""
@@ -341,7 +374,12 @@ class AdjustmentCoordinator:
     # publishing -------------------------------------------------------------------------------
 
     def _bounds(self, control: ServiceControl) -> Bounds:
-        return self._config.bounds(control.capacity)
+        """The service's bounds, with a reduction's hold as their top while it holds."""
+        bounds = self._config.bounds(control.capacity)
+        if control.hold is None:
+            return bounds
+        high = min(bounds.high, control.hold)
+        return Bounds(bounds.capacity, min(bounds.low, high), high)
 
     def _publish(
         self, control: ServiceControl, at: float, reason: str, *, force: bool = False

@@ -123,6 +123,22 @@ class Dispatcher(Protocol):
     ) -> list[DispatchOutcome]: ...
 
 
+class FrequencyPort(Protocol):
+    """Lowers the request frequency of the tuned services that drive a data source (the
+    tuning side implements it; the ``reduce_frequency`` healing strategy calls it).
+
+    ``reduce`` divides the current rate of each tuned service whose frequency a source's
+    polling follows by ``factor`` (the service's strategy starts again from there and holds
+    at or below it until the service has been quiet for its settle period), records and
+    dispatches it like any adjustment with ``reason`` and ``correlation_id``, and says what it
+    did. None when no tuned service drives ``tenant``/``source``: the caller then acts on the
+    source itself."""
+
+    async def reduce(
+        self, tenant: str, source: str, *, factor: float, reason: str, correlation_id: str
+    ) -> str | None: ...
+
+
 class TuningStore(Protocol):
     """Keeps the aggregates of load-test tuning (storage/ implements it on the store writer;
     handlers/memory.py in memory).

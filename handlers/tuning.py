@@ -29,6 +29,12 @@ how far the rate comes down), dispatches the result and flags the running signat
 after ``settle_after`` seconds without another spike the service is observed healthy again and
 the processor settles to ``stable`` by itself. ``system.idle`` pauses the agents' traffic
 (rate 0, no polling), ``system.active`` resumes it.
+
+Healing lowers a service's frequency through :meth:`TuningWorkflow.reduce_frequency` (a data
+source the service drives is rate limited): the strategy starts again from the current rate
+divided by a factor and holds at or below it; the adjustment is recorded, decided and
+dispatched like any other, and after ``settle_after`` seconds without another spike or
+reduction the service is observed recovered and the hold is lifted.
 """
 
 from __future__ import annotations
@@ -211,6 +217,10 @@ class TuningWorkflow:
                 self._schedule_settle(service, "adjusting when the center started")
             if not self.coordinator.services:
                 self._schedule_settle("", "adjusting when the center started")
+        else:
+            for control in controls:
+                if control.hold is not None:
+                    self._schedule_settle(control.service, "reduction held at the start")
         self._worker = asyncio.create_task(self._work(), name="eventcenter-tuning")
 
     async def stop(self) -> None:
@@ -302,6 +312,34 @@ class TuningWorkflow:
             )
             adjustment = self.coordinator.observe(service, seen)
             await self._publish_adjustment(adjustment, event.correlation_id, event.tenant)
+        return adjustment
+
+    async def reduce_frequency(
+        self,
+        service: str,
+        *,
+        factor: float,
+        reason: str,
+        correlation_id: str,
+        tenant: str,
+    ) -> Adjustment | None:
+        """Lower ``service`` to its current rate divided by ``factor`` and hold it there until
+        it has been quiet for ``settle_after`` (see
+        :meth:`~eventcenter.domain.adjustment.AdjustmentCoordinator.reduce`); recorded, decided
+        and dispatched like a spike's adjustment. None when the service is not tuned yet."""
+        if service not in self.coordinator.services:
+            return None
+        if self.state.state == STABLE:
+            with contextlib.suppress(TransitionRefused):
+                await self.state.fire(
+                    "begin_adjustment",
+                    reason=f"frequency of {service} reduced: {reason}",
+                    correlation_id=correlation_id,
+                )
+        self._schedule_settle(service, "reduction")
+        async with self._lock:
+            adjustment = self.coordinator.reduce(service, factor, at=self.wall(), reason=reason)
+            await self._publish_adjustment(adjustment, correlation_id, tenant, cause="healing")
         return adjustment
 
     async def system_idle(
@@ -714,13 +752,13 @@ class TuningWorkflow:
     async def _observe_healthy(self, service: str, why: str) -> None:
         async with self._lock:
             control = self.coordinator.control(service)
-            if control.paused:
-                return
+            if control.paused and control.hold is None:
+                return  # paused with a hold: the hold is lifted (and recorded), nothing sent
             healthy = await self._healthy_latency(service)
             seen = Observation(
                 at=self.wall(), throughput=control.published or control.state.rate, latency=healthy
             )
-            adjustment = self.coordinator.observe(service, seen)
+            adjustment = self.coordinator.observe(service, seen, recovered=True)
             correlation = f"settle/{service}/{adjustment.version}"
             await self._publish_adjustment(
                 adjustment, correlation, self.tenants.get(service, "default")

@@ -15,8 +15,11 @@ strategy               action                                  re-check (``verif
                        (push stays subscribed; its own
                        successes bring the source back)
 ``rerun_reconciliation``  list, compare, correct now           a second run finds nothing to correct
-``reduce_frequency``   double the polling interval (load       a poll answered since the action
-                       factor, at most ``max_factor``), poll
+``reduce_frequency``   halve the tuned service's frequency     a poll answered since the action
+                       through the tuning port, poll; for a
+                       source no tuned service drives, double
+                       its polling interval (load factor, at
+                       most ``max_factor``), poll
 =====================  ======================================  =====================================
 
 ``verify`` waits for its evidence (checking every ``check_every`` seconds on the clock) and the
@@ -42,6 +45,7 @@ from typing import Any, TypeVar
 from eventcenter.domain.backoff import ReconnectBackoff
 from eventcenter.domain.errors import EventCenterError
 from eventcenter.domain.health import HealthStatus
+from eventcenter.domain.ports import FrequencyPort
 from eventcenter.domain.rca import (
     CLEAR_CACHE,
     FORCE_POLLING,
@@ -248,16 +252,36 @@ class RerunReconciliation(SourceStrategyBase):
 
 @dataclass
 class ReduceFrequency(SourceStrategyBase):
-    """Poll half as often (the load factor doubles, up to ``max_factor``) and poll once now;
-    the re-check is a poll that answered after the change."""
+    """Send fewer requests, then poll once now; the re-check is a poll that answered after
+    the change.
+
+    A source whose polling follows a tuned service's frequency (``[tuning] sources``) is slowed
+    through the ``frequency`` port: the service's rate is divided by ``factor`` and held there
+    (recorded and dispatched to its agents; the source's load factor follows), so tuning's
+    next adjustment does not undo it. Any other source polls half as often (its load factor
+    doubles, up to ``max_factor``). The port is set once the tuning side is built."""
 
     name: str = REDUCE_FREQUENCY
     categories: frozenset[str] = frozenset({Category.RATE_LIMITED, Category.POLLING_FAILURE})
     max_factor: float = 8.0
+    factor: float = 2.0
+    frequency: FrequencyPort | None = None
 
     async def apply(self, case: CaseSummary) -> str:
         control = self._control(case)
-        factor = min(self.max_factor, control.load_factor * 2.0)
+        if self.frequency is not None and case.source is not None:
+            done = await self.frequency.reduce(
+                case.tenant,
+                case.source,
+                factor=self.factor,
+                reason=_reason(case, "reduce frequency"),
+                correlation_id=case.correlation_id or f"rca/{case.case_id}",
+            )
+            if done is not None:
+                self._mark(case)
+                control.poll_now()
+                return done
+        factor = min(self.max_factor, control.load_factor * self.factor)
         control.set_load_factor(factor)
         self._mark(case)
         control.poll_now()

@@ -15,9 +15,11 @@ from eventcenter.center.app import EventCenter
 from eventcenter.center.settings import CenterSettings
 from eventcenter.center.tuning import CenterTuningSettings
 from eventcenter.domain.fsm import STABLE
+from eventcenter.domain.rca import REDUCE_FREQUENCY
 from eventcenter.domain.throughput import ThroughputRecorder
 from eventcenter.domain.tuning_run import TUNED, ServiceTuning, TuningRun
 from eventcenter.handlers.config import ProcessorSettings
+from eventcenter.healing.strategies import ReduceFrequency
 from tests.integration.agents import sample_agents
 from tests.servers import free_port
 from tests.unit.test_tuning_workflow import AGENTS, ScriptedDispatcher, ScriptedTester
@@ -178,3 +180,45 @@ async def test_agents_get_their_frequencies_over_http_and_a_dead_agent_opens_an_
                 return any(row.source == "api:gone" for row in rows)
 
             await wait_for(dispatch_case, "the dispatch failure's rca case")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite", "postgres"], indirect=True)
+async def test_healing_reduces_a_tuned_service_through_the_centers_tuning_and_the_hold_is_kept(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The center connects ``reduce_frequency`` to its tuning: a reduction for a source listed
+    in ``[tuning] sources`` is the service's adjustment in the store, and the next center
+    restores the hold with the control."""
+    config = settings(database_url, tmp_path).model_copy(
+        update={"tuning": CenterTuningSettings(slo_p95=0.2, sources={"api": ["acme/orders"]})}
+    )
+    dispatcher = ScriptedDispatcher()
+    tester = ScriptedTester({"http://t": 200.0})
+    async with EventCenter(config, pressure=tester, dispatcher=dispatcher) as first:
+        event_id = await deploy(first, "sha-1", "deploy-1")
+        await wait_for(lambda: tuned(first, event_id), "the run")
+        strategy = first.healing.runner.strategies.get(REDUCE_FREQUENCY)
+        assert isinstance(strategy, ReduceFrequency)
+        assert strategy.frequency is not None
+
+        done = await strategy.frequency.reduce(
+            "acme", "orders", factor=2.0, reason="429 from orders", correlation_id="rca-1"
+        )
+        unknown = await strategy.frequency.reduce(
+            "acme", "other", factor=2.0, reason="429", correlation_id="rca-2"
+        )
+
+        [(measured, _, _), (reduced, _, correlation)] = dispatcher.sent
+        assert done is not None
+        assert done.startswith(f"api reduced to {reduced.target:.4g} req/s (version 2)")
+        assert unknown is None
+        assert reduced.target == pytest.approx(measured.target / 2)
+        assert correlation == "rca-1"
+        tuning = await first.tuning.store.get(ServiceTuning.create_id("api"))
+        assert isinstance(tuning, ServiceTuning)
+        assert tuning.published_version == 2
+        assert tuning.control is not None
+        assert tuning.control["hold"] == pytest.approx(reduced.target)
+
+    async with EventCenter(config, pressure=tester, dispatcher=ScriptedDispatcher()) as second:
+        assert second.tuning.coordinator.control("api").hold == pytest.approx(reduced.target)

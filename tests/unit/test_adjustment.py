@@ -210,6 +210,106 @@ class TestPause:
         assert not tuner.pause("orders", at=3, reason="idle").changed
 
 
+class TestReduce:
+    """Healing lowers a service whose source is rate limited: the strategy starts again from
+    the current rate divided by the factor and the rate holds at or below it until the
+    service is observed recovered."""
+
+    def test_a_reduction_divides_the_current_rate_and_is_published(self) -> None:
+        tuner = coordinator()
+        tuner.capacity_measured("orders", 100, at=0, agents=AGENTS)
+
+        reduced = tuner.reduce("orders", 2.0, at=1, reason="rca case c-1: 429 from orders")
+
+        assert (reduced.target, reduced.version, reduced.changed) == (40, 2, True)
+        assert reduced.reason == (
+            "reduced 2x to 40 req/s, held until recovered: rca case c-1: 429 from orders"
+        )
+        assert [a.rate for a in reduced.agents] == [30, 10]
+        assert tuner.reduce("orders", 2.0, at=2, reason="again").target == 20
+
+    def test_a_reduction_stays_within_the_bounds(self) -> None:
+        tuner = coordinator(min_rate=30)
+        tuner.capacity_measured("orders", 100, at=0, agents=AGENTS)
+
+        assert tuner.reduce("orders", 2.0, at=1, reason="429").target == 40
+        floor = tuner.reduce("orders", 2.0, at=2, reason="429")
+        assert (floor.target, floor.changed) == (30, True)
+        again = tuner.reduce("orders", 2.0, at=3, reason="429")
+        assert (again.target, again.changed, again.version) == (30, False, 3)
+
+    def test_observations_move_within_the_hold_until_the_service_recovered(self) -> None:
+        tuner = coordinator(strategy={"strategy": "headroom", "latency_limit": 0.2})
+        tuner.capacity_measured("orders", 100, at=0, agents=AGENTS)
+        tuner.reduce("orders", 2.0, at=1, reason="429")
+
+        calm = tuner.observe("orders", seen(2, 0.05))
+        spike = tuner.observe("orders", seen(3, 0.8))  # headroom alone: 80 x 0.25 = 20
+        mild = tuner.observe("orders", seen(4, 0.25))  # headroom alone: 80 x 0.8 = 64
+        recovered = tuner.observe("orders", seen(5, 0.05), recovered=True)
+
+        assert calm.target == 40
+        assert "(held at 40 req/s since a reduction)" in calm.reason
+        assert spike.target == 20, "the strategy may still come down further"
+        assert mild.target == 40, "but not climb past the healing's hold"
+        assert recovered.target == 80
+        assert recovered.reason.startswith("recovered: the hold at 40 req/s is lifted; ")
+        assert tuner.control("orders").hold is None
+
+    def test_a_stateful_strategy_starts_again_from_the_reduced_rate(self) -> None:
+        tuner = coordinator(strategy={"strategy": "aimd", "latency_limit": 0.2, "increase": 0.1})
+        tuner.capacity_measured("orders", 100, at=0, agents=AGENTS)
+
+        assert tuner.reduce("orders", 4.0, at=1, reason="429").target == 12.5
+        assert tuner.observe("orders", seen(2, 0.05)).target == 12.5, "held"
+        assert tuner.observe("orders", seen(3, 0.05), recovered=True).target == 22.5
+
+    def test_a_paused_service_stays_paused_and_resumes_at_the_reduced_rate(self) -> None:
+        tuner = coordinator()
+        tuner.capacity_measured("orders", 100, at=0, agents=AGENTS)
+        tuner.pause("orders", at=1, reason="idle")
+
+        reduced = tuner.reduce("orders", 2.0, at=2, reason="429")
+        resumed = tuner.resume("orders", at=3, reason="active")
+
+        assert (reduced.paused, reduced.target, reduced.changed) == (True, 0, False)
+        assert reduced.reason.startswith("paused; resumes at the reduced rate: reduced 2x")
+        assert (resumed.paused, resumed.target) == (False, 40)
+
+    def test_a_new_measurement_lifts_the_hold(self) -> None:
+        tuner = coordinator()
+        tuner.capacity_measured("orders", 100, at=0, agents=AGENTS)
+        tuner.reduce("orders", 2.0, at=1, reason="429")
+
+        assert tuner.capacity_measured("orders", 100, at=2).target == 80
+        assert tuner.control("orders").hold is None
+
+    def test_the_hold_is_kept_across_a_restart(self) -> None:
+        tuner = coordinator()
+        tuner.capacity_measured("orders", 100, at=0, agents=AGENTS)
+        tuner.reduce("orders", 2.0, at=1, reason="429")
+        saved = tuner.control("orders").as_dict()
+        before = {k: v for k, v in saved.items() if k != "hold"}  # recorded before holds existed
+
+        restored = AdjustmentCoordinator(tuner.config, [ServiceControl.from_dict(saved)])
+        older = AdjustmentCoordinator(tuner.config, [ServiceControl.from_dict(before)])
+
+        assert restored.observe("orders", seen(2, 0.05)).target == 40
+        assert older.observe("orders", seen(2, 0.05)).target == 80
+
+    @pytest.mark.parametrize("factor", [1.0, 0.5, float("nan")])
+    def test_a_factor_that_would_not_reduce_is_refused(self, factor: float) -> None:
+        tuner = coordinator()
+        tuner.capacity_measured("orders", 100, at=0, agents=AGENTS)
+
+        with pytest.raises(TuningRefused, match="must be above 1"):
+            tuner.reduce("orders", factor, at=1, reason="429")
+
+    def test_a_service_never_measured_cannot_be_reduced(self) -> None:
+        with pytest.raises(TuningRefused, match="no capacity is known"):
+            coordinator().reduce("orders", 2.0, at=0, reason="429")
+
+
 class TestRestart:
     def test_a_coordinator_restored_from_its_controls_continues_identically(self) -> None:
         config = TuningConfig.model_validate(
