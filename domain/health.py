@@ -18,7 +18,10 @@ What is here, and why it looks the way it does:
   service reaches ``failure_threshold`` consecutive failed checks; its attempts are spaced by
   an exponential back-off with jitter (the first runs at once), at most ``max_attempts`` of
   them; an attempt counts only if the re-check after it is green; after an incident ends, a
-  cool-down keeps the next one from starting at once (no thrashing).
+  cool-down keeps the next one from starting at once (no thrashing). What a restart must not
+  forget travels as :data:`RecoveryStep` values to a recorder and comes back as
+  :class:`SavedRecovery`, in wall-clock times (the log is
+  :class:`~eventcenter.domain.recovery_log.ServiceRecovery`).
 - **Statistics** (:class:`RecoveryStats`): attempts, success rate, mean recovery time, by
   action, in the layout of the health report.
 - **Alerts** (:class:`AlertThresholds`, :class:`AlertTracker`): the success rate and the mean

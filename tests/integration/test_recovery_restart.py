@@ -10,9 +10,11 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
+from eventcenter.center.healing import HealingSettings, HealthSettings
 from eventcenter.domain.errors import RecoveryRefused
 from eventcenter.domain.health import (
     AlertThresholds,
@@ -35,6 +37,7 @@ from eventcenter.sources.clock import FakeClock
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.recovery_state import DurableRecoveryRecorder, RecordRecoveryStep
 from eventcenter.storage.writer import FlushCommand, StoreWriter
+from tests.source_center import START, FakeTimeCenter, center_settings
 
 SETTINGS = CheckSettings(
     schedule=CheckSchedule(interval=10.0, timeout=1.0, jitter=0.0),
@@ -282,3 +285,47 @@ async def test_a_long_history_is_loaded_from_a_snapshot(database_url: str) -> No
         assert saved == SavedRecovery("cache", WALL_START + 5_000.0, 1, WALL_START + 4_101.0)
         assert saved.stats.total.attempts == 6
         assert saved.stats.incidents["recovered_alone"] == 5
+
+
+async def test_a_restarted_center_restores_the_recovery_of_each_registered_service(
+    database_url: str, tmp_path: Path
+) -> None:
+    """The wiring: CenterHealing records through the center's writer and restores at start.
+    Healing is off (no RCA, no scheduled checks): the checks are driven by hand."""
+    config = center_settings(database_url, tmp_path).model_copy(
+        update={"healing": HealingSettings(enabled=False, health=HealthSettings(recovery=RULE))}
+    )
+    calls: list[float] = []
+
+    def center(start: float) -> FakeTimeCenter:
+        w = FakeTimeCenter(config, start=start)
+        healing = w.center.healing
+
+        class Down:
+            name = "cache"
+
+            async def check(self) -> CheckResult:
+                return CheckResult.failed("connection refused")
+
+        async def restart(record: ServiceHealth) -> None:
+            calls.append(w.clock.now())
+
+        healing.monitor.add(Down(), SETTINGS)
+        healing.recovery.register("cache", RecoveryAction("restart", restart))
+        return w
+
+    async with center(START) as one:
+        for _ in range(3):
+            await one.center.healing.monitor.check_now("cache")
+        await one.run(10.0)  # attempts at 0 and 5; the third is due at 14
+        assert calls == [START, START + 5.0]
+
+    async with center(one.clock.now() + 30.0) as two:
+        recovery = two.center.healing.recovery
+        assert recovery.state("cache").attempts == 2
+        assert recovery.stats().total.attempts == 2
+        await two.center.healing.monitor.check_now("cache")
+        await two.run(20.0)
+        assert calls[2:] == [START + 10.0 + 30.0 + 8.0], "one more attempt, after its back-off"
+        assert recovery.stats().incidents["gave_up"] == 1
+        assert recovery.stats().total.attempts == 3
