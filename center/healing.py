@@ -20,6 +20,9 @@ What :class:`CenterHealing` connects (the parts live in ``eventcenter.healing``)
   ``answers_every`` seconds.
 - **Breakers.** ``center.healing.breakers`` names circuit breakers whose states are recorded
   and restored at start, with the rest of their wait in open.
+- **Recovery.** The recovery manager's incidents are recorded per service
+  (:mod:`eventcenter.storage.recovery_state`); at start each registered service gets back its
+  open incident, the rest of its cool-down and its statistics.
 """
 
 from __future__ import annotations
@@ -79,6 +82,7 @@ from eventcenter.sources.clock import SystemClock
 from eventcenter.sources.manager import SourceManager, SourceNotFound
 from eventcenter.storage.breaker_state import DurableBreakerRecorder
 from eventcenter.storage.rca_recorder import DurableCaseRecorder
+from eventcenter.storage.recovery_state import DurableRecoveryRecorder
 from eventcenter.storage.writer import StoreWriter
 
 log = logging.getLogger("eventcenter.healing")
@@ -218,7 +222,14 @@ class CenterHealing:
         for check in settings.health.checks:
             self.monitor.add(check.checker(), check.settings)
             self._check_tenants[check.name] = check.tenant
-        self.recovery = RecoveryManager(self.monitor, self._clock, rule=settings.health.recovery)
+        self._recovery_store = DurableRecoveryRecorder(writer)
+        self.recovery = RecoveryManager(
+            self.monitor,
+            self._clock,
+            rule=settings.health.recovery,
+            recorder=self._recovery_store,
+            wall=wall,
+        )
         self.escalator = Escalator.from_settings(settings.escalation, sinks=sinks)
         limits = {name: given.overrides() for name, given in settings.strategies.items()}
         self.runner = RcaRunner(
@@ -263,8 +274,10 @@ class CenterHealing:
     # lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Restore the breakers, resume the open cases, start the checks and the answers."""
+        """Restore the breakers and the recovery, resume the open cases, start the checks and
+        the answers."""
         self.breakers.restore(await self._breaker_store.load())
+        self.recovery.restore(await self._recovery_store.load(self.recovery.services()))
         if not self.settings.enabled:
             return
         await self.runner.start()

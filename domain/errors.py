@@ -32,6 +32,7 @@
     ├── RcaCaseRefused          an RCA case refused a step that does not follow from its state
     ├── RcaCaseNotFound         no RCA case with that id
     ├── UnknownService          no health check, recovery or degradation registered by that name
+    ├── RecoveryRefused         a service's recovery log refused a step that does not follow
     ├── StrategyDeclined        a degradation strategy cannot answer this call (the next is tried)
     ├── InvalidCurve            a load test's measured curve or step failed validation
     ├── ThroughputRefused       a throughput record refused a measurement, flag or regression
@@ -304,6 +305,21 @@ class UnknownService(EventCenterError, LookupError):
         self.service = service
         listed = ", ".join(sorted(known)) or "none"
         super().__init__(f"no {what} named {service!r} (registered: {listed})")
+
+
+class RecoveryRefused(EventCenterError):
+    """Raised when a service's recovery log refuses a step that does not follow from what it
+    holds: an attempt or an end for an incident that is not the open one, an attempt out of
+    order, an incident opened while another is open.
+
+    ``service`` names the service, ``step`` what was asked.
+    """
+
+    def __init__(self, service: str, step: str, reason: str) -> None:
+        self.service = service
+        self.step = step
+        self.reason = reason
+        super().__init__(f"recovery of '{service}': {step} refused: {reason}")
 
 
 class StrategyDeclined(EventCenterError):

@@ -18,7 +18,10 @@ What is here, and why it looks the way it does:
   service reaches ``failure_threshold`` consecutive failed checks; its attempts are spaced by
   an exponential back-off with jitter (the first runs at once), at most ``max_attempts`` of
   them; an attempt counts only if the re-check after it is green; after an incident ends, a
-  cool-down keeps the next one from starting at once (no thrashing).
+  cool-down keeps the next one from starting at once (no thrashing). What a restart must not
+  forget travels as :data:`RecoveryStep` values to a recorder and comes back as
+  :class:`SavedRecovery`, in wall-clock times (the log is
+  :class:`~eventcenter.domain.recovery_log.ServiceRecovery`).
 - **Statistics** (:class:`RecoveryStats`): attempts, success rate, mean recovery time, by
   action, in the layout of the health report.
 - **Alerts** (:class:`AlertThresholds`, :class:`AlertTracker`): the success rate and the mean
@@ -540,8 +543,9 @@ class IncidentOutcome(StrEnum):
 class RecoveryState:
     """A service's recovery memory, plain values: the open incident (if any) and the cool-down.
 
-    ``cool_down_until`` is clock time; a center that keeps it across a restart must store it
-    as wall-clock time."""
+    ``incident_since`` and ``cool_down_until`` are clock (monotonic) times, which start over
+    with each process: what is kept across a restart is stored as wall-clock time
+    (:class:`SavedRecovery`) and turned back into clock time on restore."""
 
     incident_since: float | None = None
     attempts: int = 0
@@ -650,6 +654,51 @@ class RecoveryStats:
         self.incidents: dict[str, int] = {outcome.value: 0 for outcome in IncidentOutcome}
         self.recent_failures: deque[RecoveryAttempt] = deque(maxlen=RECENT_FAILURES)
 
+    @classmethod
+    def folded(
+        cls,
+        by_action: Mapping[str, tuple[int, int, float]],
+        incidents: Mapping[str, int],
+        recent_failures: Iterable[RecoveryAttempt] = (),
+    ) -> RecoveryStats:
+        """Stats from totals kept elsewhere (a service's recovery log): per action
+        ``(attempts, successes, summed recovery time)``, incidents per outcome, the failures."""
+        stats = cls()
+        for name, (attempts, successes, recovery_time) in by_action.items():
+            stats.by_action[name] = _ActionTally(attempts, successes, recovery_time)
+            stats.total.attempts += attempts
+            stats.total.successes += successes
+            stats.total.recovery_time += recovery_time
+        for outcome, count in incidents.items():
+            stats.incidents[outcome] = stats.incidents.get(outcome, 0) + count
+        stats.recent_failures.extend(recent_failures)
+        return stats
+
+    def merge(self, other: RecoveryStats, *, offset: float = 0.0) -> None:
+        """Add ``other``'s totals to these. Its recent failures join these in time order (the
+        latest :data:`RECENT_FAILURES` stay), their times moved by ``offset``: ``clock now -
+        wall now`` turns a restored record's wall-clock times into this process's clock."""
+        for name, tally in other.by_action.items():
+            mine = self.by_action.setdefault(name, _ActionTally())
+            for counter in (self.total, mine):
+                counter.attempts += tally.attempts
+                counter.successes += tally.successes
+                counter.recovery_time += tally.recovery_time
+        for outcome, count in other.incidents.items():
+            self.incidents[outcome] = self.incidents.get(outcome, 0) + count
+        moved = [
+            replace(
+                failed,
+                incident_since=failed.incident_since + offset,
+                started_at=failed.started_at + offset,
+                finished_at=failed.finished_at + offset,
+            )
+            for failed in other.recent_failures
+        ]
+        ordered = sorted([*self.recent_failures, *moved], key=lambda failed: failed.finished_at)
+        self.recent_failures.clear()
+        self.recent_failures.extend(ordered)
+
     def add(self, attempt: RecoveryAttempt) -> None:
         tally = self.by_action.setdefault(attempt.action, _ActionTally())
         for counter in (self.total, tally):
@@ -696,6 +745,49 @@ class RecoveryStats:
                 for failed in self.recent_failures
             ],
         }
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentStart:
+    """A recovery incident opened (``since``: wall-clock time, the incident's identity in its
+    service's log), after ``failures`` consecutive failed checks, the last saying ``error``."""
+
+    service: str
+    since: float
+    failures: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentEnd:
+    """A recovery incident (the one opened at ``since``) ended at ``at`` with ``outcome``
+    after ``attempts`` attempts; no other may start before ``cool_down_until``. Wall-clock
+    times."""
+
+    service: str
+    since: float
+    outcome: IncidentOutcome
+    attempts: int
+    at: float
+    cool_down_until: float
+
+
+RecoveryStep = IncidentStart | RecoveryAttempt | IncidentEnd
+"""What the recovery manager hands its recorder, in the order it happened, with wall-clock
+times (a :class:`RecoveryAttempt`'s ``incident_since`` is its incident's ``since``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SavedRecovery:
+    """What a service's recovery resumes from after a restart, in wall-clock times: the open
+    incident (``incident_since`` None: none) with the attempts it made, the end of the
+    cool-down, and the service's statistics (recent failures in wall-clock times too)."""
+
+    service: str
+    incident_since: float | None
+    attempts: int
+    cool_down_until: float | None
+    stats: RecoveryStats = field(compare=False, default_factory=RecoveryStats)
 
 
 def recovery_stats(attempts: Iterable[RecoveryAttempt]) -> RecoveryStats:

@@ -11,6 +11,7 @@ from eventcenter.domain.adjustment import Adjustment
 from eventcenter.domain.breaker import BreakerTransition
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.event import Event
+from eventcenter.domain.health import RecoveryStep
 from eventcenter.domain.knee import KneeRule, Step
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
@@ -318,3 +319,17 @@ class BreakerRecorder(Protocol):
     """
 
     def record(self, transition: BreakerTransition) -> None: ...
+
+
+class RecoveryRecorder(Protocol):
+    """Makes a service's recovery durable (storage/ implements it on the event store): the
+    incidents, their attempts and ends, with wall-clock times (:data:`~eventcenter.domain.
+    health.RecoveryStep`), so a restarted center resumes an open incident and a running
+    cool-down and keeps the statistics.
+
+    ``record`` queues the step and returns at once (the recovery manager calls it on the
+    loop, in the order the steps happened); recording the same step twice stores it once. A
+    failure to queue raises; the manager logs it and goes on recovering.
+    """
+
+    def record(self, step: RecoveryStep) -> None: ...

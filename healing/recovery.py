@@ -9,6 +9,12 @@ Usage::
     ...
     recovery.stats().as_dict()              # attempts, success rate, mean recovery time, by action
 
+With a ``recorder`` (:class:`~eventcenter.domain.ports.RecoveryRecorder`; the center's records
+each service's :class:`~eventcenter.domain.recovery_log.ServiceRecovery` in its store), every
+incident's opening, attempts and end are recorded with wall-clock times, and
+:meth:`RecoveryManager.restore` (before the checks start) gives a restarted center back each
+service's open incident, cool-down and statistics.
+
 How an incident runs (the rules are :class:`~eventcenter.domain.health.RecoveryPolicy`'s):
 
 1. a check leaves the service at ``failure_threshold`` consecutive failures, no incident is
@@ -24,6 +30,14 @@ How an incident runs (the rules are :class:`~eventcenter.domain.health.RecoveryP
 5. after ``max_attempts`` attempts without a green re-check the incident ends as ``gave_up``:
    listeners hear it (the center escalates it). Any end starts the cool-down.
 
+Across a restart (:meth:`RecoveryManager.restore`): a cool-down holds for what was left of it
+on the wall clock. An open incident goes on from the attempts it recorded, so it never makes
+more than ``max_attempts`` in all; an attempt cut short by the stop was not recorded and counts
+as nothing. It resumes at the service's first check after the restart, as after a back-off
+(step 4 then applies to any attempt): a service that came back meanwhile ends it as
+``recovered_alone`` once re-checked, one still failing gets the next attempt after its
+back-off. Its recovery time counts from when it opened, the downtime included.
+
 The manager listens to every check of the monitor; the incidents run in tasks of their own,
 so the monitor's checks of other services never wait for a recovery.
 """
@@ -34,21 +48,27 @@ import asyncio
 import inspect
 import logging
 import random
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from eventcenter.domain.errors import ConfigurationError, UnknownService
 from eventcenter.domain.health import (
     HealthUpdate,
+    IncidentEnd,
     IncidentOutcome,
+    IncidentStart,
     RecoveryAttempt,
     RecoveryPolicy,
     RecoveryRule,
     RecoveryState,
     RecoveryStats,
+    RecoveryStep,
+    SavedRecovery,
     ServiceHealth,
 )
+from eventcenter.domain.ports import RecoveryRecorder
 from eventcenter.domain.sources import Clock
 from eventcenter.healing.checkers import describe
 from eventcenter.healing.health import HealthMonitor
@@ -93,20 +113,25 @@ IncidentListener = Callable[[IncidentEnded], Awaitable[None]]
 
 @dataclass(eq=False)
 class _Recoverable:
-    """One service's actions, policy and running incident."""
+    """One service's actions, policy and running incident.
+
+    ``since_wall`` is the open incident's opening in wall-clock time: its identity in the
+    recorded log (None when no incident is open)."""
 
     service: str
     actions: tuple[RecoveryAction, ...]
     policy: RecoveryPolicy
     task: asyncio.Task[None] | None = None
     last_action: str | None = field(default=None)
+    since_wall: float | None = None
 
 
 class RecoveryManager:
     """Recovery actions per service, run on the monitor's failures (see the module docstring).
 
     ``rule`` is the default for services registered without their own; ``rng`` draws the
-    back-off jitter (a seeded ``random.Random`` makes a run repeatable).
+    back-off jitter (a seeded ``random.Random`` makes a run repeatable); ``recorder`` makes
+    the incidents durable, stamped with ``wall`` (epoch seconds; ``clock`` is monotonic).
     """
 
     def __init__(
@@ -116,11 +141,15 @@ class RecoveryManager:
         *,
         rule: RecoveryRule | None = None,
         rng: random.Random | None = None,
+        recorder: RecoveryRecorder | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self._monitor = monitor
         self._clock = clock
         self._rule = rule or RecoveryRule()
         self._rng = rng or random.Random()
+        self._recorder = recorder
+        self._wall = wall
         self._services: dict[str, _Recoverable] = {}
         self._listeners: list[IncidentListener] = []
         self._stats = RecoveryStats()
@@ -143,6 +172,39 @@ class RecoveryManager:
         named = tuple(_named(action) for action in actions)
         policy = RecoveryPolicy(rule or self._rule)
         self._services[service] = _Recoverable(service, named, policy)
+
+    def restore(self, saved: Iterable[SavedRecovery]) -> None:
+        """Take back what a previous run recorded (call it after ``register``, before the
+        checks start): each registered service's open incident and its attempts, the rest of
+        its cool-down measured on the wall clock, and its statistics. Services no longer
+        registered are skipped; nothing is recorded (the log holds it already)."""
+        offset = self._clock.now() - self._wall()  # wall-clock time + offset = clock time
+        for record in saved:
+            entry = self._services.get(record.service)
+            if entry is None:
+                continue
+            if entry.task is not None and not entry.task.done():
+                raise ConfigurationError(
+                    f"recovery of {record.service!r} is running: restore before the checks start"
+                )
+            state = entry.policy.state
+            state.incident_since = None
+            state.attempts = record.attempts
+            entry.since_wall = record.incident_since
+            if record.incident_since is not None:
+                state.incident_since = record.incident_since + offset
+                log.warning(
+                    "recovery %s: incident open since a previous run, %d of %d attempt(s) made;"
+                    " it resumes at the next check",
+                    record.service,
+                    record.attempts,
+                    entry.policy.rule.max_attempts,
+                )
+            until = record.cool_down_until
+            state.cool_down_until = None
+            if until is not None and until + offset > self._clock.now():
+                state.cool_down_until = until + offset
+            self._stats.merge(record.stats, offset=offset)
 
     def listen(self, listener: IncidentListener) -> None:
         """Call ``listener`` when an incident ends (a raising listener is logged and skipped)."""
@@ -179,21 +241,39 @@ class RecoveryManager:
             return
         if entry.task is not None and not entry.task.done():
             return  # an incident is running; its own re-checks land here too
+        record = update.record
+        since = entry.policy.state.incident_since
+        if since is not None:  # restored from a previous run: this check resumes it
+            entry.task = asyncio.create_task(
+                self._incident(entry, record, since, resumed=True),
+                name=f"recovery {entry.service}",
+            )
+            return
         now = self._clock.now()
-        if not entry.policy.should_start(update.record.consecutive_failures, now):
+        if not entry.policy.should_start(record.consecutive_failures, now):
             return
         entry.policy.start(now)
+        entry.since_wall = self._wall()
         log.warning(
             "recovery %s: incident opened after %d failed checks (%s)",
             entry.service,
-            update.record.consecutive_failures,
-            update.record.last_error,
+            record.consecutive_failures,
+            record.last_error,
+        )
+        self._record(
+            IncidentStart(
+                entry.service, entry.since_wall, record.consecutive_failures, record.last_error
+            )
         )
         entry.task = asyncio.create_task(
-            self._incident(entry, update.record, now), name=f"recovery {entry.service}"
+            self._incident(entry, record, now), name=f"recovery {entry.service}"
         )
 
-    async def _incident(self, entry: _Recoverable, record: ServiceHealth, started: float) -> None:
+    async def _incident(
+        self, entry: _Recoverable, record: ServiceHealth, started: float, *, resumed: bool = False
+    ) -> None:
+        """Run an incident to its end. ``resumed``: it was restored after a restart, so even
+        its first attempt re-checks a service whose last check passed before acting."""
         policy = entry.policy
         last_error = record.last_error
         try:
@@ -204,7 +284,9 @@ class RecoveryManager:
                     outcome = policy.end(IncidentOutcome.GAVE_UP, self._clock.now())
                     break
                 await self._clock.sleep(policy.rule.delay_before(attempt, self._rng.random()))
-                if attempt > 1 and self._monitor.health(entry.service).consecutive_failures == 0:
+                first_check = attempt > 1 or resumed
+                resumed = False
+                if first_check and self._monitor.health(entry.service).consecutive_failures == 0:
                     verified, error = await self._verify(entry)
                     if verified:
                         outcome = policy.end(IncidentOutcome.RECOVERED_ALONE, self._clock.now())
@@ -213,13 +295,27 @@ class RecoveryManager:
                 outcome, error = await self._attempt(entry, attempt, started)
                 last_error = error or last_error
         except asyncio.CancelledError:
-            policy.state.incident_since = None  # abandoned: counted neither way
+            policy.state.incident_since = None  # abandoned: counted neither way (a restart
+            entry.since_wall = None  # resumes it from the attempts recorded)
             raise
         except Exception as error:  # e.g. the check was removed: end instead of dying silently
             log.exception("recovery %s: the incident failed", entry.service)
             last_error = describe(error)
             outcome = policy.end(IncidentOutcome.GAVE_UP, self._clock.now())
         self._stats.incident_ended(outcome)
+        if entry.since_wall is not None:
+            until = policy.state.cool_down_until
+            self._record(
+                IncidentEnd(
+                    entry.service,
+                    entry.since_wall,
+                    outcome,
+                    policy.state.attempts,
+                    self._wall(),
+                    self._wall() if until is None else self._to_wall(until),
+                )
+            )
+            entry.since_wall = None
         ended = IncidentEnded(
             entry.service,
             outcome,
@@ -260,18 +356,19 @@ class RecoveryManager:
         if error is None:
             verified, error = await self._verify(entry)
         finished = self._clock.now()
-        self._stats.add(
-            RecoveryAttempt(
-                entry.service,
-                action.name,
-                attempt,
-                incident_since,
-                started,
-                finished,
-                verified,
-                error,
-            )
+        made = RecoveryAttempt(
+            entry.service, action.name, attempt, incident_since, started, finished, verified, error
         )
+        self._stats.add(made)
+        if entry.since_wall is not None:
+            self._record(
+                replace(
+                    made,
+                    incident_since=entry.since_wall,
+                    started_at=self._to_wall(started),
+                    finished_at=self._to_wall(finished),
+                )
+            )
         log.log(
             logging.INFO if verified else logging.WARNING,
             "recovery %s: attempt %d (%s) %s",
@@ -291,6 +388,18 @@ class RecoveryManager:
             if record.consecutive_failures:
                 return False, f"re-check {number} failed: {record.last_error}"
         return True, None
+
+    def _to_wall(self, at: float) -> float:
+        """Clock time ``at`` (now or earlier) as wall-clock time."""
+        return self._wall() - (self._clock.now() - at)
+
+    def _record(self, step: RecoveryStep) -> None:
+        if self._recorder is None:
+            return
+        try:
+            self._recorder.record(step)
+        except Exception as error:  # recovery goes on; the step is in the log lines
+            log.error("recovery %s: %s was not recorded: %r", step.service, step, error)
 
     async def _tell(self, ended: IncidentEnded) -> None:
         for listener in list(self._listeners):

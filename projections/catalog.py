@@ -27,6 +27,7 @@ from eventcenter.domain.breaker_log import BreakerLog as _BreakerLog
 from eventcenter.domain.deployments import ServiceDeployments as _ServiceDeployments
 from eventcenter.domain.healing_choice import HealingStats as _HealingStats
 from eventcenter.domain.rca_case import RcaCase as _RcaCase
+from eventcenter.domain.recovery_log import ServiceRecovery as _ServiceRecovery
 from eventcenter.domain.source_log import SourceLog as _SourceLog
 from eventcenter.domain.source_modes import initial_mode
 from eventcenter.domain.throughput import ThroughputRecorder as _ThroughputRecorder
@@ -40,6 +41,7 @@ BreakerLog: Any = _BreakerLog
 ServiceDeployments: Any = _ServiceDeployments
 HealingStats: Any = _HealingStats
 RcaCase: Any = _RcaCase
+ServiceRecovery: Any = _ServiceRecovery
 SourceLog: Any = _SourceLog
 ThroughputRecorder: Any = _ThroughputRecorder
 ServiceTuning: Any = _ServiceTuning
@@ -64,6 +66,7 @@ _PREFIXES: tuple[tuple[type[Any], str, str], ...] = (
     (ThroughputRecorder, "throughput", "ThroughputRecorder"),
     (ServiceDeployments, "deployment", "ServiceDeployments"),
     (HealingStats, "healing", "HealingStats"),
+    (ServiceRecovery, "recovery", "ServiceRecovery"),
 )
 
 #: Events that only bring an aggregate into being: they set its subject, they are no decision.
@@ -74,6 +77,7 @@ _QUIET: tuple[type[Any], ...] = (
     ServiceTuning.Registered,
     ThroughputRecorder.Registered,
     HealingStats.Started,
+    ServiceRecovery.Registered,
 )
 
 #: Kinds named for what the trail calls them (the others: ``<prefix>.<snake class name>``).
@@ -200,7 +204,9 @@ def _subject_of(event: Any, aggregate: str, known: Subject | None) -> Subject:
         return Subject(aggregate, e.tenant, e.source or "", e.category, correlation)
     if isinstance(e, TuningRun.Requested):
         return Subject(aggregate, e.tenant, "", e.service, e.correlation_id)
-    if isinstance(e, ServiceTuning.Registered | ServiceDeployments.Registered):
+    if isinstance(
+        e, ServiceTuning.Registered | ServiceDeployments.Registered | ServiceRecovery.Registered
+    ):
         return Subject(aggregate, name=e.service)
     if isinstance(e, ThroughputRecorder.Registered):
         return Subject(aggregate, name=f"{e.service}@{e.signature}")

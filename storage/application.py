@@ -13,6 +13,7 @@ from sqlalchemy.engine import Engine, make_url
 from eventcenter.domain.aggregates import DeadLetter, ProcessorLog
 from eventcenter.domain.breaker_log import BreakerLog
 from eventcenter.domain.errors import DeadLetterNotFound
+from eventcenter.domain.recovery_log import ServiceRecovery
 from eventcenter.domain.source_log import SourceLog
 
 #: libpq settings for the store's connections, unless the URL sets them: a peer that went
@@ -38,7 +39,7 @@ def with_keepalives(url: str) -> str:
 
 
 class CenterApplication(Application[UUID]):
-    """Stores the processor log, dead letters, source and breaker logs. Its tables are
+    """Stores the processor log, dead letters, source, breaker and recovery logs. Its tables are
     ``center_events``, ``center_snapshots`` (eventsourcing names them after the application).
 
     Snapshots are enabled but not taken by ``save``: the store writer takes one of the processor
@@ -116,6 +117,14 @@ class CenterApplication(Application[UUID]):
         except AggregateNotFoundError:
             return None
         return found if isinstance(found, BreakerLog) else None
+
+    def recovery_log(self, log_id: UUID) -> ServiceRecovery | None:
+        """The recovery log with this id, or None if that service never had an incident."""
+        try:
+            found: Any = self.repository.get(log_id)
+        except AggregateNotFoundError:
+            return None
+        return found if isinstance(found, ServiceRecovery) else None
 
     def dead_letter(self, letter_id: UUID) -> DeadLetter:
         try:

@@ -62,6 +62,7 @@ from eventcenter.domain.errors import (
 from eventcenter.domain.event import Event
 from eventcenter.domain.healing_choice import HealingStats
 from eventcenter.domain.rca_case import RcaCase
+from eventcenter.domain.recovery_log import ServiceRecovery
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.sources import Delivered, SourceProgress
 from eventcenter.domain.tuning_run import ServiceTuning
@@ -78,7 +79,7 @@ from eventcenter.storage.application import CenterApplication
 log = logging.getLogger("eventcenter.storage")
 
 #: Aggregates whose loading the writer keeps bounded with snapshots (besides the processor log).
-SNAPSHOTTED = (SourceLog, RcaCase, HealingStats, BreakerLog, ServiceTuning)
+SNAPSHOTTED = (SourceLog, RcaCase, HealingStats, BreakerLog, ServiceTuning, ServiceRecovery)
 
 _TRANSIENT = (
     sqlalchemy.exc.OperationalError,

@@ -21,7 +21,9 @@ from eventcenter.domain.breaker import BreakerTransition
 from eventcenter.domain.breaker_log import BreakerLog
 from eventcenter.domain.decisions import Decision, Transition
 from eventcenter.domain.errors import EventCenterError
+from eventcenter.domain.health import IncidentEnd, IncidentOutcome, IncidentStart, RecoveryAttempt
 from eventcenter.domain.hysteresis import HysteresisConfig, Switch, ThresholdRaised
+from eventcenter.domain.recovery_log import ServiceRecovery
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.projections import queries
 from eventcenter.projections.catalog import AuditEntry, Subject, describe, json_safe
@@ -364,3 +366,19 @@ def test_the_lag_is_never_negative() -> None:
     )
     assert status.lag == 0
     assert status.as_dict()["lag"] == 0
+
+
+def test_a_service_s_recovery_steps_are_on_the_trail_under_its_name() -> None:
+    log = ServiceRecovery.register("default", "cache", at=T0)
+    log.record(IncidentStart("cache", T0, 3, "connection refused"))
+    log.record(RecoveryAttempt("cache", "restart", 1, T0, T0 + 1, T0 + 2, True))
+    log.record(IncidentEnd("cache", T0, IncidentOutcome.RECOVERED, 1, T0 + 2, T0 + 302))
+    registered, *steps = trail(log.collect_events())
+    assert registered is None
+    assert [(e.kind, e.aggregate, e.subject) for e in only(steps)] == [
+        ("recovery.incident_opened", "ServiceRecovery", "cache"),
+        ("recovery.attempt_recorded", "ServiceRecovery", "cache"),
+        ("recovery.incident_ended", "ServiceRecovery", "cache"),
+    ]
+    assert only(steps)[2].at == T0 + 2
+    assert only(steps)[2].details["outcome"] == "recovered"
