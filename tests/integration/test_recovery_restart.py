@@ -6,7 +6,6 @@ nothing is recorded twice."""
 
 from __future__ import annotations
 
-import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -17,49 +16,23 @@ import pytest
 from eventcenter.center.healing import HealingSettings, HealthSettings
 from eventcenter.domain.errors import RecoveryRefused
 from eventcenter.domain.health import (
-    AlertThresholds,
     CheckResult,
-    CheckSchedule,
-    CheckSettings,
-    HealthThresholds,
     IncidentEnd,
     IncidentOutcome,
     IncidentStart,
     RecoveryAttempt,
-    RecoveryRule,
     SavedRecovery,
     ServiceHealth,
 )
 from eventcenter.domain.recovery_log import ServiceRecovery
-from eventcenter.healing.health import HealthMonitor
-from eventcenter.healing.recovery import IncidentEnded, RecoveryAction, RecoveryManager
-from eventcenter.sources.clock import FakeClock
+from eventcenter.healing.recovery import RecoveryAction
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.recovery_state import DurableRecoveryRecorder, RecordRecoveryStep
 from eventcenter.storage.writer import FlushCommand, StoreWriter
 from tests.source_center import START, FakeTimeCenter, center_settings
+from tests.unit.test_recovery_manager import RULE, SETTINGS
+from tests.unit.test_recovery_restart import Process
 
-SETTINGS = CheckSettings(
-    schedule=CheckSchedule(interval=10.0, timeout=1.0, jitter=0.0),
-    thresholds=HealthThresholds(unhealthy_after=3, healthy_after=1, slow_after=None),
-    alerts=AlertThresholds(
-        success_rate_below=None,
-        success_rate_clear=None,
-        response_time_above=None,
-        response_time_clear=None,
-    ),
-)
-RULE = RecoveryRule(
-    failure_threshold=3,
-    max_attempts=3,
-    backoff_base=4.0,
-    backoff_cap=60.0,
-    jitter=0.0,
-    cool_down=100.0,
-    verify_checks=1,
-    verify_interval=1.0,
-    action_timeout=5.0,
-)
 WALL_START = 1_700_000_000.0
 
 
@@ -92,59 +65,17 @@ async def store(url: str, center: str = "default", snapshots: int = 100) -> Asyn
         app.close()
 
 
-class Run:
-    """One run of the recovery: a monotonic clock from zero, the wall clock from
-    ``wall_start``, a monitor driven by hand, a manager restored from the store."""
-
-    name = "cache"
-
-    def __init__(self, recorder: DurableRecoveryRecorder, wall_start: float) -> None:
-        self.clock = FakeClock()
-        self.wall_start = wall_start
-        self.up = False
-        self.monitor = HealthMonitor(self.clock, settings=SETTINGS, rng=random.Random(0))
-        self.monitor.add(self)
-        self.recovery = RecoveryManager(
-            self.monitor,
-            self.clock,
-            rule=RULE,
-            rng=random.Random(0),
-            recorder=recorder,
-            wall=self.wall,
-        )
-        self.calls: list[float] = []
-        self.ended: list[IncidentEnded] = []
-
-        async def restart(record: ServiceHealth) -> None:
-            self.calls.append(self.clock.now())
-
-        async def on_end(ended: IncidentEnded) -> None:
-            self.ended.append(ended)
-
-        self.recovery.register("cache", RecoveryAction("restart", restart))
-        self.recovery.listen(on_end)
-
-    @classmethod
-    async def restored(cls, recorder: DurableRecoveryRecorder, wall_start: float) -> Run:
-        run = cls(recorder, wall_start)
-        run.recovery.restore(await recorder.load(run.recovery.services()))
-        return run
-
-    async def check(self) -> CheckResult:
-        return CheckResult.passed() if self.up else CheckResult.failed("connection refused")
-
-    def wall(self) -> float:
-        return self.wall_start + self.clock.now()
-
-    async def fail(self, checks: int = 3) -> None:
-        for _ in range(checks):
-            await self.monitor.check_now("cache")
+async def restored(recorder: DurableRecoveryRecorder, wall_start: float) -> Process:
+    """A process (see the unit tests) whose manager took back what ``recorder`` holds."""
+    run = Process(recorder, wall_start)
+    run.recovery.restore(await recorder.load(run.recovery.services()))
+    return run
 
 
 async def test_an_incident_and_its_cool_down_go_on_across_restarts(database_url: str) -> None:
     # 1. two of three attempts made (at 0 and 5), the third due at 14: stopped at 10
     async with store(database_url) as one:
-        first = await Run.restored(one.recorder, WALL_START)
+        first = await restored(one.recorder, WALL_START)
         await first.fail()
         await first.clock.advance(10.0)
         await first.recovery.aclose()
@@ -156,7 +87,7 @@ async def test_an_incident_and_its_cool_down_go_on_across_restarts(database_url:
     async with store(database_url) as two:
         [saved] = await two.recorder.load(["cache", "search"])
         assert saved == SavedRecovery("cache", WALL_START, 2, None)
-        second = await Run.restored(two.recorder, stopped + 30.0)
+        second = await restored(two.recorder, stopped + 30.0)
         assert second.recovery.state("cache").attempts == 2
         await second.fail(1)
         await second.clock.advance(20.0)  # attempt 3 after its 8 s back-off, re-checked at 9
@@ -173,7 +104,7 @@ async def test_an_incident_and_its_cool_down_go_on_across_restarts(database_url:
 
     # 3. down for 40 s: 49 s of the cool-down are left, and they hold
     async with store(database_url) as three:
-        third = await Run.restored(three.recorder, stopped + 40.0)
+        third = await restored(three.recorder, stopped + 40.0)
         assert third.recovery.state("cache").cool_down_until == pytest.approx(49.0)
         before, after = second.recovery.stats().as_dict(), third.recovery.stats().as_dict()
         failures_before, failures_after = (
@@ -248,14 +179,14 @@ async def test_a_refused_first_step_leaves_nothing_behind(database_url: str) -> 
 
 async def test_each_center_restores_only_its_own_recovery(database_url: str) -> None:
     async with store(database_url, center="east") as east:
-        run = await Run.restored(east.recorder, WALL_START)
+        run = await restored(east.recorder, WALL_START)
         await run.fail()
         await run.clock.advance(2.0)
         await run.recovery.aclose()
         await east.flush()
     async with store(database_url, center="west") as west:
         assert await west.recorder.load(["cache"]) == []
-        again = await Run.restored(west.recorder, WALL_START + 10.0)
+        again = await restored(west.recorder, WALL_START + 10.0)
         assert again.recovery.state("cache").incident_since is None
 
 

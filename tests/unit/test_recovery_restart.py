@@ -11,46 +11,22 @@ from collections.abc import Iterable
 import pytest
 
 from eventcenter.domain.health import (
-    AlertThresholds,
     CheckResult,
-    CheckSchedule,
-    CheckSettings,
-    HealthThresholds,
     IncidentEnd,
     IncidentOutcome,
     IncidentStart,
     RecoveryAttempt,
-    RecoveryRule,
     RecoveryStep,
     SavedRecovery,
     ServiceHealth,
 )
+from eventcenter.domain.ports import RecoveryRecorder
 from eventcenter.domain.recovery_log import ServiceRecovery
 from eventcenter.healing.health import HealthMonitor
 from eventcenter.healing.recovery import IncidentEnded, RecoveryAction, RecoveryManager
 from eventcenter.sources.clock import FakeClock
+from tests.unit.test_recovery_manager import RULE, SETTINGS
 
-SETTINGS = CheckSettings(
-    schedule=CheckSchedule(interval=10.0, timeout=1.0, jitter=0.0),
-    thresholds=HealthThresholds(unhealthy_after=3, healthy_after=1, slow_after=None),
-    alerts=AlertThresholds(
-        success_rate_below=None,
-        success_rate_clear=None,
-        response_time_above=None,
-        response_time_clear=None,
-    ),
-)
-RULE = RecoveryRule(
-    failure_threshold=3,
-    max_attempts=3,
-    backoff_base=4.0,
-    backoff_cap=60.0,
-    jitter=0.0,
-    cool_down=100.0,
-    verify_checks=1,
-    verify_interval=1.0,
-    action_timeout=5.0,
-)
 WALL0 = 1_700_000_000.0
 
 
@@ -81,7 +57,7 @@ class Process:
 
     def __init__(
         self,
-        recorder: MemoryRecorder,
+        recorder: RecoveryRecorder,
         wall_start: float,
         *,
         fixes: bool = False,
@@ -115,7 +91,8 @@ class Process:
 
         self.recovery.register("cache", RecoveryAction("restart", restart))
         self.recovery.listen(on_end)
-        self.recovery.restore(recorder.load(self.recovery.services()))
+        if isinstance(recorder, MemoryRecorder):  # a store's recorder loads asynchronously
+            self.recovery.restore(recorder.load(self.recovery.services()))
 
     name = "cache"
 
