@@ -46,11 +46,7 @@ class RecordBreakerMove(Command):
     def apply(self, writer: StoreWriter, batch: Batch) -> None:
         move = self.transition
         log_id = BreakerLog.create_id(batch.center, move.name)
-        current = batch.aggregates.get(log_id)
-        if current is None:
-            current = writer.app.breaker_log(log_id)
-            if current is not None:
-                writer.loaded(current)
+        current = writer.current(batch, log_id, writer.app.breaker_log)
         if current is not None:
             assert isinstance(current, BreakerLog)
             current.record(move)

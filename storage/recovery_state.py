@@ -27,11 +27,7 @@ class RecordRecoveryStep(Command):
     def apply(self, writer: StoreWriter, batch: Batch) -> None:
         step = self.step
         log_id = ServiceRecovery.create_id(batch.center, step.service)
-        current = batch.aggregates.get(log_id)
-        if current is None:
-            current = writer.app.recovery_log(log_id)
-            if current is not None:
-                writer.loaded(current)
+        current = writer.current(batch, log_id, writer.app.recovery_log)
         if current is None:
             current = ServiceRecovery.register(batch.center, step.service, at=_at(step))
         assert isinstance(current, ServiceRecovery)

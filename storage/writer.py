@@ -473,6 +473,18 @@ class StoreWriter:
         snapshots are counted from there."""
         self._source_snapshots.setdefault(aggregate.id, aggregate.version)
 
+    def current(
+        self, batch: Batch, aggregate_id: UUID, load: Callable[[UUID], Aggregate | None]
+    ) -> Aggregate | None:
+        """The aggregate as this batch left it, else as ``load`` reads it from the store (noted
+        as :meth:`loaded`); None if it was never stored."""
+        found = batch.aggregates.get(aggregate_id)
+        if found is None:
+            found = load(aggregate_id)
+            if found is not None:
+                self.loaded(found)
+        return found
+
     def _snapshot_sources(self, state: Batch) -> None:
         """Snapshot each aggregate of :data:`SNAPSHOTTED` this batch moved
         ``snapshot_interval`` events past its last snapshot (or past where this process first
