@@ -386,9 +386,8 @@ class GatedSink(MemorySink):
 class GatedRig(Rig):
     def __init__(self, *, batch: int) -> None:
         super().__init__(batch=batch)
-        self.sink = GatedSink()
-        self.path.sink = self.sink
-        self.engine._sink = self.sink
+        self.gated = GatedSink()
+        self.sink = self.path.sink = self.engine._sink = self.gated
 
 
 async def test_the_next_batch_is_received_while_the_one_before_commits_and_acked_after() -> None:
@@ -397,11 +396,11 @@ async def test_the_next_batch_is_received_while_the_one_before_commits_and_acked
         rig.source.change(f"k{n}")
 
     rig.engine.start()
-    await asyncio.wait_for(rig.sink.waiting.wait(), GUARD_S)
+    await asyncio.wait_for(rig.gated.waiting.wait(), GUARD_S)
     await rig.clock.advance(0.0)
     assert rig.path._cursor == 4  # batch 3,4 was read while batch 1,2 waits for its commit
     assert rig.path.acked == []  # nothing acknowledged before its commit
-    rig.sink.gate.set()
+    rig.gated.gate.set()
     await rig.clock.advance(0.0)
     await rig.engine.stop()
 
@@ -422,12 +421,12 @@ async def test_what_was_read_ahead_waits_and_is_admitted_as_one_batch() -> None:
     rig.source.change("a")
 
     rig.engine.start()
-    await asyncio.wait_for(rig.sink.waiting.wait(), GUARD_S)
+    await asyncio.wait_for(rig.gated.waiting.wait(), GUARD_S)
     rig.source.change("b")  # arrives while "a" commits: two small reads ahead
     await rig.clock.advance(0.0)
     rig.source.change("c")
     await rig.clock.advance(RECEIVE_TIMEOUT)
-    rig.sink.gate.set()
+    rig.gated.gate.set()
     await rig.clock.advance(0.0)
     await rig.engine.stop()
 
@@ -441,10 +440,10 @@ async def test_a_failed_commit_acknowledges_nothing_read_after_it_and_it_all_com
     rig.sink.fail_before = 1
 
     rig.engine.start()
-    await asyncio.wait_for(rig.sink.waiting.wait(), GUARD_S)
+    await asyncio.wait_for(rig.gated.waiting.wait(), GUARD_S)
     await rig.clock.advance(0.0)
     assert rig.path._cursor == 4  # the second batch was read ahead
-    rig.sink.gate.set()
+    rig.gated.gate.set()
     await rig.clock.advance(0.0)
 
     # The first commit failed: the batch read ahead was neither admitted nor acknowledged.
@@ -466,11 +465,11 @@ async def test_a_read_ahead_failing_while_a_batch_commits_is_reported_after_that
         rig.source.change(f"k{n}")
 
     rig.engine.start()
-    await asyncio.wait_for(rig.sink.waiting.wait(), GUARD_S)
+    await asyncio.wait_for(rig.gated.waiting.wait(), GUARD_S)
     rig.path.receive_errors.append(connection_lost("read refused"))
     await rig.clock.advance(RECEIVE_TIMEOUT)  # the next read fails while 1,2 waits
     assert rig.outcomes.failures == []
-    rig.sink.gate.set()
+    rig.gated.gate.set()
     await rig.clock.advance(0.0)  # 1,2 is admitted and acknowledged, then the failure counts
     assert [o.kind for o in rig.outcomes.failures] == [SourceErrorKind.CONNECTION]
     await rig.clock.advance(1.0)
