@@ -84,7 +84,7 @@ class CenterItemSink:
             slots.append(len(events))
             events.append(event)
             keys.append(self._key(item))
-            delivered[str(event.id)] = (item.key, Delivered(item.version, digest, item.deleted))
+            delivered[event.id_text] = (item.key, Delivered(item.version, digest, item.deleted))
         progress = SourceProgress(tenant, source, path, position, delivered, tuple(rejected))
         ids = await self._processor.publish_events(events, keys, progress=progress)
         results: list[str | None] = []
@@ -93,7 +93,7 @@ class CenterItemSink:
                 results.append(None)
                 continue
             admitted = ids[slot]
-            results.append(admitted if admitted == str(events[slot].id) else None)
+            results.append(admitted if admitted == events[slot].id_text else None)
         return results
 
     async def position(self, tenant: str, source: str, path: str) -> str | None:

@@ -40,6 +40,8 @@ from eventcenter.sources.outcomes import AdmissionFailed, OnOutcome, PathName, P
 log = logging.getLogger("eventcenter.sources")
 
 PUSH: PathName = "push"
+#: Received batches one admission may bring together (read while the one before committed).
+AHEAD_BATCHES = 1
 
 
 class EventEngine:
@@ -160,15 +162,14 @@ class EventEngine:
             self._path.describe,
             extra=self._fields(),
         )
-        while True:
-            raise_if_cancelling()  # a path may have swallowed a stop (redis-py does)
-            received = await self._path.receive(self._batch, self._receive_timeout)
-            raise_if_cancelling()
-            self._failures = 0  # the connection answered: the next failure starts over
-            if received:
-                self._last_message_at = self._clock.now()
-                await self._admit_and_ack(received)
-            await asyncio.sleep(0)  # a busy source leaves the loop to other sources' engines
+        await _Pipeline(self).run()
+
+    async def _receive(self) -> Sequence[Received]:
+        received = await self._path.receive(self._batch, self._receive_timeout)
+        self._failures = 0  # the connection answered: the next failure starts over
+        if received:
+            self._last_message_at = self._clock.now()
+        return received
 
     async def _admit_and_ack(self, received: Sequence[Received]) -> None:
         position = received[-1].position
@@ -259,3 +260,69 @@ class EventEngine:
 
     def _fields(self) -> dict[str, str]:
         return {"tenant": self.tenant, "source": self.source, "path": PUSH}
+
+
+class _Pipeline:
+    """One open path's flow: the next ``receive`` runs while the batch before it is admitted.
+
+    Admissions (admit, then acknowledge) run one after the other in the engine's own task, so
+    positions are stored in the order the path handed the messages out, and each batch is
+    acknowledged only after its own admission committed. Meanwhile one ``receive`` reads ahead
+    in a task of its own; what it brings waits in ``ahead`` (at most
+    :data:`AHEAD_BATCHES` x ``batch`` messages) and goes into the next admission, up to
+    ``batch`` messages at a time (small reads that piled up are admitted together).
+
+    Any failure ends the flow: the read-ahead is dropped unacknowledged (the path hands it
+    out again after the reconnect), and nothing after a failed admission is admitted or
+    acknowledged. A read-ahead that failed is reported once the admission under way ended.
+    """
+
+    def __init__(self, engine: EventEngine) -> None:
+        self._engine = engine
+        self._size = engine._batch
+        self._limit = engine._batch * AHEAD_BATCHES
+        self._ahead: list[Received] = []
+        self._receiving: asyncio.Task[Sequence[Received]] | None = None
+
+    async def run(self) -> None:
+        engine = self._engine
+        try:
+            while True:
+                raise_if_cancelling()  # a path may have swallowed a stop (redis-py does)
+                if not self._ahead:
+                    self._ahead.extend(await self._next())
+                    raise_if_cancelling()
+                if self._ahead:
+                    batch = self._ahead[: self._size]
+                    del self._ahead[: self._size]
+                    if self._receiving is None and len(self._ahead) < self._limit:
+                        self._receiving = asyncio.create_task(engine._receive())
+                    await engine._admit_and_ack(batch)
+                    self._take_read_ahead()
+                await asyncio.sleep(0)  # a busy source leaves the loop to other sources' engines
+        finally:
+            await self._cancel()
+
+    async def _next(self) -> Sequence[Received]:
+        """What the read-ahead brought (waiting for it), or a receive of its own."""
+        task = self._receiving
+        if task is None:
+            return await self._engine._receive()
+        await asyncio.wait((task,))
+        self._receiving = None
+        return task.result()
+
+    def _take_read_ahead(self) -> None:
+        task = self._receiving
+        if task is not None and task.done():
+            self._receiving = None
+            self._ahead.extend(task.result())
+
+    async def _cancel(self) -> None:
+        task, self._receiving = self._receiving, None
+        if task is None:
+            return
+        task.cancel()
+        # What it raises now is the echo of its cancellation (or a path's translation of it):
+        # the failure that ended the flow, if any, is already on its way up.
+        await asyncio.gather(task, return_exceptions=True)

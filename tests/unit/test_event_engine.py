@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import random
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,7 @@ from tests.unit.source_fakes import (
 )
 
 RECEIVE_TIMEOUT = 5.0
+GUARD_S = 2.0  # turns a hang into a failure; nothing waits on it otherwise
 
 
 class Rig:
@@ -364,3 +367,114 @@ async def test_a_flooding_source_leaves_the_loop_to_another_tenant_s_engine() ->
     assert len(admissions) == 51
     assert admissions.index("admit:push:1") <= 2  # the quiet tenant's one item did not wait
     assert [path.acked_early for path in paths] == [[], []]
+
+
+class GatedSink(MemorySink):
+    """A sink whose admissions wait until the test opens the gate (a slow commit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()  # an admission waits at the gate
+
+    async def admit(self, *args: Any, **kwargs: Any) -> list[str | None]:
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().admit(*args, **kwargs)
+
+
+class GatedRig(Rig):
+    def __init__(self, *, batch: int) -> None:
+        super().__init__(batch=batch)
+        self.gated = GatedSink()
+        self.sink = self.path.sink = self.engine._sink = self.gated
+
+
+async def test_the_next_batch_is_received_while_the_one_before_commits_and_acked_after() -> None:
+    rig = GatedRig(batch=2)
+    for n in range(5):
+        rig.source.change(f"k{n}")
+
+    rig.engine.start()
+    await asyncio.wait_for(rig.gated.waiting.wait(), GUARD_S)
+    await rig.clock.advance(0.0)
+    assert rig.path._cursor == 4  # batch 3,4 was read while batch 1,2 waits for its commit
+    assert rig.path.acked == []  # nothing acknowledged before its commit
+    rig.gated.gate.set()
+    await rig.clock.advance(0.0)
+    await rig.engine.stop()
+
+    assert rig.sink.journal == [
+        "admit:push:1,2",
+        "ack:1,2",
+        "admit:push:3,4",
+        "ack:3,4",
+        "admit:push:5",
+        "ack:5",
+    ]
+    assert rig.path.acked_early == []
+    assert rig.sink.positions[(TENANT, SOURCE, "push")] == "5"
+
+
+async def test_what_was_read_ahead_waits_and_is_admitted_as_one_batch() -> None:
+    rig = GatedRig(batch=2)
+    rig.source.change("a")
+
+    rig.engine.start()
+    await asyncio.wait_for(rig.gated.waiting.wait(), GUARD_S)
+    rig.source.change("b")  # arrives while "a" commits: two small reads ahead
+    await rig.clock.advance(0.0)
+    rig.source.change("c")
+    await rig.clock.advance(RECEIVE_TIMEOUT)
+    rig.gated.gate.set()
+    await rig.clock.advance(0.0)
+    await rig.engine.stop()
+
+    assert rig.sink.journal == ["admit:push:1", "ack:1", "admit:push:2,3", "ack:2,3"]
+
+
+async def test_a_failed_commit_acknowledges_nothing_read_after_it_and_it_all_comes_again() -> None:
+    rig = GatedRig(batch=2)
+    for n in range(4):
+        rig.source.change(f"k{n}")
+    rig.sink.fail_before = 1
+
+    rig.engine.start()
+    await asyncio.wait_for(rig.gated.waiting.wait(), GUARD_S)
+    await rig.clock.advance(0.0)
+    assert rig.path._cursor == 4  # the second batch was read ahead
+    rig.gated.gate.set()
+    await rig.clock.advance(0.0)
+
+    # The first commit failed: the batch read ahead was neither admitted nor acknowledged.
+    assert rig.sink.journal == ["admit-failed:push"]
+    assert rig.path.acked == []
+    assert rig.sink.positions == {}
+
+    await rig.clock.advance(0.8)  # the reconnect hands both batches out again
+    await rig.engine.stop()
+    assert rig.sink.journal[1:] == ["admit:push:1,2", "ack:1,2", "admit:push:3,4", "ack:3,4"]
+    assert rig.sink.identities() == {(f"k{n}", "1") for n in range(4)}
+    assert rig.sink.repeats == []
+    assert rig.path.acked_early == []
+
+
+async def test_a_read_ahead_failing_while_a_batch_commits_is_reported_after_that_batch() -> None:
+    rig = GatedRig(batch=2)
+    for n in range(2):
+        rig.source.change(f"k{n}")
+
+    rig.engine.start()
+    await asyncio.wait_for(rig.gated.waiting.wait(), GUARD_S)
+    rig.path.receive_errors.append(connection_lost("read refused"))
+    await rig.clock.advance(RECEIVE_TIMEOUT)  # the next read fails while 1,2 waits
+    assert rig.outcomes.failures == []
+    rig.gated.gate.set()
+    await rig.clock.advance(0.0)  # 1,2 is admitted and acknowledged, then the failure counts
+    assert [o.kind for o in rig.outcomes.failures] == [SourceErrorKind.CONNECTION]
+    await rig.clock.advance(1.0)
+    await rig.engine.stop()
+
+    assert rig.path.opened == [None, "2"]
+    assert rig.sink.journal == ["admit:push:1,2", "ack:1,2"]
+    assert rig.path.acked_early == []
