@@ -23,7 +23,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg2.extras import execute_values  # type: ignore[import-untyped]
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -38,10 +37,10 @@ from sqlalchemy import (
     delete,
     select,
 )
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from eventcenter.domain.sources import Delivered
+from eventcenter.storage import bulk
 
 metadata = MetaData()
 
@@ -103,46 +102,12 @@ class OutcomeRow:
     items: int
 
 
-#: Rows per upsert statement on PostgreSQL.
-UPSERT_PAGE = 500
-
-
 def _upsert(
     session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
     """Insert or update ``rows`` (keys unique within them: a statement cannot update one row
-    twice). PostgreSQL: ``execute_values``, one statement per page of rows (an executemany of
-    ``ON CONFLICT`` through psycopg2 runs row by row, about 120 ms per 1,000 rows). SQLite:
-    an executemany, which the driver runs in C."""
-    if not rows:
-        return
-    if session.get_bind().dialect.name == "postgresql":
-        _upsert_pg(session, table, rows, keys)
-        return
-    statement: Any = sqlite_insert(table)
-    updated = {c.name: statement.excluded[c.name] for c in table.columns if c.name not in keys}
-    session.execute(statement.on_conflict_do_update(index_elements=list(keys), set_=updated), rows)
-
-
-def _upsert_pg(
-    session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
-) -> None:
-    columns = [c.name for c in table.columns]
-    names = ", ".join(f'"{name}"' for name in columns)
-    conflict = ", ".join(f'"{name}"' for name in keys)
-    changes = ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in columns if name not in keys)
-    sql = (
-        f'INSERT INTO "{table.name}" ({names}) VALUES %s'
-        f" ON CONFLICT ({conflict}) DO UPDATE SET {changes}"
-    )
-    values = [tuple(row[name] for name in columns) for row in rows]
-    raw = session.connection().connection.dbapi_connection  # this very transaction
-    assert raw is not None
-    cursor = raw.cursor()
-    try:
-        execute_values(cursor, sql, values, page_size=UPSERT_PAGE)
-    finally:
-        cursor.close()
+    twice), at the driver's speed (:mod:`.bulk`)."""
+    bulk.upsert_rows(session, table, rows, keys)
 
 
 def store_position(

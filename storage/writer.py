@@ -68,6 +68,7 @@ from eventcenter.domain.sources import Delivered, SourceProgress
 from eventcenter.domain.tuning_run import ServiceTuning
 from eventcenter.storage import (
     api_keys,
+    bulk,
     inbox,
     rca_answers,
     rca_state,
@@ -432,10 +433,8 @@ class StoreWriter:
         return outcomes
 
     def _flush(self, session: Session, state: Batch) -> None:
-        if state.delivery_rows:
-            session.execute(insert(inbox.deliveries), state.delivery_rows)
-        if state.ident_rows:
-            session.execute(insert(inbox.idempotency), list(state.ident_rows.values()))
+        bulk.insert_rows(session, inbox.deliveries, state.delivery_rows)
+        bulk.insert_rows(session, inbox.idempotency, list(state.ident_rows.values()))
         if state.cause_rows:
             session.execute(insert(inbox.causes), list(state.cause_rows.values()))
         if state.settled:

@@ -1,0 +1,129 @@
+"""Many rows in one statement, inside the writer's transaction, at the driver's own speed.
+
+The writer's hot path stores a few hundred rows per table per commit (an admission's
+deliveries and idempotency keys, a source's delivered items). Through SQLAlchemy Core each
+row's parameters are processed in Python; on PostgreSQL psycopg2 then quotes every value of a
+multi-row ``INSERT`` one by one. Measured on 500 delivery rows of ~420-byte envelopes (one
+transaction each): SQLAlchemy 24 to 38 ms on PostgreSQL and 5.5 ms on SQLite, ``COPY`` 6 to 8
+ms, the sqlite3 driver's own ``executemany`` 3.2 ms. So:
+
+- **SQLite**: the DBAPI cursor's ``executemany`` with ``?`` parameters (the loop over the
+  rows runs in C); an upsert is ``INSERT ... ON CONFLICT (keys) DO UPDATE``.
+- **PostgreSQL**: ``COPY ... FROM STDIN`` in the text format; an upsert copies into a
+  temporary staging table of the same shape (``ON COMMIT DELETE ROWS``, one per connection
+  and table) and moves the rows out of it with one ``DELETE ... RETURNING`` feeding an
+  ``INSERT ... ON CONFLICT DO UPDATE``.
+
+Both run on the session's own connection, so they belong to the caller's transaction: a
+rollback undoes them with everything else. Values are ``None``, ``bool``, ``int``, ``float``
+or ``str``, keyed by column name; every column of the table is written. The rows of one upsert
+must not repeat a key (a statement cannot change one row twice).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.orm import Session
+
+#: COPY's text format: a backslash, a tab, a newline and a carriage return are escaped.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert ``rows`` into ``table`` in the session's transaction (see the module docstring)."""
+    if not rows:
+        return
+    columns = [column.name for column in table.columns]
+    cursor = _cursor(session)
+    try:
+        if _dialect(session) == "postgresql":
+            _copy(cursor, table.name, columns, rows)
+        else:
+            cursor.executemany(_sqlite_insert(table.name, columns), _tuples(rows, columns))
+    finally:
+        cursor.close()
+
+
+def upsert_rows(
+    session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    """Insert ``rows``, or update the other columns of a row whose ``keys`` are already there."""
+    if not rows:
+        return
+    columns = [column.name for column in table.columns]
+    changed = [name for name in columns if name not in keys]
+    cursor = _cursor(session)
+    try:
+        if _dialect(session) == "postgresql":
+            stage = f"{table.name}_stage"
+            cursor.execute(
+                f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}"'
+                f' (LIKE "{table.name}" INCLUDING DEFAULTS) ON COMMIT DELETE ROWS'
+            )
+            _copy(cursor, stage, columns, rows)
+            names = _names(columns)
+            # Moved out of the stage in the same statement: a second upsert of this
+            # transaction finds it empty (the commit also empties it).
+            cursor.execute(
+                f'WITH moved AS (DELETE FROM "{stage}" RETURNING {names})'
+                f' INSERT INTO "{table.name}" ({names}) SELECT {names} FROM moved'
+                f" ON CONFLICT ({_names(keys)}) DO UPDATE SET {_changes(changed)}"
+            )
+        else:
+            statement = (
+                f"{_sqlite_insert(table.name, columns)}"
+                f" ON CONFLICT ({_names(keys)}) DO UPDATE SET {_changes(changed)}"
+            )
+            cursor.executemany(statement, _tuples(rows, columns))
+    finally:
+        cursor.close()
+
+
+def copy_text(value: Any) -> str:
+    """One value as a field of ``COPY``'s text format."""
+    if value is None:
+        return "\\N"
+    if isinstance(value, str):
+        return value.translate(_COPY_ESCAPES)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, int | float):
+        return repr(value)
+    raise TypeError(f"cannot write a {type(value).__name__} value with COPY")
+
+
+def _copy(cursor: Any, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
+    text = "".join("\t".join([copy_text(row[name]) for name in columns]) + "\n" for row in rows)
+    cursor.copy_expert(f'COPY "{table}" ({_names(columns)}) FROM STDIN', io.StringIO(text))
+
+
+def _sqlite_insert(table: str, columns: Sequence[str]) -> str:
+    marks = ", ".join("?" for _ in columns)
+    return f'INSERT INTO "{table}" ({_names(columns)}) VALUES ({marks})'
+
+
+def _names(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{name}"' for name in columns)
+
+
+def _changes(columns: Sequence[str]) -> str:
+    return ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in columns)
+
+
+def _tuples(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
+    return [tuple([row[name] for name in columns]) for row in rows]
+
+
+def _dialect(session: Session) -> str:
+    return session.get_bind().dialect.name
+
+
+def _cursor(session: Session) -> Any:
+    raw = session.connection().connection.dbapi_connection  # this very transaction
+    if raw is None:
+        raise RuntimeError("the session's connection is closed")
+    return raw.cursor()
