@@ -15,7 +15,10 @@ ms, the sqlite3 driver's own ``executemany`` 3.2 ms. So:
   ``INSERT ... ON CONFLICT DO UPDATE``.
 
 Both run on the session's own connection, so they belong to the caller's transaction: a
-rollback undoes them with everything else. Values are ``None``, ``bool``, ``int``, ``float``
+rollback undoes them with everything else. A driver's error is raised as SQLAlchemy's (an
+``OperationalError`` for a connection cut, with the connection invalidated), as a statement
+through SQLAlchemy would raise it: the writer tells "the store is unreachable, retry" from
+"the store refused this" the same way for both. Values are ``None``, ``bool``, ``int``, ``float``
 or ``str``, keyed by column name; every column of the table is written. The rows of one upsert
 must not repeat a key (a statement cannot change one row twice).
 """
@@ -23,10 +26,13 @@ must not repeat a key (a statement cannot change one row twice).
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any, cast
 
+import sqlalchemy.exc
 from sqlalchemy import Table
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 #: COPY's text format: a backslash, a tab, a newline and a carriage return are escaped.
@@ -38,14 +44,11 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
     if not rows:
         return
     columns = [column.name for column in table.columns]
-    cursor = _cursor(session)
-    try:
-        if _dialect(session) == "postgresql":
+    with _cursor(session) as (cursor, postgresql):
+        if postgresql:
             _copy(cursor, table.name, columns, rows)
         else:
             cursor.executemany(_sqlite_insert(table.name, columns), _tuples(rows, columns))
-    finally:
-        cursor.close()
 
 
 def upsert_rows(
@@ -56,9 +59,8 @@ def upsert_rows(
         return
     columns = [column.name for column in table.columns]
     changed = [name for name in columns if name not in keys]
-    cursor = _cursor(session)
-    try:
-        if _dialect(session) == "postgresql":
+    with _cursor(session) as (cursor, postgresql):
+        if postgresql:
             stage = f"{table.name}_stage"
             cursor.execute(
                 f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}"'
@@ -79,8 +81,6 @@ def upsert_rows(
                 f" ON CONFLICT ({_names(keys)}) DO UPDATE SET {_changes(changed)}"
             )
             cursor.executemany(statement, _tuples(rows, columns))
-    finally:
-        cursor.close()
 
 
 def copy_text(value: Any) -> str:
@@ -118,12 +118,26 @@ def _tuples(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tupl
     return [tuple([row[name] for name in columns]) for row in rows]
 
 
-def _dialect(session: Session) -> str:
-    return session.get_bind().dialect.name
-
-
-def _cursor(session: Session) -> Any:
-    raw = session.connection().connection.dbapi_connection  # this very transaction
+@contextmanager
+def _cursor(session: Session) -> Iterator[tuple[Any, bool]]:
+    """A DBAPI cursor of the session's transaction, and whether it is PostgreSQL's; the
+    driver's errors leave as SQLAlchemy's (see the module docstring)."""
+    connection: Connection = session.connection()
+    dialect = connection.dialect
+    raw = connection.connection.dbapi_connection  # this very transaction
     if raw is None:
-        raise RuntimeError("the session's connection is closed")
-    return raw.cursor()
+        raise sqlalchemy.exc.ResourceClosedError("the session's connection is closed")
+    cursor = raw.cursor()
+    driver_error: type[Exception] = dialect.loaded_dbapi.Error
+    try:
+        yield cursor, dialect.name == "postgresql"
+    except driver_error as error:
+        cut = bool(dialect.is_disconnect(cast(Any, error), raw, cursor))
+        if cut:
+            connection.invalidate(error)
+        raise sqlalchemy.exc.DBAPIError.instance(
+            None, None, error, driver_error, connection_invalidated=cut, dialect=dialect
+        ) from error
+    finally:
+        with suppress(driver_error):  # a cut connection may refuse even this
+            cursor.close()

@@ -8,15 +8,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
 from eventcenter.storage import bulk, inbox, source_state
+from eventcenter.storage.writer import is_transient
 
 #: Texts COPY's format or SQL quoting would get wrong if a value were not escaped.
 AWKWARD = [
     "plain",
-    'quote " and \' apostrophe',
+    "quote \" and ' apostrophe",
     "back\\slash \\N \\t literally",
     "tab\there",
     "new\nline and carriage\rreturn",
@@ -118,10 +120,11 @@ def test_bulk_writes_roll_back_with_their_transaction(engine: Engine) -> None:
     keys = ("center", "tenant", "source", "key")
     with Session(engine) as session, session.begin():
         bulk.upsert_rows(session, source_state.items, [item("kept", "1", False, 1.0)], keys)
-    with pytest.raises(RuntimeError), Session(engine) as session, session.begin():
+    with Session(engine) as session:
+        transaction = session.begin()
         bulk.insert_rows(session, inbox.deliveries, [delivery(1, "{}", None)])
         bulk.upsert_rows(session, source_state.items, [item("kept", "9", True, 9.0)], keys)
-        raise RuntimeError("the transaction fails after the writes")
+        transaction.rollback()
     assert stored_deliveries(engine) == []
     assert stored_items(engine) == {"kept": ("1", False, 1.0)}
     # The same connection (from the pool) upserts again after the rollback.
@@ -132,10 +135,29 @@ def test_bulk_writes_roll_back_with_their_transaction(engine: Engine) -> None:
 
 def test_a_row_the_table_refuses_fails_the_statement(engine: Engine) -> None:
     first = delivery(1, "{}", None)
-    with pytest.raises(Exception) as caught, Session(engine) as session, session.begin():
-        bulk.insert_rows(session, inbox.deliveries, [first, dict(first)])  # the same key twice
-    assert "duplicate" in str(caught.value).lower() or "unique" in str(caught.value).lower()
+    with Session(engine) as session, session.begin():
+        with pytest.raises(IntegrityError, match=r"(?i)duplicate|unique"):
+            bulk.insert_rows(session, inbox.deliveries, [first, dict(first)])  # one key twice
+        session.rollback()
     assert stored_deliveries(engine) == []
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_a_connection_cut_during_copy_is_a_transient_failure(engine: Engine) -> None:
+    """The writer retries what is transient: a cut in the middle of a COPY must look like a
+    cut in the middle of any other statement (SQLAlchemy's OperationalError, invalidated)."""
+    with Session(engine) as session, session.begin():
+        pid = session.execute(text("SELECT pg_backend_pid()")).scalar()
+        with engine.connect() as other:  # ends this test's own session's backend, by its pid
+            other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(OperationalError) as caught:
+            bulk.insert_rows(session, inbox.deliveries, [delivery(1, "{}", None)])
+        assert caught.value.connection_invalidated
+        assert is_transient(caught.value)
+        session.rollback()
+    with Session(engine) as session, session.begin():  # the pool hands out a sound connection
+        bulk.insert_rows(session, inbox.deliveries, [delivery(2, "{}", None)])
+    assert [row["seq"] for row in stored_deliveries(engine)] == [2]
 
 
 def test_a_value_of_another_type_is_refused_by_name() -> None:
