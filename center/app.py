@@ -25,6 +25,7 @@ from typing import Any
 from uuid import UUID
 
 from eventcenter.center.healing import CenterHealing
+from eventcenter.center.heap import freeze_startup_heap
 from eventcenter.center.reader import CenterReader
 from eventcenter.center.settings import CenterSettings
 from eventcenter.center.source_requests import REQUESTS_EVERY, SourceRequests
@@ -274,6 +275,8 @@ class EventCenter:
         loop = asyncio.get_running_loop()
         self._purger = loop.create_task(self._purge_forever())
         self._lease_watch = loop.create_task(self._watch_lease())
+        if self.settings.freeze_heap:
+            freeze_startup_heap()
 
     def _open(self) -> None:
         try:

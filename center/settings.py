@@ -30,6 +30,9 @@ A complete ``eventcenter.toml`` (every key, with its default)::
     # Seconds start() waits as a standby while another process is the active center of this
     # name on this store; 0 refuses at once
     standby_wait = 0.0
+    # At the first start in a process, freeze what exists then (gc.freeze): the garbage
+    # collector's full collections then skip the imported modules and classes
+    freeze_heap = true
 
     [processor]
     max_queued = 10000                    # events admitted but not yet handled
@@ -363,6 +366,12 @@ class CenterSettings(BaseSettings):
         ge=0,
         description="seconds start() waits as a standby while another process is the active"
         " center of this name; 0 refuses at once, None waits for ever",
+    )
+    freeze_heap: bool = Field(
+        True,
+        description="at the first start in a process, move the objects that exist then"
+        " (modules, classes, settings) out of the garbage collector's reach (gc.freeze), so"
+        " that the full collections a busy center triggers skip them",
     )
     processor: ProcessorSettings = Field(default_factory=ProcessorSettings)
     recording: RecordingSettings = Field(default_factory=RecordingSettings)
