@@ -83,6 +83,53 @@ def upsert_rows(
             cursor.executemany(statement, _tuples(rows, columns))
 
 
+def delete_in(
+    session: Session, table: Table, center: str, column: str, values: Sequence[Any]
+) -> None:
+    """Delete the center's rows of ``table`` whose ``column`` is one of ``values``."""
+    if not values:
+        return
+    with _cursor(session) as (cursor, postgresql):
+        if postgresql:
+            cursor.execute(
+                f'DELETE FROM "{table.name}" WHERE center = %s AND "{column}" = ANY(%s)',
+                (center, list(values)),
+            )
+        else:
+            cursor.executemany(
+                f'DELETE FROM "{table.name}" WHERE center = ? AND "{column}" = ?',
+                [(center, value) for value in values],
+            )
+
+
+def select_in(
+    session: Session,
+    table: Table,
+    columns: Sequence[str],
+    center: str,
+    column: str,
+    values: Sequence[Any],
+) -> list[tuple[Any, ...]]:
+    """The ``columns`` of the center's rows of ``table`` whose ``column`` is one of
+    ``values`` (SQLite: at most 30,000 values, its limit of parameters per statement)."""
+    if not values:
+        return []
+    names = _names(columns)
+    with _cursor(session) as (cursor, postgresql):
+        if postgresql:
+            cursor.execute(
+                f'SELECT {names} FROM "{table.name}" WHERE center = %s AND "{column}" = ANY(%s)',
+                (center, list(values)),
+            )
+        else:
+            marks = ", ".join("?" for _ in values)
+            cursor.execute(
+                f'SELECT {names} FROM "{table.name}" WHERE center = ? AND "{column}" IN ({marks})',
+                [center, *values],
+            )
+        return [tuple(row) for row in cursor.fetchall()]
+
+
 def copy_text(value: Any) -> str:
     """One value as a field of ``COPY``'s text format."""
     if value is None:

@@ -52,6 +52,8 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+from eventcenter.storage import bulk
+
 metadata = MetaData()
 
 deliveries = Table(
@@ -158,11 +160,7 @@ def known_identities(session: Session, center: str, idents: Sequence[str]) -> di
     """The event ids already admitted under any of ``idents`` (ident -> event id)."""
     found: dict[str, str] = {}
     for chunk in _chunks(idents):
-        rows = session.execute(
-            select(idempotency.c.ident, idempotency.c.event_id).where(
-                idempotency.c.center == center, idempotency.c.ident.in_(chunk)
-            )
-        )
+        rows = bulk.select_in(session, idempotency, ("ident", "event_id"), center, "ident", chunk)
         found.update({ident: event_id for ident, event_id in rows})
     return found
 
@@ -179,10 +177,7 @@ def known_causes(session: Session, center: str, keys: Sequence[str]) -> set[str]
 
 def delete_deliveries(session: Session, center: str, seqs: Sequence[int]) -> None:
     for start in range(0, len(seqs), CHUNK):
-        chunk = seqs[start : start + CHUNK]
-        session.execute(
-            delete(deliveries).where(deliveries.c.center == center, deliveries.c.seq.in_(chunk))
-        )
+        bulk.delete_in(session, deliveries, center, "seq", seqs[start : start + CHUNK])
 
 
 def set_attempts(session: Session, center: str, attempts: dict[int, int]) -> None:

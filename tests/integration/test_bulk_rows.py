@@ -166,3 +166,27 @@ def test_a_value_of_another_type_is_refused_by_name() -> None:
     assert bulk.copy_text(None) == "\\N"
     assert bulk.copy_text(True) == "t"
     assert bulk.copy_text(0.1) == "0.1"
+
+
+def test_rows_are_selected_and_deleted_by_a_list_of_keys_of_one_center(engine: Engine) -> None:
+    rows = [delivery(seq, "{}", None) for seq in range(1, 8)]
+    other = {**delivery(3, "{}", None), "center": "other"}  # same seq, another center
+    keys = [
+        {"center": "c", "ident": ident, "event_id": f"e-{n}", "accepted_at": 1.0}
+        for n, ident in enumerate(AWKWARD)
+    ]
+    with Session(engine) as session, session.begin():
+        bulk.insert_rows(session, inbox.deliveries, [*rows, other])
+        bulk.insert_rows(session, inbox.idempotency, keys)
+        bulk.delete_in(session, inbox.deliveries, "c", "seq", [2, 3, 5, 99])
+        bulk.delete_in(session, inbox.deliveries, "c", "seq", [])
+        found = bulk.select_in(
+            session, inbox.idempotency, ("ident", "event_id"), "c", "ident", [*AWKWARD[3:6], "none"]
+        )
+        elsewhere = bulk.select_in(
+            session, inbox.idempotency, ("ident",), "other", "ident", AWKWARD
+        )
+    assert sorted(found) == sorted((ident, f"e-{AWKWARD.index(ident)}") for ident in AWKWARD[3:6])
+    assert elsewhere == []
+    left = [(row["center"], row["seq"]) for row in stored_deliveries(engine)]
+    assert sorted(left) == [("c", 1), ("c", 4), ("c", 6), ("c", 7), ("other", 3)]
