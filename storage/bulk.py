@@ -9,7 +9,8 @@ ms, the sqlite3 driver's own ``executemany`` 3.2 ms. So:
 
 - **SQLite**: the DBAPI cursor's ``executemany`` with ``?`` parameters (the loop over the
   rows runs in C); an upsert is ``INSERT ... ON CONFLICT (keys) DO UPDATE``.
-- **PostgreSQL**: ``COPY ... FROM STDIN`` in the text format; an upsert copies into a
+- **PostgreSQL**: ``COPY ... FROM STDIN`` in the text format; an upsert of a few rows is one
+  ``INSERT ... VALUES ... ON CONFLICT DO UPDATE``, a larger one copies into a
   temporary staging table of the same shape (``ON COMMIT DELETE ROWS``, one per connection
   and table) and moves the rows out of it with one ``DELETE ... RETURNING`` feeding an
   ``INSERT ... ON CONFLICT DO UPDATE``.
@@ -35,6 +36,10 @@ from sqlalchemy import Table
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
+#: Up to this many rows, a PostgreSQL upsert is one plain statement (one round trip instead of
+#: the staging table's three: a source's position is one row per commit).
+DIRECT_MAX = 8
+
 #: COPY's text format: a backslash, a tab, a newline and a carriage return are escaped.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -59,8 +64,17 @@ def upsert_rows(
         return
     columns = [column.name for column in table.columns]
     changed = [name for name in columns if name not in keys]
+    conflict = f" ON CONFLICT ({_names(keys)}) DO UPDATE SET {_changes(changed)}"
     with _cursor(session) as (cursor, postgresql):
-        if postgresql:
+        if postgresql and len(rows) <= DIRECT_MAX:
+            marks = ", ".join("%s" for _ in columns)
+            cursor.execute(
+                f'INSERT INTO "{table.name}" ({_names(columns)}) VALUES '
+                + ", ".join(f"({marks})" for _ in rows)
+                + conflict,
+                [value for row in _tuples(rows, columns) for value in row],
+            )
+        elif postgresql:
             stage = f"{table.name}_stage"
             cursor.execute(
                 f'CREATE TEMPORARY TABLE IF NOT EXISTS "{stage}"'
@@ -72,14 +86,10 @@ def upsert_rows(
             # transaction finds it empty (the commit also empties it).
             cursor.execute(
                 f'WITH moved AS (DELETE FROM "{stage}" RETURNING {names})'
-                f' INSERT INTO "{table.name}" ({names}) SELECT {names} FROM moved'
-                f" ON CONFLICT ({_names(keys)}) DO UPDATE SET {_changes(changed)}"
+                f' INSERT INTO "{table.name}" ({names}) SELECT {names} FROM moved{conflict}'
             )
         else:
-            statement = (
-                f"{_sqlite_insert(table.name, columns)}"
-                f" ON CONFLICT ({_names(keys)}) DO UPDATE SET {_changes(changed)}"
-            )
+            statement = _sqlite_insert(table.name, columns) + conflict
             cursor.executemany(statement, _tuples(rows, columns))
 
 

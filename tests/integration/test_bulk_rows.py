@@ -190,3 +190,27 @@ def test_rows_are_selected_and_deleted_by_a_list_of_keys_of_one_center(engine: E
     assert elsewhere == []
     left = [(row["center"], row["seq"]) for row in stored_deliveries(engine)]
     assert sorted(left) == [("c", 1), ("c", 4), ("c", 6), ("c", 7), ("other", 3)]
+
+
+@pytest.mark.parametrize("size", [1, bulk.DIRECT_MAX, bulk.DIRECT_MAX + 1, 300])
+def test_upserts_of_every_size_write_the_same(engine: Engine, size: int) -> None:
+    """A few rows are one statement on PostgreSQL, more go through the staging table: both
+    must insert, update and leave other rows alone alike, twice in one transaction too."""
+    keys = ("center", "tenant", "source", "key")
+    names = [f"{AWKWARD[n % len(AWKWARD)]}#{n}" for n in range(size)]
+    with Session(engine) as session, session.begin():
+        bulk.upsert_rows(session, source_state.items, [item("kept", "1", False, 1.0)], keys)
+        bulk.upsert_rows(
+            session, source_state.items, [item(k, "1", False, 1.5) for k in names], keys
+        )
+    with Session(engine) as session, session.begin():
+        half = names[: (size + 1) // 2]
+        bulk.upsert_rows(session, source_state.items, [item(k, "2", True, 2.5) for k in half], keys)
+        bulk.upsert_rows(
+            session, source_state.items, [item(k, "3", False, 3.5) for k in half[:1]], keys
+        )
+    expected = {k: ("1", False, 1.5) for k in names}
+    expected.update({k: ("2", True, 2.5) for k in half})
+    expected[names[0]] = ("3", False, 3.5)
+    expected["kept"] = ("1", False, 1.0)
+    assert stored_items(engine) == expected
