@@ -26,7 +26,9 @@ What is measured, in one run (every figure next to its baseline of the same run)
    the report.
    Target: the switch comes within ``failure_threshold x event_timeout`` of the outage.
 
-Every center run checks that each item was handled exactly once. Streams, consumers and
+Every center run checks that each item was handled exactly once. The bench freezes its heap
+before the first run (as a center's first start does, ``freeze_heap``), so plain and center
+runs meet the same garbage collector. Streams, consumers and
 PostgreSQL schemas are the run's own and are deleted afterwards. A server that cannot be
 reached is reported as unavailable with the reason (its targets: "not measured").
 
@@ -69,6 +71,7 @@ from bench.common import (
     unavailable,
 )
 from bench.common import table as common_table
+from eventcenter.center.heap import freeze_startup_heap
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -88,7 +91,9 @@ MEASURED_MODULES = (
     "eventcenter.handlers.admission",
     "eventcenter.handlers.processor",
     "eventcenter.storage.writer",
+    "eventcenter.storage.bulk",
     "eventcenter.storage.source_state",
+    "eventcenter.center.heap",
     "eventcenter.domain.hysteresis",
 )
 
@@ -477,6 +482,10 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
             "code": code_fingerprint(MEASURED_MODULES),
         }
     }
+    # Every run, plain or center, under the same collector: what exists now is frozen as a
+    # center's first start would freeze it (``freeze_heap``), so the baseline does not run
+    # with full collections over the imported modules while the centers after it do not.
+    freeze_startup_heap()
     with console.status("checking the servers"):
         pg_down = postgres_reason(args.pg_url)
         redis_down = server_reason(_redis_probe, args.redis_url)
