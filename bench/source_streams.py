@@ -41,10 +41,12 @@ from redis.asyncio import Redis
 from bench.common import fresh_database, fresh_run
 from eventcenter.center.app import EventCenter
 from eventcenter.center.settings import CenterSettings
+from eventcenter.center.source_sink import CenterItemSink
 from eventcenter.domain.event import Event
 from eventcenter.domain.sources import PushPath
 from eventcenter.handlers.config import ProcessorSettings
 from eventcenter.sources.connectors import nats_jetstream, redis_stream
+from eventcenter.sources.connectors.redis_entry import received_entry
 from eventcenter.sources.source import DataSource
 
 CENTER = "bench"
@@ -342,6 +344,72 @@ async def nats_center(
             with suppress(NotFoundError):
                 await js.delete_stream(name.stream)
         await client.close()
+
+
+# the center alone ----------------------------------------------------------------------------
+
+
+def redis_entries(count: int) -> list[list[tuple[str, dict[bytes, bytes]]]]:
+    """``count`` stream entries as redis-py hands them over, in reads of :data:`BATCH`."""
+    entries = [(f"{seq + 1}-0", {b"item": item_body(seq)}) for seq in range(count)]
+    return [entries[first : first + BATCH] for first in range(0, count, BATCH)]
+
+
+async def sink_only(url: str, directory: Path, count: int) -> dict[str, Any]:
+    """The center's own cost per item, without a broker: ``count`` entries already read are
+    decoded as the Redis connector decodes them (``received_entry``) and admitted in reads of
+    :data:`BATCH` through the center's item sink, one after the other as one engine does,
+    until every item is handled. CPU: the event loop's thread, and the whole process (the
+    writer thread and the database driver included)."""
+    handled = HandledCount(count)
+    handled.expected_per_tenant = {"acme": count}
+    center = build_center(url, directory, handled)
+    reads = redis_entries(count)
+    await center.start()
+    try:
+        sink = CenterItemSink(center.processor)
+        saves = center.writer.saves
+        started, process, loop = time.perf_counter(), time.process_time(), time.thread_time()
+        for read in reads:
+            received = [received_entry(entry_id, fields) for entry_id, fields in read]
+            await sink.admit("acme", "orders", "push", received, received[-1].position)
+        async with asyncio.timeout(RUN_TIMEOUT_S):
+            await handled.done.wait()
+        elapsed = time.perf_counter() - started
+        loop_cpu, process_cpu = time.thread_time() - loop, time.process_time() - process
+        commits = center.writer.saves - saves
+        await center.processor.join()
+    finally:
+        stopped = await center.stop()
+    return {
+        "items": count,
+        "items_per_s": round(count / elapsed),
+        "seconds": round(elapsed, 3),
+        "loop_cpu_us": round(loop_cpu / count * 1e6, 1),
+        "process_cpu_us": round(process_cpu / count * 1e6, 1),
+        "commits": commits,
+        "exactly_once": handled.calls == count and handled.distinct == count and stopped.clean,
+    }
+
+
+def measure_sink_only(
+    count: int, backends: Sequence[str], pg_url: str, repeats: int
+) -> dict[str, Any]:
+    """Best of ``repeats`` :func:`sink_only` runs on each backend (a fresh store each)."""
+    result: dict[str, Any] = {"status": "measured", "items": count, "best_of": repeats}
+    for backend in backends:
+        runs = []
+        for _ in range(repeats):
+            with fresh_database(backend, pg_url) as (url, directory):
+                runs.append(fresh_run(sink_only, url, directory, count))
+        best = max(runs, key=lambda run: int(run["items_per_s"]))
+        result[backend] = {
+            **best,
+            "runs": [run["items_per_s"] for run in runs],
+            "exactly_once": all(run["exactly_once"] for run in runs),
+            "checked_runs": len(runs),
+        }
+    return result
 
 
 # one broker, every store ---------------------------------------------------------------------

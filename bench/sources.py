@@ -25,6 +25,12 @@ What is measured, in one run (every figure next to its baseline of the same run)
    made for this run (``event_timeout`` 0.5 s, thresholds 2/3, polling every 0.2 s), shown in
    the report.
    Target: the switch comes within ``failure_threshold x event_timeout`` of the outage.
+5. **The center alone**: the same N items as stream entries already read (no broker, no
+   producer), decoded as the Redis connector decodes them and admitted 500 at a time through
+   the center's item sink, one admission after the other as one engine runs them, until
+   every item is handled; items/s and CPU per item of the event loop's thread and of the
+   whole process (writer thread and driver included), on SQLite and PostgreSQL. No target:
+   it shows what the center's own work costs, apart from the broker's client.
 
 Every center run checks that each item was handled exactly once. The bench freezes its heap
 before the first run (as a center's first start does, ``freeze_heap``), so plain and center
@@ -205,6 +211,14 @@ def measure_tenants(
 # targets -------------------------------------------------------------------------------------
 
 
+def measure_center_alone(sizes: Sizes, pg_url: str, pg_down: str | None) -> dict[str, Any]:
+    backends = [b for b in BACKENDS if b == "sqlite" or pg_down is None]
+    result = source_streams.measure_sink_only(sizes.items, backends, pg_url, sizes.repeats)
+    if pg_down is not None:
+        result["postgresql"] = unavailable(pg_url, pg_down)
+    return result
+
+
 def target(name: str, goal: str, value: Any, met: bool | None) -> dict[str, Any]:
     return {"name": name, "target": goal, "value": value, "met": met}
 
@@ -264,7 +278,7 @@ def targets_of(report: dict[str, Any]) -> list[dict[str, Any]]:
 def exactly_once_target(report: dict[str, Any]) -> dict[str, Any]:
     """Every center run of every section: (runs checked, runs where it held)."""
     runs = held = 0
-    for key in ("redis", "nats", "tenants"):
+    for key in ("redis", "nats", "tenants", "alone"):
         for backend in BACKENDS:
             run = _measured(report[key], backend)
             if run is not None:
@@ -441,11 +455,42 @@ def render_failover(section: dict[str, Any], console: Console) -> None:
     )
 
 
+def render_alone(section: dict[str, Any]) -> Table:
+    columns = ["store", "items/s", "seconds", "loop CPU µs/item", "process CPU µs/item"]
+    columns += ["commits", "once", "runs (items/s)"]
+    rows: list[list[Any]] = []
+    for backend in BACKENDS:
+        run = section[backend]
+        if run.get("status") == "unavailable":
+            rows.append([backend, "unavailable", run["reason"], *[""] * 5])
+            continue
+        rows.append(
+            [
+                backend,
+                run["items_per_s"],
+                run["seconds"],
+                run["loop_cpu_us"],
+                run["process_cpu_us"],
+                run["commits"],
+                run["exactly_once"],
+                str(run["runs"]),
+            ]
+        )
+    return table(
+        f"5. The center alone: {section['items']:,} stream entries already read, decoded and"
+        f" admitted {source_streams.BATCH} at a time through the item sink until handled (no"
+        f" broker; best of {section['best_of']})",
+        columns,
+        rows,
+    )
+
+
 def render(report: dict[str, Any], console: Console) -> None:
     console.print(render_broker(1, "Redis stream", "plain XREADGROUP + XACK", report["redis"]))
     console.print(render_broker(2, "NATS JetStream", "plain fetch + ack", report["nats"]))
     console.print(render_tenants(report))
     render_failover(report["failover"], console)
+    console.print(render_alone(report["alone"]))
     console.print(targets_table(report))
 
 
@@ -493,7 +538,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     sections: list[tuple[str, str, Callable[[], dict[str, Any]]]] = [
         (
             "redis",
-            "1/4 Redis stream: plain consumer and center",
+            "1/5 Redis stream: plain consumer and center",
             lambda: measure_broker(
                 args.redis_url,
                 redis_down,
@@ -506,7 +551,7 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         ),
         (
             "nats",
-            "2/4 NATS JetStream: plain consumer and center",
+            "2/5 NATS JetStream: plain consumer and center",
             lambda: measure_broker(
                 args.nats_url,
                 nats_down,
@@ -519,13 +564,18 @@ def run(args: argparse.Namespace, console: Console) -> dict[str, Any]:
         ),
         (
             "tenants",
-            "3/4 items/s per tenant, by store",
+            "3/5 items/s per tenant, by store",
             lambda: measure_tenants(args.redis_url, redis_down, sizes, args.pg_url, pg_down),
         ),
         (
             "failover",
-            "4/4 push outage and recovery",
+            "4/5 push outage and recovery",
             lambda: source_failover.measure_failover(sizes.cycles, sizes.steady_s, sizes.hold_s),
+        ),
+        (
+            "alone",
+            "5/5 the center alone, without a broker",
+            lambda: measure_center_alone(sizes, args.pg_url, pg_down),
         ),
     ]
     timings: dict[str, float] = {}
