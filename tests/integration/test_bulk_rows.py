@@ -5,6 +5,7 @@ caller's transaction."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from enum import StrEnum
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import Engine, create_engine, select, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 
+from eventcenter.domain.priority import Priority
 from eventcenter.storage import bulk, inbox, source_state
 from eventcenter.storage.writer import is_transient
 
@@ -166,6 +168,12 @@ def test_a_value_of_another_type_is_refused_by_name() -> None:
     assert bulk.copy_text(None) == "\\N"
     assert bulk.copy_text(True) == "t"
     assert bulk.copy_text(0.1) == "0.1"
+    assert bulk.copy_text(Priority.HIGH) == str(int(Priority.HIGH))  # an int subclass: its number
+    assert bulk.copy_text(Tabbed.VALUE) == "a\\tb"  # a str subclass: its text, escaped
+
+
+class Tabbed(StrEnum):
+    VALUE = "a\tb"
 
 
 def test_rows_are_selected_and_deleted_by_a_list_of_keys_of_one_center(engine: Engine) -> None:
