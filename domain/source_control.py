@@ -48,6 +48,12 @@ class SourceControl(Protocol):
         """The polling interval's scale now (1.0 without a poll path)."""
         ...
 
+    def slow_down(self, by: float, cap: float, relax_after: float) -> float:
+        """Poll ``by`` times slower (at most ``cap`` times) until it wears off, one step after
+        each ``relax_after`` seconds without a rate-limited answer (see
+        :class:`~eventcenter.domain.slowdown.SlowDown`); the load factor now."""
+        ...
+
     def poll_now(self) -> None:
         """Poll at once if polling runs (the re-check after a change to polling)."""
         ...

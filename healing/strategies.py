@@ -19,7 +19,9 @@ strategy               action                                  re-check (``verif
                        through the tuning port, poll; for a
                        source no tuned service drives, double
                        its polling interval (load factor, at
-                       most ``max_factor``), poll
+                       most ``max_factor``), poll; that
+                       steps back after each ``relax_after``
+                       (5 min) without a rate-limited answer
 =====================  ======================================  =====================================
 
 ``verify`` waits for its evidence (checking every ``check_every`` seconds on the clock) and the
@@ -259,12 +261,16 @@ class ReduceFrequency(SourceStrategyBase):
     through the ``frequency`` port: the service's rate is divided by ``factor`` and held there
     (recorded and dispatched to its agents; the source's load factor follows), so tuning's
     next adjustment does not undo it. Any other source polls half as often (its load factor
-    doubles, up to ``max_factor``). The port is set once the tuning side is built."""
+    doubles, up to ``max_factor``) until that wears off: one step back after each
+    ``relax_after`` seconds without a rate-limited answer (see
+    :class:`~eventcenter.domain.slowdown.SlowDown`). The port is set once the tuning side is
+    built."""
 
     name: str = REDUCE_FREQUENCY
     categories: frozenset[str] = frozenset({Category.RATE_LIMITED, Category.POLLING_FAILURE})
     max_factor: float = 8.0
     factor: float = 2.0
+    relax_after: float = 300.0
     frequency: FrequencyPort | None = None
 
     async def apply(self, case: CaseSummary) -> str:
@@ -281,8 +287,7 @@ class ReduceFrequency(SourceStrategyBase):
                 self._mark(case)
                 control.poll_now()
                 return done
-        factor = min(self.max_factor, control.load_factor * self.factor)
-        control.set_load_factor(factor)
+        factor = control.slow_down(self.factor, self.max_factor, self.relax_after)
         self._mark(case)
         control.poll_now()
         return f"polling load factor set to {factor:g}"

@@ -744,6 +744,14 @@ class SourceRunner:
     def load_factor(self) -> float:
         return self.polling.load_factor if self.polling is not None else 1.0
 
+    def slow_down(self, by: float, cap: float, relax_after: float) -> float:
+        """Poll ``by`` times slower until it wears off (see
+        :meth:`~eventcenter.sources.polling_engine.PollingEngine.slow_down`); the load factor
+        now."""
+        if self.polling is None:
+            raise self._refused("slow down polling", "the source has no poll path")
+        return self.polling.slow_down(by, cap, relax_after)
+
     def poll_now(self) -> None:
         """Poll at once if polling runs (nothing otherwise)."""
         if self.polling is not None and self.polling.running:

@@ -12,7 +12,11 @@ runtime, or scale it with :meth:`PollingEngine.set_load_factor`:
     effective interval = clamp(interval * load_factor, min_interval, max_interval)
 
 A load factor of 1 polls at the configured interval, 2 half as often (the center is busy), 0.5
-twice as often (it has room); the bounds keep any factor sane. A change takes effect on the
+twice as often (it has room); the bounds keep any factor sane. Healing slows a source whose
+server answers "too many requests" with :meth:`PollingEngine.slow_down`: a
+:class:`~eventcenter.domain.slowdown.SlowDown` multiplies the load factor and wears off by
+itself, one step after each quiet period without a rate-limited answer (checked at each poll
+that answered). A change takes effect on the
 wait in progress. The interval is the rhythm of a caught-up source: a poll that returned items
 and moved the cursor is followed by the next one at once (``drain``), so a backlog, such as the
 one a push outage leaves, is read in one go rather than one page per interval.
@@ -31,7 +35,8 @@ import random
 
 from eventcenter.domain.backoff import ReconnectBackoff
 from eventcenter.domain.errors import ConfigurationError, EventCenterError
-from eventcenter.domain.sources import Clock, ItemSink, PollPath, SourceError
+from eventcenter.domain.slowdown import SlowDown
+from eventcenter.domain.sources import Clock, ItemSink, PollPath, SourceError, SourceErrorKind
 from eventcenter.sources.lifecycle import EngineTask, raise_if_cancelling
 from eventcenter.sources.outcomes import AdmissionFailed, OnOutcome, PathName, PathOutcome
 
@@ -81,6 +86,7 @@ class PollingEngine:
         self._max = max_interval
         self._interval = self._checked(interval)
         self._load_factor = 1.0
+        self._slowdown = SlowDown()
         self._drain = drain
         self._backoff = backoff or ReconnectBackoff()
         self._rng = rng or random.Random()
@@ -105,7 +111,16 @@ class PollingEngine:
 
     @property
     def load_factor(self) -> float:
-        return self._load_factor
+        """The scale of the interval now: the load factor set, times a slow-down in effect."""
+        return self._load_factor * self._slowdown.factor
+
+    def slow_down(self, by: float, cap: float, relax_after: float) -> float:
+        """Poll ``by`` times slower (the slow-down at most ``cap``), until it wears off: one
+        step back after each ``relax_after`` seconds without a rate-limited answer. Returns
+        the load factor now."""
+        self._slowdown.slow(by, cap, relax_after, self._clock.now())
+        self._wake.set()
+        return self.load_factor
 
     def set_load_factor(self, factor: float) -> None:
         """Scale the interval by ``factor`` (> 0), within [min_interval, max_interval]."""
@@ -120,7 +135,7 @@ class PollingEngine:
     @property
     def current_interval(self) -> float:
         """The seconds between polls now (see :func:`effective_interval`)."""
-        return effective_interval(self._interval, self._load_factor, self._min, self._max)
+        return effective_interval(self._interval, self.load_factor, self._min, self._max)
 
     @property
     def cursor(self) -> str | None:
@@ -196,6 +211,15 @@ class PollingEngine:
         self._failures = 0
         now = self._clock.now()
         self._last_poll_at = now
+        if self._slowdown.relax(now):
+            log.info(
+                "polling of %s/%s steps back to load factor %g: %gs without a rate-limited answer",
+                self.tenant,
+                self.source,
+                self.load_factor,
+                self._slowdown.relax_after,
+                extra={"tenant": self.tenant, "source": self.source, "path": POLL},
+            )
         bad = sum(1 for message in received if message.item is None)
         self._on_outcome(
             PathOutcome.success(
@@ -211,6 +235,8 @@ class PollingEngine:
             delay = max(delay, after)
         now = self._clock.now()
         if isinstance(error, SourceError):
+            if error.kind is SourceErrorKind.RATE_LIMITED:
+                self._slowdown.rate_limited(now)
             outcome = PathOutcome.failure(now, POLL, error, retry_in=delay)
         else:
             outcome = PathOutcome.admission_failure(now, POLL, error, retry_in=delay)

@@ -227,6 +227,20 @@ async def test_reduce_frequency_doubles_the_interval_up_to_its_bound(w: World) -
     assert await verified(w, strategy.verify(limited), 5)
 
 
+async def test_reduce_frequency_wears_off_once_the_server_stopped_refusing(w: World) -> None:
+    """One burst of 429s must not slow the source for the rest of the process's life."""
+    await w.runner.force_mode(HYBRID, "test")
+    strategy = ReduceFrequency(w.manager, w.clock, w.clock.now, relax_after=60.0)
+    limited = case(category="rate_limited", component="source_poll")
+    await strategy.apply(limited)
+    await strategy.apply(limited)
+    assert w.runner.load_factor == 4.0  # polls every 240 s instead of 60
+    await w.clock.advance(245.0)  # the next poll answers, after a quiet minute: one step back
+    assert w.runner.load_factor == 2.0
+    await w.clock.advance(125.0)  # and the one 120 s later
+    assert w.runner.load_factor == 1.0
+
+
 async def test_a_case_without_a_source_is_refused_clearly(w: World) -> None:
     for strategy in builtin_strategies(w.manager, w.clock, w.clock.now):
         with pytest.raises(NoSourceToHeal, match="names no source"):

@@ -265,3 +265,41 @@ def test_a_load_factor_must_be_a_positive_number(factor: float) -> None:
     with pytest.raises(ConfigurationError, match="load factor"):
         rig.engine.set_load_factor(factor)
     assert rig.engine.load_factor == 1.0
+
+
+async def test_a_slow_down_wears_off_after_a_quiet_period() -> None:
+    rig = Rig()
+    rig.engine.start()
+    await rig.clock.advance(0.0)
+    assert rig.engine.slow_down(2.0, 8.0, 30.0) == 2.0  # after the poll at 0: every 20 s
+    await rig.clock.advance(75.0)
+    await rig.engine.stop()
+
+    # 20 s apart until the poll at 40, 30 s after the slow-down, steps it back: 10 s again.
+    assert rig.poll_times() == [0.0, 20.0, 40.0, 50.0, 60.0, 70.0]
+    assert rig.engine.load_factor == 1.0
+
+
+async def test_a_rate_limited_answer_starts_the_quiet_period_over() -> None:
+    rig = Rig()
+    rig.engine.start()
+    await rig.clock.advance(0.0)
+    rig.engine.slow_down(2.0, 8.0, 30.0)
+    rig.poll.errors.append(SourceError(SourceErrorKind.RATE_LIMITED, "429 (test)"))
+    await rig.clock.advance(55.0)  # the poll at 20 is refused: 30 quiet seconds from there
+    assert rig.engine.load_factor == 2.0
+    await rig.clock.advance(10.0)  # the first poll at least 30 s after the refusal
+    assert rig.engine.load_factor == 1.0
+    await rig.engine.stop()
+    assert [o.ok for o in rig.outcomes.seen][:3] == [True, False, True]
+
+
+async def test_slow_downs_multiply_up_to_their_cap_on_top_of_the_load_factor() -> None:
+    rig = Rig()
+    rig.engine.set_load_factor(0.5)  # tuning's knob
+    assert rig.engine.slow_down(2.0, 4.0, 60.0) == 1.0
+    assert rig.engine.slow_down(2.0, 4.0, 60.0) == 2.0
+    assert rig.engine.slow_down(2.0, 4.0, 60.0) == 2.0  # the slow-down is capped at 4
+    assert rig.engine.current_interval == 20.0
+    with pytest.raises(ConfigurationError, match="multiply by a number > 1"):
+        rig.engine.slow_down(1.0, 4.0, 60.0)
