@@ -406,7 +406,8 @@ async def test_a_store_outage_is_503_and_a_retry_with_the_same_key_is_admitted_o
     store answers; while the center knows the store is down, requests are refused at once; the
     client's retry with the same key gets the stored event's id, delivered once."""
     # Nothing but the request may find the store gone first: the periodic looks for operators'
-    # requests, RCA answers and the lease would make the writer refuse it at once instead.
+    # requests, RCA answers and the lease, or a read still under way from the start, would make
+    # the writer refuse it at once instead.
     settings = settings_for(pg_proxy.url, tmp_path).model_copy(
         update={"healing": HealingSettings(enabled=False)}
     )
@@ -427,6 +428,9 @@ async def test_a_store_outage_is_503_and_a_retry_with_the_same_key_is_admitted_o
         ) as first,
         httpx.AsyncClient(transport=httpx.ASGITransport(app=patient), base_url="http://c") as later,
     ):
+        # What the center began reading in the background at start (the tuning worker's look
+        # for open runs) is committed before the cut: the request must be the first to find it.
+        await center.deliveries.flush()
         pg_proxy.proxy.cut()
         unconfirmed = await post_events(first, envelope(), **{"Idempotency-Key": "o-9"})
         await wait_for(lambda: not center.writer.available)
