@@ -41,8 +41,8 @@ reached is reported as unavailable with the reason (its targets: "not measured")
 Output: rich tables, then a summary of the targets; ``--json`` sends the tables to stderr and
 prints one JSON document on stdout. ``config.code`` holds sha256 prefixes of the measured
 modules and ``config.load`` the machine's load averages at the start and the end: other work
-on the two cores moves every figure. Sizes are chosen for about 50 s on a 2-core machine
-(``--quick``: under 10 s).
+on the two cores moves every figure. Sizes are chosen for about 65 s on a 2-core machine
+(``--quick``: about 10 s).
 """
 
 from __future__ import annotations
@@ -501,7 +501,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = report_parser(
         "python -m bench.sources",
         "Data source figures: real streams through a real center, and failover.",
-        "small sizes (under 10 s)",
+        "small sizes (about 10 s)",
     )
     add_pg_url(parser)
     parser.add_argument("--redis-url", default=DEFAULT_REDIS_URL, help="Redis server")
