@@ -172,8 +172,7 @@ def _escaped(text: str) -> str:
 
 
 def _copy(cursor: Any, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    values = itemgetter(*columns) if len(columns) > 1 else lambda row: (row[columns[0]],)
-    text = "\n".join(["\t".join(map(copy_text, values(row))) for row in rows]) + "\n"
+    text = "\n".join(["\t".join(map(copy_text, row)) for row in _tuples(rows, columns)]) + "\n"
     cursor.copy_expert(f'COPY "{table}" ({_names(columns)}) FROM STDIN', io.StringIO(text))
 
 
@@ -191,7 +190,12 @@ def _changes(columns: Sequence[str]) -> str:
 
 
 def _tuples(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:
-    return [tuple([row[name] for name in columns]) for row in rows]
+    """Each row's values in the order of ``columns``."""
+    if len(columns) == 1:
+        (name,) = columns
+        return [(row[name],) for row in rows]
+    values = itemgetter(*columns)
+    return [values(row) for row in rows]
 
 
 @contextmanager

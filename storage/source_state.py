@@ -102,14 +102,6 @@ class OutcomeRow:
     items: int
 
 
-def _upsert(
-    session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
-) -> None:
-    """Insert or update ``rows`` (keys unique within them: a statement cannot update one row
-    twice), at the driver's speed (:mod:`.bulk`)."""
-    bulk.upsert_rows(session, table, rows, keys)
-
-
 def store_position(
     session: Session, center: str, tenant: str, source: str, path: str, position: str, now: float
 ) -> None:
@@ -121,7 +113,7 @@ def store_position(
         "position": position,
         "updated_at": now,
     }
-    _upsert(session, positions, [row], ("center", "tenant", "source", "path"))
+    bulk.upsert_rows(session, positions, [row], ("center", "tenant", "source", "path"))
 
 
 def read_position(session: Session, center: str, tenant: str, source: str, path: str) -> str | None:
@@ -157,7 +149,7 @@ def store_delivered(
         }
         for key, entry in entries
     }
-    _upsert(session, items, list(rows.values()), ("center", "tenant", "source", "key"))
+    bulk.upsert_rows(session, items, list(rows.values()), ("center", "tenant", "source", "key"))
 
 
 def read_delivered(session: Session, center: str, tenant: str, source: str) -> dict[str, Delivered]:

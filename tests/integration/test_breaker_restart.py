@@ -24,6 +24,7 @@ from eventcenter.healing.breaker import BreakerRegistry
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.breaker_state import DurableBreakerRecorder, RecordBreakerMove
 from eventcenter.storage.writer import FlushCommand, StoreWriter
+from tests.store_writer import opened_writer
 
 CONFIG = BreakerConfig(
     window_size=4, minimum_calls=4, permitted_calls_in_half_open=2, wait_in_open=30.0
@@ -73,15 +74,8 @@ class Process:
 async def process(
     url: str, center: str = "default", snapshots: int = 100
 ) -> AsyncIterator[Process]:
-    app = CenterApplication(url)
-    app.create_tables()
-    writer = StoreWriter(app, center, snapshot_interval=snapshots)
-    try:
-        writer.open()
+    async with opened_writer(url, center, snapshots) as (app, writer):
         yield Process(app, writer, DurableBreakerRecorder(writer))
-    finally:
-        writer.close()
-        app.close()
 
 
 def fail() -> None:

@@ -30,6 +30,7 @@ from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.recovery_state import DurableRecoveryRecorder, RecordRecoveryStep
 from eventcenter.storage.writer import FlushCommand, StoreWriter
 from tests.source_center import START, FakeTimeCenter, center_settings
+from tests.store_writer import opened_writer
 from tests.unit.test_recovery_manager import RULE, SETTINGS
 from tests.unit.test_recovery_restart import Process
 
@@ -54,15 +55,8 @@ class Store:
 
 @asynccontextmanager
 async def store(url: str, center: str = "default", snapshots: int = 100) -> AsyncIterator[Store]:
-    app = CenterApplication(url)
-    app.create_tables()
-    writer = StoreWriter(app, center, snapshot_interval=snapshots)
-    try:
-        writer.open()
+    async with opened_writer(url, center, snapshots) as (app, writer):
         yield Store(app, writer, DurableRecoveryRecorder(writer))
-    finally:
-        writer.close()
-        app.close()
 
 
 async def restored(recorder: DurableRecoveryRecorder, wall_start: float) -> Process:
