@@ -2,11 +2,12 @@
 transaction (group commit), and the asyncio loop never waits on the database.
 
 Callers on the loop hand commands to the thread through a queue; the thread takes every command
-waiting (up to ``batch_max``), applies them all inside ONE transaction (inbox rows through
-SQLAlchemy Core, aggregate events through eventsourcing, which joins the same transaction), then
-tells each caller its result, once per batch and loop. So a dead letter is stored in the very
-transaction that settles its delivery, an admission's deliveries and its idempotency key commit
-together, and many concurrent publishes share one commit.
+waiting (up to ``batch_max``), applies them all inside ONE transaction (inbox rows in bulk
+through the driver, :mod:`.bulk`, or SQLAlchemy Core; aggregate events through eventsourcing,
+which joins the same transaction), then tells each caller its result, once per batch and loop.
+So a dead letter is stored in the very transaction that settles its delivery, an admission's
+deliveries and its idempotency key commit together, and many concurrent publishes share one
+commit.
 
 Failures:
 
