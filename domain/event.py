@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from itertools import accumulate
 from math import isfinite
 from typing import Any
-from uuid import RFC_4122, UUID
+from uuid import RFC_4122, UUID, SafeUUID
 
 import orjson
 from pydantic import (
@@ -50,7 +50,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from uuid_utils.compat import uuid7
+from uuid_utils import uuid7
 
 from eventcenter.domain.errors import InvalidBatch, InvalidEvent
 from eventcenter.domain.priority import Priority
@@ -111,6 +111,9 @@ class EnvelopeLimits(BaseModel):
 
 DEFAULT_LIMITS = EnvelopeLimits()
 
+_new_uuid = object.__new__
+_set = object.__setattr__
+
 
 def new_event_id() -> UUID:
     """A new event id: a UUIDv7 (RFC 9562), from ``uuid-utils``.
@@ -122,7 +125,21 @@ def new_event_id() -> UUID:
     ``uuid.uuid4()`` (one call into Rust, no ``os.urandom`` of 16 bytes per id; see
     ``bench/envelope.py``). Ids that arrive from elsewhere may be any RFC 9562 version.
     """
-    return uuid7()
+    return new_event_id_text()[0]
+
+
+def new_event_id_text() -> tuple[UUID, str]:
+    """A new event id (see :func:`new_event_id`) and its text, both from one generated id.
+
+    The text comes from ``uuid-utils``' own UUID, written in Rust: the standard library's
+    ``str(UUID)`` costs several times the generation itself. The standard ``UUID`` is then
+    built from the integer the way ``uuid_utils.compat`` builds it, without re-checking it.
+    """
+    made = uuid7()
+    event_id = _new_uuid(UUID)
+    _set(event_id, "int", made.int)
+    _set(event_id, "is_safe", SafeUUID.unknown)
+    return event_id, str(made)
 
 
 # --- reading a JSON text's shape from its bytes ----------------------------------------------
@@ -282,8 +299,12 @@ def _copy_json(value: dict[str, Any]) -> dict[str, Any]:
     """
     if not value:
         return {}
-    if len(value) <= _FLAT_MAX and all(type(v) in _SCALARS for v in value.values()):
-        return dict(value)  # a flat object of immutable values: a shallow copy is a deep one
+    if len(value) <= _FLAT_MAX:
+        for member in value.values():  # a loop, not all(...): a generator costs more here
+            if type(member) not in _SCALARS:
+                break
+        else:
+            return dict(value)  # a flat object of immutable values: a shallow copy is a deep one
     try:
         copied: dict[str, Any] = orjson.loads(orjson.dumps(value))
     except orjson.JSONEncodeError:
@@ -494,8 +515,7 @@ class Event(BaseModel):
                 _check_json(value, max_bytes, limits.max_depth)
             except ValueError as error:
                 raise InvalidEvent(name, str(error)) from None
-        event_id = new_event_id()
-        text = str(event_id)
+        event_id, text = new_event_id_text()
         fields = self.__dict__.copy()
         fields["id"] = event_id
         fields["timestamp"] = datetime.now(UTC)
@@ -545,7 +565,6 @@ class Event(BaseModel):
 
 
 _new_event = object.__new__
-_set = object.__setattr__
 
 
 def _validated(data: Mapping[str, Any], context: EnvelopeLimits | _Decoded) -> Event:

@@ -221,6 +221,7 @@ class Deliverer:
         clock = self._clock
         idle = self._idle_workers
         loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
         while True:
             if not scheduler or not self.accepting:
                 waiter: asyncio.Future[None] = loop.create_future()
@@ -236,12 +237,12 @@ class Deliverer:
                 if not sub.can_run():
                     sub.parked.append(delivery)
                     break
-                await self._run(delivery)
+                await self._run(delivery, task)
                 if not self.accepting:
                     break
                 delivery = sub.parked.popleft() if sub.parked and sub.can_run() else None
 
-    async def _run(self, delivery: Delivery) -> None:
+    async def _run(self, delivery: Delivery, task: asyncio.Task[None] | None) -> None:
         if delivery.failure is not None:
             await self._give_up(delivery, delivery.failure)
             return
@@ -251,7 +252,6 @@ class Deliverer:
         if delivery.attempt == 1:
             self.metrics.dispatch.add(started - delivery.published_at)
         sub.in_flight += 1
-        task = asyncio.current_task()
         self.running[delivery] = task
         timeout = sub.timeout
         delivery.deadline = None if timeout is None else started + timeout
