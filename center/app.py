@@ -472,7 +472,7 @@ class EventCenter:
                 replay_of=str(letter_uuid),
             )
 
-            def make_row(_: DeadLetter) -> tuple[dict[str, Any], None]:
+            def make_row(_: DeadLetter) -> tuple[tuple[Any, ...], None]:
                 return record_rows(record)[0], None
 
             return await self.writer.submit(ClaimReplayCommand(letter_uuid, reason, make_row))

@@ -113,6 +113,8 @@ DEFAULT_LIMITS = EnvelopeLimits()
 
 _new_uuid = object.__new__
 _set = object.__setattr__
+#: Read once: an enum member looked up on its class goes through a descriptor each time.
+_UNKNOWN_SAFETY = SafeUUID.unknown
 
 
 def new_event_id() -> UUID:
@@ -138,7 +140,7 @@ def new_event_id_text() -> tuple[UUID, str]:
     made = uuid7()
     event_id = _new_uuid(UUID)
     _set(event_id, "int", made.int)
-    _set(event_id, "is_safe", SafeUUID.unknown)
+    _set(event_id, "is_safe", _UNKNOWN_SAFETY)
     return event_id, str(made)
 
 

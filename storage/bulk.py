@@ -20,7 +20,8 @@ rollback undoes them with everything else. A driver's error is raised as SQLAlch
 ``OperationalError`` for a connection cut, with the connection invalidated), as a statement
 through SQLAlchemy would raise it: the writer tells "the store is unreachable, retry" from
 "the store refused this" the same way for both. Values are ``None``, ``bool``, ``int``, ``float``
-or ``str``, keyed by column name; every column of the table is written. The rows of one upsert
+or ``str``, keyed by column name (``*_rows``) or in the table's column order (``*_values``);
+every column of the table is written. The rows of one upsert
 must not repeat a key (a statement cannot change one row twice).
 """
 
@@ -47,23 +48,38 @@ _COPY_ESCAPES = (("\\", "\\\\"), ("\t", "\\t"), ("\n", "\\n"), ("\r", "\\r"))
 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
     """Insert ``rows`` into ``table`` in the session's transaction (see the module docstring)."""
+    if rows:
+        insert_values(session, table, _tuples(rows, _columns(table)))
+
+
+def insert_values(session: Session, table: Table, rows: Sequence[Sequence[Any]]) -> None:
+    """:func:`insert_rows` for rows given as their values in the table's column order (what
+    the writer's hot path builds: no dict per row, and nothing to reorder)."""
     if not rows:
         return
-    columns = [column.name for column in table.columns]
+    columns = _columns(table)
     with _cursor(session) as (cursor, postgresql):
         if postgresql:
             _copy(cursor, table.name, columns, rows)
         else:
-            cursor.executemany(_sqlite_insert(table.name, columns), _tuples(rows, columns))
+            cursor.executemany(_sqlite_insert(table.name, columns), rows)
 
 
 def upsert_rows(
     session: Session, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
 ) -> None:
     """Insert ``rows``, or update the other columns of a row whose ``keys`` are already there."""
+    if rows:
+        upsert_values(session, table, _tuples(rows, _columns(table)), keys)
+
+
+def upsert_values(
+    session: Session, table: Table, rows: Sequence[Sequence[Any]], keys: Sequence[str]
+) -> None:
+    """:func:`upsert_rows` for rows given as their values in the table's column order."""
     if not rows:
         return
-    columns = [column.name for column in table.columns]
+    columns = _columns(table)
     changed = [name for name in columns if name not in keys]
     conflict = f" ON CONFLICT ({_names(keys)}) DO UPDATE SET {_changes(changed)}"
     with _cursor(session) as (cursor, postgresql):
@@ -73,7 +89,7 @@ def upsert_rows(
                 f'INSERT INTO "{table.name}" ({_names(columns)}) VALUES '
                 + ", ".join(f"({marks})" for _ in rows)
                 + conflict,
-                [value for row in _tuples(rows, columns) for value in row],
+                [value for row in rows for value in row],
             )
         elif postgresql:
             stage = f"{table.name}_stage"
@@ -91,7 +107,7 @@ def upsert_rows(
             )
         else:
             statement = _sqlite_insert(table.name, columns) + conflict
-            cursor.executemany(statement, _tuples(rows, columns))
+            cursor.executemany(statement, rows)
 
 
 def delete_in(
@@ -171,8 +187,8 @@ def _escaped(text: str) -> str:
     return text
 
 
-def _copy(cursor: Any, table: str, columns: Sequence[str], rows: Sequence[dict[str, Any]]) -> None:
-    text = "\n".join(["\t".join(map(copy_text, row)) for row in _tuples(rows, columns)]) + "\n"
+def _copy(cursor: Any, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    text = "\n".join(["\t".join(map(copy_text, row)) for row in rows]) + "\n"
     cursor.copy_expert(f'COPY "{table}" ({_names(columns)}) FROM STDIN', io.StringIO(text))
 
 
@@ -187,6 +203,10 @@ def _names(columns: Sequence[str]) -> str:
 
 def _changes(columns: Sequence[str]) -> str:
     return ", ".join(f'"{name}" = EXCLUDED."{name}"' for name in columns)
+
+
+def _columns(table: Table) -> list[str]:
+    return [column.name for column in table.columns]
 
 
 def _tuples(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> list[tuple[Any, ...]]:

@@ -48,23 +48,32 @@ class DurableDeliveries:
     def outages(self) -> int:
         return self.writer.outages
 
-    def rows(self, record: AdmissionRecord) -> list[dict[str, Any]]:
+    def rows(self, record: AdmissionRecord) -> list[tuple[Any, ...]]:
+        """The record's rows of ``center_deliveries``, as values in the table's column order:
+        center, seq, subscription, priority, tenant, event_id, envelope, attempts, failure,
+        replay_of, admitted_at."""
         event = record.event
-        now = self._clock()
+        center, priority, tenant, event_id = (
+            self.center,
+            int(event.priority),
+            event.tenant,
+            event.id_text,
+        )
+        envelope, replay_of, now = record.envelope, record.replay_of, self._clock()
         return [
-            {
-                "center": self.center,
-                "seq": target.seq,
-                "subscription": target.subscription,
-                "priority": int(event.priority),
-                "tenant": event.tenant,
-                "event_id": event.id_text,
-                "envelope": record.envelope,
-                "attempts": 0,
-                "failure": target.failure,
-                "replay_of": record.replay_of,
-                "admitted_at": now,
-            }
+            (
+                center,
+                target.seq,
+                target.subscription,
+                priority,
+                tenant,
+                event_id,
+                envelope,
+                0,
+                target.failure,
+                replay_of,
+                now,
+            )
             for target in record.targets
         ]
 

@@ -136,20 +136,11 @@ def store_delivered(
     entries: Iterable[tuple[str, Delivered]],
     now: float,
 ) -> None:
-    rows = {
-        key: {
-            "center": center,
-            "tenant": tenant,
-            "source": source,
-            "key": key,
-            "version": entry.version,
-            "digest": entry.digest,
-            "deleted": entry.deleted,
-            "updated_at": now,
-        }
+    rows = {  # values in the table's column order; a key repeated in the batch: the last wins
+        key: (center, tenant, source, key, entry.version, entry.digest, entry.deleted, now)
         for key, entry in entries
     }
-    bulk.upsert_rows(session, items, list(rows.values()), ("center", "tenant", "source", "key"))
+    bulk.upsert_values(session, items, list(rows.values()), ("center", "tenant", "source", "key"))
 
 
 def read_delivered(session: Session, center: str, tenant: str, source: str) -> dict[str, Delivered]:

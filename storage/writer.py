@@ -113,8 +113,9 @@ class Batch:
     known_idents: dict[str, str]
     known_causes: set[str]
     aggregates: dict[UUID, Aggregate] = field(default_factory=dict)
-    delivery_rows: list[dict[str, Any]] = field(default_factory=list)
-    ident_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Rows of ``center_deliveries`` and ``center_idempotency`` as their values in column order.
+    delivery_rows: list[tuple[Any, ...]] = field(default_factory=list)
+    ident_rows: dict[str, tuple[str, str, str, float]] = field(default_factory=dict)
     cause_rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     settled: list[int] = field(default_factory=list)
     attempts: dict[int, int] = field(default_factory=dict)
@@ -133,11 +134,12 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """One accepted event: its deliveries (rows of ``center_deliveries``) and optional key."""
+    """One accepted event: its deliveries (rows of ``center_deliveries``, as their values in
+    column order) and optional key."""
 
     event_id: str
     ident: str | None
-    rows: list[dict[str, Any]]
+    rows: list[tuple[Any, ...]]
 
 
 class Command:
@@ -434,8 +436,8 @@ class StoreWriter:
         return outcomes
 
     def _flush(self, session: Session, state: Batch) -> None:
-        bulk.insert_rows(session, inbox.deliveries, state.delivery_rows)
-        bulk.insert_rows(session, inbox.idempotency, list(state.ident_rows.values()))
+        bulk.insert_values(session, inbox.deliveries, state.delivery_rows)
+        bulk.insert_values(session, inbox.idempotency, list(state.ident_rows.values()))
         if state.cause_rows:
             session.execute(insert(inbox.causes), list(state.cause_rows.values()))
         if state.settled:
@@ -589,16 +591,16 @@ class AdmitCommand(Command):
             if ident is not None:
                 earlier = batch.known_idents.get(ident)
                 if earlier is None and ident in batch.ident_rows:
-                    earlier = batch.ident_rows[ident]["event_id"]
+                    earlier = batch.ident_rows[ident][2]  # its event_id
                 if earlier is not None:
                     results.append(earlier)
                     continue
-                batch.ident_rows[ident] = {
-                    "center": batch.center,
-                    "ident": ident,
-                    "event_id": admission.event_id,
-                    "accepted_at": writer._clock(),
-                }
+                batch.ident_rows[ident] = (
+                    batch.center,
+                    ident,
+                    admission.event_id,
+                    writer._clock(),
+                )
             batch.delivery_rows.extend(admission.rows)
             results.append(None)
         if self.progress is not None:
