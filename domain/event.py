@@ -461,7 +461,7 @@ class Event(BaseModel):
         fields only.
         """
         try:
-            text: str = object.__getattribute__(self, "_id_text")
+            text: str = self._id_text  # type: ignore[attr-defined]  # the slot, read directly
         except AttributeError:
             text = str(self.id)
             object.__setattr__(self, "_id_text", text)
@@ -563,6 +563,7 @@ class Event(BaseModel):
         _set(clone, "__pydantic_fields_set__", self.__pydantic_fields_set__)
         _set(clone, "__pydantic_extra__", None)
         _set(clone, "__pydantic_private__", None)
+        _set(clone, "_id_text", self.id_text)  # the same id: its text is known
         return clone
 
 
