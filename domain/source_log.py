@@ -3,10 +3,11 @@
 One :class:`SourceLog` per (tenant, source), its id derived from both, so every process finds
 the same log. Its events are the audit trail (``ModeSwitched`` with reason and counts,
 ``ThresholdRaised``/``ThresholdDecayed``, ``SwitchRolledBack``, ``Reconciled``,
-``Reconfigured``, ``Paused``/``Resumed``); projections read them from the notification log. The
-aggregate itself keeps only what the policy needs to resume and ``sources show`` prints: the
-mode, the threshold level, the cool-down, the last :data:`RECENT` switches, and whether an
-operator paused the source (see :mod:`eventcenter.domain.source_pause`). Every attribute is a
+``Reconfigured``, ``Paused``/``Resumed``, ``TimeoutExtended``); projections read them from the
+notification log. The aggregate itself keeps only what the policy needs to resume and ``sources
+show`` prints: the mode, the threshold level, the cool-down, the last :data:`RECENT` switches,
+an extension of the event timeout still running, and whether an operator paused the source
+(see :mod:`eventcenter.domain.source_pause`). Every attribute is a
 plain JSON value (no Machine bound to it), so snapshots work and loading costs the same however
 long the history.
 
@@ -56,6 +57,9 @@ class SourceLog(Aggregate):
     # not paused.
     paused: bool = False
     current_pause: dict[str, Any] | None = None  # at, reason, by of the pause in effect
+    # Likewise for the event timeout's extension (a log from before it was recorded has none).
+    timeout_factor: float = 1.0
+    extended_until: float | None = None
 
     @staticmethod
     def create_id(tenant: str, source: str) -> UUID:
@@ -112,13 +116,19 @@ class SourceLog(Aggregate):
 
     def hysteresis_state(self, now: float) -> HysteresisState:
         """The policy's state to resume with at ``now`` (after a restart): mode, level, flap
-        history and cool-down from the log; the streaks start over and silence is measured
-        from ``now``. Times later than ``now`` (another clock) are brought back to ``now``."""
+        history, cool-down and a longer event timeout still running from the log; the streaks
+        start over and silence is measured from ``now``. Times later than ``now`` (another
+        clock) are brought back to ``now``."""
         config = self.hysteresis_config
         times = [min(entry["at"], now) for entry in self.recent[-config.flap_switches :]]
         cooling = self.cool_down_until
         if cooling is not None:
             cooling = min(cooling, now + config.cool_down)
+        factor, until = 1.0, self.extended_until
+        if until is not None and until > now:  # an extension still running goes on
+            factor, until = self.timeout_factor, min(until, now + config.decay_period)
+        else:
+            until = None
         return HysteresisState(
             mode=self.mode,
             has_push=self.has_push,
@@ -129,6 +139,8 @@ class SourceLog(Aggregate):
             cool_down_until=cooling,
             stable_since=min(self.stable_since, now),
             clock=now,
+            timeout_factor=factor,
+            extended_until=until,
         )
 
     # commands ------------------------------------------------------------------------------------
@@ -304,6 +316,21 @@ class SourceLog(Aggregate):
             "changed": changed,
             "deleted": deleted,
         }
+
+    def extend_timeout(self, *, at: float, factor: float, until: float, reason: str) -> None:
+        """Record that the push path's event timeout is ``factor`` times the configured one
+        until ``until`` (a healing strategy restarted the stream with a longer timeout), so a
+        restarted center resumes with it. Recording the extension held again changes nothing."""
+        if factor <= 0 or until < at:
+            raise ValueError(f"an extension needs a positive factor and an end after {at}")
+        if (factor, until) == (self.timeout_factor, self.extended_until):
+            return
+        self._timeout_extended(at=at, factor=factor, until=until, reason=reason)
+
+    @event("TimeoutExtended")
+    def _timeout_extended(self, at: float, factor: float, until: float, reason: str) -> None:
+        self.timeout_factor = factor
+        self.extended_until = until
 
     @property
     def pause_state(self) -> PauseState | None:

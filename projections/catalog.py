@@ -87,6 +87,7 @@ _KINDS: tuple[tuple[type[Any], str], ...] = (
     (SourceLog.SwitchRolledBack, "mode.rolled_back"),
     (SourceLog.ThresholdRaised, "threshold.raised"),
     (SourceLog.ThresholdDecayed, "threshold.decayed"),
+    (SourceLog.TimeoutExtended, "timeout.extended"),
     (ServiceDeployments.Deployed, "deployment.changed"),
     (HealingStats.OutcomeCounted, "healing.outcome_counted"),
 )

@@ -476,6 +476,8 @@ class SourceRunner:
             item = await self._inbox.get()
             try:
                 await self._apply(self._feed(item))
+                if isinstance(item, _Extend):
+                    await self._log_extension(item.reason)
             except EventCenterError as error:  # the store refused: the next outcome retries
                 log.error("source %s: recording a decision failed: %s", self.spec.key, error)
                 if isinstance(item, _Request) and not item.done.done():
@@ -584,6 +586,19 @@ class SourceRunner:
             return current, None
 
         await self._recorder.change(self.spec.tenant, self.spec.name, apply)
+
+    async def _log_extension(self, reason: str) -> None:
+        """Record the extension the policy now holds, so that a restart resumes with it."""
+        assert self.policy is not None
+        state = self.policy.state
+        at, factor, until = state.clock, state.timeout_factor, state.extended_until
+        if until is None:
+            return
+        await self._on_log(
+            lambda source_log: source_log.extend_timeout(
+                at=at, factor=factor, until=until, reason=reason
+            )
+        )
 
     async def _log(self, decision: HysteresisDecision) -> None:
         spec = self.spec

@@ -106,6 +106,43 @@ async def verified(w: World, check: Any, seconds: float) -> bool:
     return bool(task.result())
 
 
+async def restarted(w: World) -> SourceManager:
+    """The same source started again by a new manager on the same store (its log)."""
+    await w.manager.stop()
+    manager = SourceManager(w.sink, w.recorder, clock=w.clock, wall=w.clock.now)
+    manager.register(w.runner.spec)
+    await manager.start()
+    return manager
+
+
+async def test_a_longer_timeout_outlives_a_restart_until_its_decay_period_ends(w: World) -> None:
+    strategy = RestartStream(w.manager, w.clock, w.clock.now)
+    config = w.runner.spec.hysteresis
+    await strategy.apply(case(category="event_timeout"))
+    assert w.recorder.events()[-1] == "TimeoutExtended"
+    started = w.clock.now()
+
+    manager = await restarted(w)
+    try:
+        policy = manager.runner(TENANT, SOURCE).policy
+        assert policy is not None
+        assert policy.event_timeout == 1.5 * config.event_timeout
+        assert policy.state.extended_until == started + config.decay_period
+    finally:
+        await manager.stop()
+
+    # once the decay period is over, a restart starts with the configured timeout again
+    await w.clock.advance(config.decay_period + 1)
+    again = await restarted(w)
+    try:
+        policy = again.runner(TENANT, SOURCE).policy
+        assert policy is not None
+        assert policy.event_timeout == config.event_timeout
+        assert policy.state.extended_until is None
+    finally:
+        await again.stop()
+
+
 async def test_restart_stream_reopens_push_and_passes_once_push_delivers(w: World) -> None:
     strategy = RestartStream(w.manager, w.clock, w.clock.now)
     await w.run(1)

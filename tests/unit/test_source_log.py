@@ -247,6 +247,32 @@ def test_times_from_another_clock_are_brought_back_to_now_on_resume() -> None:
     assert resumed.cool_down_until <= 10.0 + CONFIG.cool_down
 
 
+def test_an_extended_timeout_is_recorded_once_and_resumed_while_it_runs() -> None:
+    log = new_log()
+    policy = Hysteresis(CONFIG, log.hysteresis_state(now=100.0))
+    policy.extended(100.0, "restart the stream")
+    state = policy.state
+    assert state.extended_until is not None
+    extension = {"factor": state.timeout_factor, "until": state.extended_until}
+
+    log.extend_timeout(at=100.0, reason="restart the stream", **extension)
+    log.extend_timeout(at=100.0, reason="restart the stream", **extension)  # again: no-op
+
+    assert recorded(log) == [
+        ("TimeoutExtended", {"at": 100.0, "reason": "restart the stream", **extension})
+    ]
+    resumed = log.hysteresis_state(now=200.0)
+    assert (resumed.timeout_factor, resumed.extended_until) == (1.5, 100.0 + CONFIG.decay_period)
+    assert Hysteresis(CONFIG, resumed).event_timeout == 1.5 * CONFIG.event_timeout
+    # from another clock that restarted lower, the extension lasts at most one decay period
+    assert log.hysteresis_state(now=10.0).extended_until == 10.0 + CONFIG.decay_period
+    # once it ran out, a resumed policy measures silence with the configured timeout
+    ended = log.hysteresis_state(now=100.0 + CONFIG.decay_period)
+    assert (ended.timeout_factor, ended.extended_until) == (1.0, None)
+    with pytest.raises(ValueError, match="positive factor"):
+        log.extend_timeout(at=300.0, factor=0.0, until=400.0, reason="bad")
+
+
 class Sources(Application[Any]):
     snapshotting_intervals = {SourceLog: 10}
 
