@@ -772,7 +772,21 @@ class IncidentEnd:
     cool_down_until: float
 
 
-RecoveryStep = IncidentStart | RecoveryAttempt | IncidentEnd
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    """Recovery attempt ``attempt`` of the incident opened at ``incident_since`` began to run
+    ``action`` at ``started_at`` (wall-clock times). Handed to the recorder before the action
+    runs, so an attempt that a stop of the center cuts short is known after the restart: it
+    counts as an attempt that did not work and is not run again."""
+
+    service: str
+    action: str
+    attempt: int
+    incident_since: float
+    started_at: float
+
+
+RecoveryStep = IncidentStart | AttemptStart | RecoveryAttempt | IncidentEnd
 """What the recovery manager hands its recorder, in the order it happened, with wall-clock
 times (a :class:`RecoveryAttempt`'s ``incident_since`` is its incident's ``since``)."""
 
@@ -780,14 +794,18 @@ times (a :class:`RecoveryAttempt`'s ``incident_since`` is its incident's ``since
 @dataclass(frozen=True, slots=True)
 class SavedRecovery:
     """What a service's recovery resumes from after a restart, in wall-clock times: the open
-    incident (``incident_since`` None: none) with the attempts it made, the end of the
-    cool-down, and the service's statistics (recent failures in wall-clock times too)."""
+    incident (``incident_since`` None: none) with the attempts it made (and the one a stop
+    cut short, if any), the end of the cool-down, and the service's statistics (recent
+    failures in wall-clock times too)."""
 
     service: str
     incident_since: float | None
     attempts: int
     cool_down_until: float | None
     stats: RecoveryStats = field(compare=False, default_factory=RecoveryStats)
+    #: The attempt the open incident began and never finished (a stop cut it short), as the
+    #: failed attempt to record for it (its ``finished_at`` is its start: the end is unknown).
+    interrupted: RecoveryAttempt | None = None
 
 
 def recovery_stats(attempts: Iterable[RecoveryAttempt]) -> RecoveryStats:

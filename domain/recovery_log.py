@@ -3,15 +3,18 @@
 One :class:`ServiceRecovery` per (center, service), its id derived from both, so a restarted
 center finds the log of each service it has recovery actions for. Its events are the audit
 trail of the recovery manager (:mod:`eventcenter.healing.recovery`): ``IncidentOpened``
-(after how many failed checks, the last error), ``AttemptRecorded`` (the action, its number in
-the incident, when it ran, whether its re-check was green, why not), ``IncidentEnded`` (the
-outcome, the attempts, the end of the cool-down).
+(after how many failed checks, the last error), ``AttemptStarted`` (the action and its number,
+before it runs), ``AttemptRecorded`` (the action, its number in the incident, when it ran,
+whether its re-check was green, why not), ``IncidentEnded`` (the outcome, the attempts, the end
+of the cool-down).
 
 The aggregate keeps what a restart needs (:meth:`ServiceRecovery.saved`): the open incident
-and the attempts it made, so a restarted center never runs more than ``max_attempts`` actions
-for one incident; the end of the cool-down; and the statistics folded as the events come
-(counts and summed recovery time per action, incidents per outcome, the last failed
-attempts), so loading costs the same however long the history (snapshots bound the replay).
+and the attempts it made, including one begun and never finished (a stop cut it short: it is
+recorded as failed after the restart, not run again), so a restarted center never runs more
+than ``max_attempts`` actions for one incident, however often it is stopped; the end of the
+cool-down; and the statistics folded as the events come (counts and summed recovery time per
+action, incidents per outcome, the last failed attempts), so loading costs the same however
+long the history (snapshots bound the replay).
 Times are WALL-CLOCK (epoch seconds): monotonic time starts over with each process. Every
 attribute is a plain JSON value, so snapshots work.
 
@@ -31,6 +34,7 @@ from eventsourcing.domain import Aggregate, event
 from eventcenter.domain.errors import RecoveryRefused
 from eventcenter.domain.health import (
     RECENT_FAILURES,
+    AttemptStart,
     IncidentEnd,
     IncidentOutcome,
     IncidentStart,
@@ -42,9 +46,15 @@ from eventcenter.domain.health import (
 
 _NAMESPACE = uuid5(NAMESPACE_URL, "https://eventcenter/aggregates")
 
+#: Why an attempt that was begun and never finished did not count.
+CUT_SHORT = "cut short: the center stopped while the action or its re-checks ran"
+
 
 class ServiceRecovery(Aggregate):
     """The recorded recovery of one service; see the module docstring."""
+
+    # Class-level default: a log recorded before attempt starts were recorded loads with none.
+    begun: dict[str, Any] | None = None  # the attempt started and not yet recorded
 
     @staticmethod
     def create_id(center: str, service: str) -> UUID:
@@ -85,8 +95,25 @@ class ServiceRecovery(Aggregate):
             self.incidents,
             (_failed_attempt(self.service, failed) for failed in self.recent_failures),
         )
+        begun, interrupted = self.begun, None
+        if begun is not None and self.incident_since is not None:
+            interrupted = RecoveryAttempt(
+                self.service,
+                begun["action"],
+                begun["attempt"],
+                self.incident_since,
+                begun["started_at"],
+                begun["started_at"],
+                False,
+                CUT_SHORT,
+            )
         return SavedRecovery(
-            self.service, self.incident_since, self.attempts, self.cool_down_until, stats
+            self.service,
+            self.incident_since,
+            self.attempts,
+            self.cool_down_until,
+            stats,
+            interrupted,
         )
 
     def record(self, step: RecoveryStep) -> None:
@@ -98,6 +125,8 @@ class ServiceRecovery(Aggregate):
             )
         if isinstance(step, IncidentStart):
             self._start(step)
+        elif isinstance(step, AttemptStart):
+            self._begin(step)
         elif isinstance(step, RecoveryAttempt):
             self._attempt(step)
         else:
@@ -115,6 +144,28 @@ class ServiceRecovery(Aggregate):
                 f"the incident opened at {self.incident_since} is still open",
             )
         self._opened(since=step.since, failures=step.failures, error=step.error)
+
+    def _begin(self, step: AttemptStart) -> None:
+        if step.incident_since == self.last_incident and self.incident_since is None:
+            return  # its incident ended: this start was recorded before the end
+        self._check_open(step.incident_since, f"starting attempt {step.attempt}")
+        begun = self.begun
+        if step.attempt <= self.attempts or (
+            begun is not None and begun["attempt"] == step.attempt
+        ):
+            return  # recorded already
+        if step.attempt != self.attempts + 1:
+            raise RecoveryRefused(
+                self.service,
+                f"starting attempt {step.attempt}",
+                f"the log holds {self.attempts} attempt(s) of this incident",
+            )
+        self._began(
+            attempt=step.attempt,
+            action=step.action,
+            incident_since=step.incident_since,
+            started_at=step.started_at,
+        )
 
     def _attempt(self, step: RecoveryAttempt) -> None:
         if step.incident_since == self.last_incident and self.incident_since is None:
@@ -167,6 +218,11 @@ class ServiceRecovery(Aggregate):
     def _opened(self, since: float, failures: int, error: str | None) -> None:
         self.incident_since = since
         self.attempts = 0
+        self.begun = None
+
+    @event("AttemptStarted")
+    def _began(self, attempt: int, action: str, incident_since: float, started_at: float) -> None:
+        self.begun = {"attempt": attempt, "action": action, "started_at": started_at}
 
     @event("AttemptRecorded")
     def _attempted(
@@ -180,6 +236,7 @@ class ServiceRecovery(Aggregate):
         error: str | None,
     ) -> None:
         self.attempts = attempt
+        self.begun = None
         tally = self.actions.setdefault(
             action, {"attempts": 0, "successes": 0, "recovery_time": 0.0}
         )
@@ -206,6 +263,7 @@ class ServiceRecovery(Aggregate):
     ) -> None:
         self.incident_since = None
         self.attempts = 0
+        self.begun = None
         self.last_incident = since
         self.cool_down_until = cool_down_until
         self.incidents[outcome] = self.incidents.get(outcome, 0) + 1
@@ -214,6 +272,8 @@ class ServiceRecovery(Aggregate):
 def _kind(step: RecoveryStep) -> str:
     if isinstance(step, IncidentStart):
         return "opening an incident"
+    if isinstance(step, AttemptStart):
+        return f"starting attempt {step.attempt}"
     if isinstance(step, RecoveryAttempt):
         return f"attempt {step.attempt}"
     return f"ending as {step.outcome.value}"

@@ -32,11 +32,13 @@ How an incident runs (the rules are :class:`~eventcenter.domain.health.RecoveryP
 
 Across a restart (:meth:`RecoveryManager.restore`): a cool-down holds for what was left of it
 on the wall clock. An open incident goes on from the attempts it recorded, so it never makes
-more than ``max_attempts`` in all; an attempt cut short by the stop was not recorded and counts
-as nothing. It resumes at the service's first check after the restart, as after a back-off
-(step 4 then applies to any attempt): a service that came back meanwhile ends it as
-``recovered_alone`` once re-checked, one still failing gets the next attempt after its
-back-off. Its recovery time counts from when it opened, the downtime included.
+more than ``max_attempts`` in all; each attempt is handed to the recorder before its action
+runs, so one that a stop cut short (the action or its re-checks) is recorded after the restart
+as an attempt that did not work, and is not run again. It resumes at the service's first
+check after the restart, as after a back-off (step 4 then applies to any attempt): a service
+that came back meanwhile ends it as ``recovered_alone`` once re-checked, one still failing gets
+the next attempt after its back-off. Its recovery time counts from when it opened, the downtime
+included.
 
 The manager listens to every check of the monitor; the incidents run in tasks of their own,
 so the monitor's checks of other services never wait for a recovery.
@@ -55,6 +57,7 @@ from typing import Any
 
 from eventcenter.domain.errors import ConfigurationError, UnknownService
 from eventcenter.domain.health import (
+    AttemptStart,
     HealthUpdate,
     IncidentEnd,
     IncidentOutcome,
@@ -177,7 +180,8 @@ class RecoveryManager:
         """Take back what a previous run recorded (call it after ``register``, before the
         checks start): each registered service's open incident and its attempts, the rest of
         its cool-down measured on the wall clock, and its statistics. Services no longer
-        registered are skipped; nothing is recorded (the log holds it already)."""
+        registered are skipped; nothing is recorded (the log holds it already), except an attempt
+        a stop cut short: it is recorded as one that did not work (it is not run again)."""
         offset = self._clock.now() - self._wall()  # wall-clock time + offset = clock time
         for record in saved:
             entry = self._services.get(record.service)
@@ -191,20 +195,44 @@ class RecoveryManager:
             state.incident_since = None
             state.attempts = record.attempts
             entry.since_wall = record.incident_since
+            self._stats.merge(record.stats, offset=offset)
+            if record.interrupted is not None and record.incident_since is not None:
+                self._cut_short(entry, record.interrupted, offset)
             if record.incident_since is not None:
                 state.incident_since = record.incident_since + offset
                 log.warning(
                     "recovery %s: incident open since a previous run, %d of %d attempt(s) made;"
                     " it resumes at the next check",
                     record.service,
-                    record.attempts,
+                    state.attempts,
                     entry.policy.rule.max_attempts,
                 )
             until = record.cool_down_until
             state.cool_down_until = None
             if until is not None and until + offset > self._clock.now():
                 state.cool_down_until = until + offset
-            self._stats.merge(record.stats, offset=offset)
+
+    def _cut_short(self, entry: _Recoverable, attempt: RecoveryAttempt, offset: float) -> None:
+        """Record the attempt a stop cut short as one that did not work: it is not run again,
+        and counts towards ``max_attempts``."""
+        ended = self._wall()
+        self._record(replace(attempt, finished_at=ended))
+        self._stats.add(
+            replace(
+                attempt,
+                incident_since=attempt.incident_since + offset,
+                started_at=attempt.started_at + offset,
+                finished_at=ended + offset,
+            )
+        )
+        entry.policy.state.attempts = attempt.attempt
+        log.warning(
+            "recovery %s: attempt %d (%s) was cut short by a stop of the center;"
+            " it counts as one that did not work and is not run again",
+            entry.service,
+            attempt.attempt,
+            attempt.action,
+        )
 
     def listen(self, listener: IncidentListener) -> None:
         """Call ``listener`` when an incident ends (a raising listener is logged and skipped)."""
@@ -226,8 +254,8 @@ class RecoveryManager:
         return task is not None and not task.done()
 
     async def aclose(self) -> None:
-        """Stop listening and cancel the incidents that are running (they count as nothing:
-        an attempt cut short proves nothing either way)."""
+        """Stop listening and cancel the incidents that are running (an attempt cut short is
+        recorded as one that did not work when a restarted center restores it)."""
         self._closed = True
         for entry in self._services.values():
             task, entry.task = entry.task, None
@@ -345,6 +373,12 @@ class RecoveryManager:
         action = entry.actions[min(attempt, len(entry.actions)) - 1]
         entry.last_action = action.name
         started = self._clock.now()
+        if entry.since_wall is not None:  # known before it runs: a stop cannot make it run twice
+            self._record(
+                AttemptStart(
+                    entry.service, action.name, attempt, entry.since_wall, self._to_wall(started)
+                )
+            )
         error: str | None = None
         verified = False
         try:

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from eventcenter.domain.health import IncidentStart, RecoveryAttempt, RecoveryStep, SavedRecovery
+from eventcenter.domain.health import (
+    AttemptStart,
+    IncidentStart,
+    RecoveryAttempt,
+    RecoveryStep,
+    SavedRecovery,
+)
 from eventcenter.domain.recovery_log import ServiceRecovery
 from eventcenter.storage.writer import Batch, Command, StoreWriter
 
@@ -77,6 +83,6 @@ class DurableRecoveryRecorder:
 def _at(step: RecoveryStep) -> float:
     if isinstance(step, IncidentStart):
         return step.since
-    if isinstance(step, RecoveryAttempt):
+    if isinstance(step, RecoveryAttempt | AttemptStart):
         return step.started_at
     return step.at

@@ -1,8 +1,8 @@
 """The health recovery survives a restart, on SQLite and on PostgreSQL: the recovery manager's
 incidents go through the store writer into each service's log, and a new process restores
 them: an open incident goes on from the attempts it recorded (never more than max_attempts in
-all), a cool-down holds for what is left of it on the wall clock, the statistics add up, and
-nothing is recorded twice."""
+all; one a stop cut short is stored as failed, not run again), a cool-down holds for what is
+left of it on the wall clock, the statistics add up, and nothing is recorded twice."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from eventcenter.domain.health import (
     SavedRecovery,
     ServiceHealth,
 )
-from eventcenter.domain.recovery_log import ServiceRecovery
+from eventcenter.domain.recovery_log import CUT_SHORT, ServiceRecovery
 from eventcenter.healing.recovery import RecoveryAction
 from eventcenter.storage.application import CenterApplication
 from eventcenter.storage.recovery_state import DurableRecoveryRecorder, RecordRecoveryStep
@@ -125,17 +125,50 @@ async def test_an_incident_and_its_cool_down_go_on_across_restarts(database_url:
         assert three.events() == [
             "Registered",
             "IncidentOpened",
-            "AttemptRecorded",
-            "AttemptRecorded",
-            "AttemptRecorded",
+            *["AttemptStarted", "AttemptRecorded"] * 3,
             "IncidentEnded",
             "IncidentOpened",
+            "AttemptStarted",
             "AttemptRecorded",
         ]
         log = three.app.recovery_log(ServiceRecovery.create_id("default", "cache"))
         assert log is not None
         attempts = [e for e in three.app.events.get(log.id) if type(e).__name__.startswith("Att")]
-        assert [e.attempt for e in attempts] == [1, 2, 3, 1]  # type: ignore[attr-defined]
+        assert [e.attempt for e in attempts] == [1, 1, 2, 2, 3, 3, 1, 1]  # type: ignore[attr-defined]
+
+
+async def test_an_attempt_a_stop_cut_short_is_stored_as_failed_and_not_run_again(
+    database_url: str,
+) -> None:
+    async with store(database_url) as one:
+        first = Process(one.recorder, WALL_START, hangs=True)
+        first.recovery.restore(await one.recorder.load(first.recovery.services()))
+        await first.fail()
+        await first.clock.advance(2.0)  # attempt 1's action still runs
+        await first.recovery.aclose()
+        assert first.calls == [0.0]
+        await one.flush()
+        stopped = first.wall()
+
+    async with store(database_url) as two:
+        [saved] = await two.recorder.load(["cache"])
+        assert saved.interrupted is not None
+        assert (saved.interrupted.attempt, saved.interrupted.error) == (1, CUT_SHORT)
+        second = await restored(two.recorder, stopped + 5.0)
+        await second.fail(1)
+        await second.clock.advance(30.0)
+        assert second.calls == [4.0, 13.0]  # attempts 2 and 3; attempt 1 is not run again
+        assert second.ended[0].attempts == 3
+        await second.recovery.aclose()
+        await two.flush()
+        assert two.events() == [
+            "Registered",
+            "IncidentOpened",
+            "AttemptStarted",
+            "AttemptRecorded",  # attempt 1, recorded as cut short by the restored center
+            *["AttemptStarted", "AttemptRecorded"] * 2,
+            "IncidentEnded",
+        ]
 
 
 async def test_a_step_written_again_is_stored_once(database_url: str) -> None:

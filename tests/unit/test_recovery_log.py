@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate
 from eventcenter.domain.errors import RecoveryRefused
 from eventcenter.domain.health import (
     RECENT_FAILURES,
+    AttemptStart,
     IncidentEnd,
     IncidentOutcome,
     IncidentStart,
@@ -19,7 +20,7 @@ from eventcenter.domain.health import (
     RecoveryStats,
     SavedRecovery,
 )
-from eventcenter.domain.recovery_log import ServiceRecovery
+from eventcenter.domain.recovery_log import CUT_SHORT, ServiceRecovery
 
 BOOKKEEPING = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 T0 = 1_700_000_000.0
@@ -177,6 +178,43 @@ def test_a_step_that_does_not_follow_is_refused_and_records_nothing(
     with pytest.raises(RecoveryRefused, match=match):
         log.record(last)
     assert recorded(log) == []
+
+
+def begun(number: int, since: float = T0) -> AttemptStart:
+    return AttemptStart("cache", "restart", number, since, since + 10.0 * number)
+
+
+def test_an_attempt_begun_and_never_finished_is_saved_as_cut_short() -> None:
+    log = new_log()
+    log.record(opened())
+    log.record(begun(1))
+    log.record(begun(1))  # again: recorded once
+    assert recorded(log) == ["IncidentOpened", "AttemptStarted"]
+    saved = log.saved()
+    assert (saved.incident_since, saved.attempts) == (T0, 0)
+    assert saved.interrupted == RecoveryAttempt(
+        "cache", "restart", 1, T0, T0 + 10.0, T0 + 10.0, False, CUT_SHORT
+    )
+    with pytest.raises(RecoveryRefused, match="holds 0 attempt"):
+        log.record(begun(2))  # attempt 1 has no result yet
+
+    log.record(attempt(1))  # its result (after a restart: cut short) ends it
+    assert log.saved().interrupted is None
+    log.record(begun(1))  # a start of an attempt with a result: nothing new
+    log.record(begun(2))
+    log.record(attempt(2))
+    log.record(ended(attempts=2))
+    assert recorded(log) == [
+        "AttemptRecorded",
+        "AttemptStarted",
+        "AttemptRecorded",
+        "IncidentEnded",
+    ]
+    log.record(begun(2))  # a start retried after the end: nothing new
+    assert recorded(log) == []
+    assert log.saved().interrupted is None
+    with pytest.raises(RecoveryRefused, match="no incident is open"):
+        log.record(begun(1, since=T0 + 1_000.0))
 
 
 def test_an_empty_stats_record_folds_to_nothing() -> None:

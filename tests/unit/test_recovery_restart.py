@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import pytest
 
 from eventcenter.domain.health import (
+    AttemptStart,
     CheckResult,
     IncidentEnd,
     IncidentOutcome,
@@ -21,7 +22,7 @@ from eventcenter.domain.health import (
     ServiceHealth,
 )
 from eventcenter.domain.ports import RecoveryRecorder
-from eventcenter.domain.recovery_log import ServiceRecovery
+from eventcenter.domain.recovery_log import CUT_SHORT, ServiceRecovery
 from eventcenter.healing.health import HealthMonitor
 from eventcenter.healing.recovery import IncidentEnded, RecoveryAction, RecoveryManager
 from eventcenter.sources.clock import FakeClock
@@ -117,22 +118,26 @@ async def test_steps_are_recorded_in_order_with_wall_clock_times() -> None:
     opened, *attempts, ended = recorder.steps
     assert opened == IncidentStart("cache", WALL0 + 7.0, 3, "connection refused")
     assert attempts == [
-        RecoveryAttempt(
-            "cache",
-            "restart",
-            number,
-            WALL0 + 7.0,
-            WALL0 + at,
-            WALL0 + at + 1.0,
-            False,
-            "re-check 1 failed: connection refused",
-        )
+        step
         for number, at in ((1, 7.0), (2, 12.0), (3, 21.0))
+        for step in (
+            AttemptStart("cache", "restart", number, WALL0 + 7.0, WALL0 + at),  # before it runs
+            RecoveryAttempt(
+                "cache",
+                "restart",
+                number,
+                WALL0 + 7.0,
+                WALL0 + at,
+                WALL0 + at + 1.0,
+                False,
+                "re-check 1 failed: connection refused",
+            ),
+        )
     ]
     assert ended == IncidentEnd(
         "cache", WALL0 + 7.0, IncidentOutcome.GAVE_UP, 3, WALL0 + 22.0, WALL0 + 122.0
     )
-    assert recorder.events == 5  # each step once
+    assert recorder.events == 8  # each step once
 
 
 async def test_an_incident_with_two_of_three_attempts_makes_one_more_after_a_restart() -> None:
@@ -158,9 +163,7 @@ async def test_an_incident_with_two_of_three_attempts_makes_one_more_after_a_res
     assert two.recovery.stats().total.attempts == 3
     assert [type(step).__name__ for step in recorder.steps] == [
         "IncidentStart",
-        "RecoveryAttempt",
-        "RecoveryAttempt",
-        "RecoveryAttempt",
+        *["AttemptStart", "RecoveryAttempt"] * 3,
         "IncidentEnd",
     ]
     assert [s.attempt for s in recorder.steps if isinstance(s, RecoveryAttempt)] == [1, 2, 3]
@@ -251,22 +254,46 @@ async def test_the_statistics_survive_a_restart() -> None:
     assert stats["total_attempts"] == 4
     assert stats["successful_attempts"] == 1
     assert stats["incidents"] == {"recovered": 1, "recovered_alone": 0, "gave_up": 1}
-    assert recorder.events == 5 + 3
+    assert recorder.events == 8 + 4  # start, end, and a start and a result of each attempt
 
 
-async def test_an_attempt_cut_short_by_the_stop_counts_as_nothing() -> None:
+async def test_an_attempt_cut_short_by_the_stop_counts_as_one_that_did_not_work() -> None:
     recorder = MemoryRecorder()
     one = Process(recorder, WALL0, hangs=True)
     await one.fail()
     await one.clock.advance(2.0)  # the first action is still running (its timeout is 5 s)
     await one.recovery.aclose()
-    assert recorder.logs["cache"].saved() == SavedRecovery("cache", WALL0, 0, None)
+    assert one.calls == [0.0]
+    saved = recorder.logs["cache"].saved()
+    assert (saved.incident_since, saved.attempts) == (WALL0, 0)
+    assert saved.interrupted == RecoveryAttempt(
+        "cache", "restart", 1, WALL0, WALL0, WALL0, False, CUT_SHORT
+    )
 
-    two = Process(recorder, one.wall() + 1.0)
+    two = Process(recorder, one.wall() + 1.0)  # restored: attempt 1 is recorded as failed
+    assert two.recovery.state("cache").attempts == 1
+    cut = recorder.steps[-1]
+    assert isinstance(cut, RecoveryAttempt)
+    assert (cut.attempt, cut.verified, cut.error) == (1, False, CUT_SHORT)
+    assert cut.finished_at == pytest.approx(WALL0 + 3.0)
+    assert two.recovery.stats().total.attempts == 1
     await two.fail(1)
     await two.clock.advance(100.0)
-    assert two.calls == [0.0, 5.0, 14.0]  # three in this run: the first one was never made
+    assert two.calls == [4.0, 13.0]  # attempts 2 and 3 after their back-offs; 1 is not run again
     assert two.ended[0].attempts == 3
+
+    # a stop that cuts attempts short again and again never makes more than max_attempts
+    many = MemoryRecorder()
+    calls = 0
+    wall = WALL0
+    for _ in range(5):
+        run = Process(many, wall, hangs=True)
+        await run.fail()
+        await run.clock.advance(30.0)
+        await run.recovery.aclose()
+        calls += len(run.calls)
+        wall = run.wall() + 1.0
+    assert calls == RULE.max_attempts
 
 
 async def test_an_incident_whose_end_was_not_recorded_ends_without_another_action() -> None:
