@@ -61,10 +61,11 @@ class DurableRecoveryRecorder:
     """Implements :class:`~eventcenter.domain.ports.RecoveryRecorder` with :class:`StoreWriter`.
 
     ``record`` queues the step and returns; the writer commits it with the next batch, in
-    order. Steps queued when the process dies before that commit are lost: an attempt not
-    recorded is made again after the restart (as one cut short by a stop), an end not recorded
-    leaves the incident open, and the restarted center ends it at its next check (at once when
-    its attempts are spent). ``load`` is called once at start.
+    order (within milliseconds while the store answers). Steps queued when the process dies
+    before that commit are lost: an attempt whose start was not recorded is made again after
+    the restart (one whose start was recorded is recorded as cut short instead), an end not
+    recorded leaves the incident open, and the restarted center ends it at its next check (at
+    once when its attempts are spent). ``load`` is called once at start.
     """
 
     def __init__(self, writer: StoreWriter) -> None:
