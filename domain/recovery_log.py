@@ -146,20 +146,16 @@ class ServiceRecovery(Aggregate):
         self._opened(since=step.since, failures=step.failures, error=step.error)
 
     def _begin(self, step: AttemptStart) -> None:
-        if step.incident_since == self.last_incident and self.incident_since is None:
+        if self._ended_already(step.incident_since):
             return  # its incident ended: this start was recorded before the end
-        self._check_open(step.incident_since, f"starting attempt {step.attempt}")
+        what = f"starting attempt {step.attempt}"
+        self._check_open(step.incident_since, what)
         begun = self.begun
         if step.attempt <= self.attempts or (
             begun is not None and begun["attempt"] == step.attempt
         ):
             return  # recorded already
-        if step.attempt != self.attempts + 1:
-            raise RecoveryRefused(
-                self.service,
-                f"starting attempt {step.attempt}",
-                f"the log holds {self.attempts} attempt(s) of this incident",
-            )
+        self._check_next(step.attempt, what)
         self._began(
             attempt=step.attempt,
             action=step.action,
@@ -168,17 +164,13 @@ class ServiceRecovery(Aggregate):
         )
 
     def _attempt(self, step: RecoveryAttempt) -> None:
-        if step.incident_since == self.last_incident and self.incident_since is None:
+        if self._ended_already(step.incident_since):
             return  # its incident ended: this attempt was recorded before the end
-        self._check_open(step.incident_since, f"attempt {step.attempt}")
+        what = f"attempt {step.attempt}"
+        self._check_open(step.incident_since, what)
         if step.attempt <= self.attempts:
             return  # recorded already
-        if step.attempt != self.attempts + 1:
-            raise RecoveryRefused(
-                self.service,
-                f"attempt {step.attempt}",
-                f"the log holds {self.attempts} attempt(s) of this incident",
-            )
+        self._check_next(step.attempt, what)
         self._attempted(
             attempt=step.attempt,
             action=step.action,
@@ -190,7 +182,7 @@ class ServiceRecovery(Aggregate):
         )
 
     def _end(self, step: IncidentEnd) -> None:
-        if step.since == self.last_incident and self.incident_since is None:
+        if self._ended_already(step.since):
             return  # recorded already
         self._check_open(step.since, f"ending as {step.outcome.value}")
         self._ended(
@@ -200,6 +192,16 @@ class ServiceRecovery(Aggregate):
             at=step.at,
             cool_down_until=step.cool_down_until,
         )
+
+    def _ended_already(self, since: float) -> bool:
+        """Whether ``since`` names the incident that ended last (none is open since)."""
+        return since == self.last_incident and self.incident_since is None
+
+    def _check_next(self, attempt: int, what: str) -> None:
+        if attempt != self.attempts + 1:
+            raise RecoveryRefused(
+                self.service, what, f"the log holds {self.attempts} attempt(s) of this incident"
+            )
 
     def _check_open(self, since: float, what: str) -> None:
         if self.incident_since is None:
