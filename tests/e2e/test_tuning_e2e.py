@@ -17,7 +17,7 @@ from eventcenter.center.tuning import CenterTuningSettings
 from eventcenter.domain.fsm import LOAD_TESTING, STABLE
 from eventcenter.domain.step_plan import StepPlan
 from eventcenter.domain.throughput import ThroughputRecorder
-from eventcenter.domain.tuning_run import TUNED, TuningRun
+from eventcenter.domain.tuning_run import FAILED, TUNED, TuningRun
 from eventcenter.pressure.tester import LocustPressureTester
 from tests.integration.agents import sample_agents
 from tests.integration.test_tuning_center import run_of, tuned, wait_for
@@ -68,9 +68,23 @@ async def test_a_deployment_is_load_tested_resumed_after_a_restart_and_tuned(
 
                 async def two_steps() -> bool:
                     run = await first.tuning.store.get(TuningRun.create_id(event_id))
+                    if isinstance(run, TuningRun) and run.status == FAILED:
+                        raise AssertionError(f"the run ended before two steps: {run.outcome}")
                     return run is not None and len(run.steps) >= 2
 
-                await wait_for(two_steps, "two measured steps", LOCUST_WAIT_S)
+                try:
+                    await wait_for(two_steps, "two measured steps", LOCUST_WAIT_S)
+                except AssertionError as waited:  # say where the run stood: a hang, or an end
+                    run = await first.tuning.store.get(TuningRun.create_id(event_id))
+                    where = (
+                        "no run"
+                        if not isinstance(run, TuningRun)
+                        else (
+                            f"run {run.status}, {len(run.steps)} step(s), outcome {run.outcome!r}"
+                        )
+                    )
+                    state = first.processor.state.state
+                    raise AssertionError(f"{waited}: {where}, processor {state}") from None
                 assert first.processor.state.state == LOAD_TESTING
                 locust = first_tester.pid
                 assert locust is not None
