@@ -111,7 +111,8 @@ class EnvelopeLimits(BaseModel):
 
 DEFAULT_LIMITS = EnvelopeLimits()
 
-_new_uuid = object.__new__
+#: Instances built by hand (a UUID from its integer, a clone of a validated Event).
+_new = object.__new__
 _set = object.__setattr__
 #: Read once: an enum member looked up on its class goes through a descriptor each time.
 _UNKNOWN_SAFETY = SafeUUID.unknown
@@ -138,7 +139,7 @@ def new_event_id_text() -> tuple[UUID, str]:
     built from the integer the way ``uuid_utils.compat`` builds it, without re-checking it.
     """
     made = uuid7()
-    event_id = _new_uuid(UUID)
+    event_id = _new(UUID)
     _set(event_id, "int", made.int)
     _set(event_id, "is_safe", _UNKNOWN_SAFETY)
     return event_id, str(made)
@@ -525,7 +526,7 @@ class Event(BaseModel):
         fields["metadata"] = metadata
         if self.correlation_id == self.id_text:
             fields["correlation_id"] = text
-        clone = _new_event(Event)
+        clone = _new(Event)
         _set(clone, "__dict__", fields)
         _set(clone, "__pydantic_fields_set__", self.__pydantic_fields_set__)
         _set(clone, "__pydantic_extra__", None)
@@ -555,7 +556,7 @@ class Event(BaseModel):
         """
         # A shallow clone built by hand: BaseModel.__copy__ also copies private and extra state
         # this model does not have, and costs twice as much.
-        clone = _new_event(Event)
+        clone = _new(Event)
         fields = self.__dict__.copy()
         fields["payload"] = _copy_json(self.payload)
         fields["metadata"] = _copy_json(self.metadata)
@@ -565,9 +566,6 @@ class Event(BaseModel):
         _set(clone, "__pydantic_private__", None)
         _set(clone, "_id_text", self.id_text)  # the same id: its text is known
         return clone
-
-
-_new_event = object.__new__
 
 
 def _validated(data: Mapping[str, Any], context: EnvelopeLimits | _Decoded) -> Event:

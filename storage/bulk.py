@@ -20,9 +20,9 @@ rollback undoes them with everything else. A driver's error is raised as SQLAlch
 ``OperationalError`` for a connection cut, with the connection invalidated), as a statement
 through SQLAlchemy would raise it: the writer tells "the store is unreachable, retry" from
 "the store refused this" the same way for both. Values are ``None``, ``bool``, ``int``, ``float``
-or ``str``, keyed by column name (``*_rows``) or in the table's column order (``*_values``);
-every column of the table is written. The rows of one upsert
-must not repeat a key (a statement cannot change one row twice).
+or ``str``, keyed by column name (``*_rows``) or in the table's column order (``*_values``, what
+the writer's hot path builds); every column of the table is written. The rows of one upsert must
+not repeat a key (a statement cannot change one row twice).
 """
 
 from __future__ import annotations

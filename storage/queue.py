@@ -53,25 +53,19 @@ class DurableDeliveries:
         center, seq, subscription, priority, tenant, event_id, envelope, attempts, failure,
         replay_of, admitted_at."""
         event = record.event
-        center, priority, tenant, event_id = (
-            self.center,
-            int(event.priority),
-            event.tenant,
-            event.id_text,
-        )
-        envelope, replay_of, now = record.envelope, record.replay_of, self._clock()
+        priority, now = int(event.priority), self._clock()
         return [
             (
-                center,
+                self.center,
                 target.seq,
                 target.subscription,
                 priority,
-                tenant,
-                event_id,
-                envelope,
+                event.tenant,
+                event.id_text,
+                record.envelope,
                 0,
                 target.failure,
-                replay_of,
+                record.replay_of,
                 now,
             )
             for target in record.targets
