@@ -71,6 +71,7 @@ from eventcenter.storage.queue import (
     DurableSourceRecorder,
     DurableSourceRequests,
 )
+from eventcenter.storage.tables import retry_created_concurrently
 from eventcenter.storage.tuning_store import DurableTuningStore
 from eventcenter.storage.writer import ClaimReplayCommand, PurgeCommand, StoreWriter
 
@@ -288,8 +289,8 @@ class EventCenter:
         self.lease.acquire(wait=self.settings.standby_wait)
         try:
             try:
-                self.app.create_tables()
-                self.projections.model.create_table()
+                retry_created_concurrently(self.app.create_tables)
+                retry_created_concurrently(self.projections.model.create_table)
             except Exception as error:
                 raise StoreUnavailable(
                     f"cannot create the center's tables in {self.settings.shown_url}: {error}"

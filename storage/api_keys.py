@@ -41,6 +41,7 @@ from sqlalchemy.pool import NullPool
 
 from eventcenter.domain.errors import ApiKeyRefused
 from eventcenter.domain.event import NAME_PATTERN, NAME_RULE
+from eventcenter.storage.tables import retry_created_concurrently
 
 __all__ = [
     "ADMIN",
@@ -185,29 +186,33 @@ class ApiKeyStore:
         if tenant is not None:
             valid_tenant(tenant)
         _valid_label(label)
-        with self._engine.begin() as connection:
-            create_tables(connection)
-            while True:
-                key_id = secrets.token_hex(ID_LENGTH // 2)
-                taken = connection.execute(
-                    select(api_keys.c.id).where(api_keys.c.id == key_id)
-                ).first()
-                if taken is None:
-                    break
-            key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-            row = ApiKey(key_id, scope, tenant, label, at, None)
-            connection.execute(
-                insert(api_keys).values(
-                    id=key_id,
-                    digest=digest(key),
-                    scope=scope,
-                    tenant=tenant,
-                    label=label,
-                    created_at=at,
-                    revoked_at=None,
+
+        def attempt() -> tuple[ApiKey, str]:
+            with self._engine.begin() as connection:
+                create_tables(connection)
+                while True:
+                    key_id = secrets.token_hex(ID_LENGTH // 2)
+                    taken = connection.execute(
+                        select(api_keys.c.id).where(api_keys.c.id == key_id)
+                    ).first()
+                    if taken is None:
+                        break
+                key = f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
+                row = ApiKey(key_id, scope, tenant, label, at, None)
+                connection.execute(
+                    insert(api_keys).values(
+                        id=key_id,
+                        digest=digest(key),
+                        scope=scope,
+                        tenant=tenant,
+                        label=label,
+                        created_at=at,
+                        revoked_at=None,
+                    )
                 )
-            )
-        return row, key
+            return row, key
+
+        return retry_created_concurrently(attempt)
 
     def all_keys(self) -> list[ApiKey]:
         """Every key, oldest first (none when no key was ever made on this store)."""

@@ -17,6 +17,8 @@ Failures:
   turned into an in-memory-only record. A connection lost during the COMMIT leaves it unknown
   whether the store committed: each transaction names itself in ``center_commits``, and the
   retry looks there first, so a batch that did commit is not applied a second time.
+- A command that creates a missing table (breakers, tuning runs) and lost the race to another
+  process creating it: the batch is run again at once, and finds the table there.
 - Anything else fails the batch's commands one by one (each retried alone, so one bad command
   does not fail the others) with :class:`RecordingFailed`.
 - A lost lease (another process became the active center) fails every command with
@@ -77,6 +79,8 @@ from eventcenter.storage import (
     source_state,
 )
 from eventcenter.storage.application import CenterApplication
+from eventcenter.storage.tables import ATTEMPTS as TABLE_ATTEMPTS
+from eventcenter.storage.tables import created_concurrently, retry_created_concurrently
 
 log = logging.getLogger("eventcenter.storage")
 
@@ -215,20 +219,24 @@ class StoreWriter:
     def open(self) -> None:
         """Create the inbox tables, load the processor log, start the thread (blocking)."""
         try:
-            with self._datastore.transaction(commit=True) as session:
-                inbox.create_tables(session.connection())
-                source_state.metadata.create_all(session.connection(), checkfirst=True)
-                rca_state.metadata.create_all(session.connection(), checkfirst=True)
-                rca_answers.create_tables(session.connection())
-                source_requests.create_tables(session.connection())
-                api_keys.create_tables(session.connection())
-                inbox.ensure_commit_row(session, self.center)
+            retry_created_concurrently(self._create_tables)
             self._processor_log = self.app.processor_log(self.center)
         except Exception as error:
             raise StoreUnavailable(f"cannot open the store: {short_error(error)}") from error
         self._snapshot_version = self._processor_log.version
         self._thread = threading.Thread(target=self._run, name="eventcenter-writer", daemon=True)
         self._thread.start()
+
+    def _create_tables(self) -> None:
+        """The writer's tables and this center's commit row, created where missing."""
+        with self._datastore.transaction(commit=True) as session:
+            inbox.create_tables(session.connection())
+            source_state.metadata.create_all(session.connection(), checkfirst=True)
+            rca_state.metadata.create_all(session.connection(), checkfirst=True)
+            rca_answers.create_tables(session.connection())
+            source_requests.create_tables(session.connection())
+            api_keys.create_tables(session.connection())
+            inbox.ensure_commit_row(session, self.center)
 
     @property
     def _datastore(self) -> Any:
@@ -341,7 +349,7 @@ class StoreWriter:
                 self._deliver(self._write(batch))
 
     def _write(self, batch: list[_Pending]) -> list[tuple[_Pending, Any, BaseException | None]]:
-        attempt = 0
+        attempt = lost_races = 0
         name = uuid4().hex
         maybe_committed: _Outcomes | None = None
         while True:
@@ -353,6 +361,9 @@ class StoreWriter:
                 log.error("%s; nothing more is written by this process", lost)
                 return [(p, None, lost) for p in batch]
             except Exception as error:
+                if created_concurrently(error) and lost_races < TABLE_ATTEMPTS - 1:
+                    lost_races += 1  # a table another process created meanwhile: it is there now
+                    continue
                 if is_transient(error):
                     if self._committing is not None:  # lost during the COMMIT: in doubt
                         maybe_committed = self._committing
