@@ -208,6 +208,13 @@ class SourceOut(BaseModel):
     failure_threshold: int
     success_threshold: int
     cool_down_until: float | None
+    event_timeout: float = Field(
+        description="seconds of push silence that count as a failure now: the configured"
+        " timeout, or longer while an extension a healing strategy recorded runs"
+    )
+    extended_until: float | None = Field(
+        description="when the running extension of the event timeout ends (null: none runs)"
+    )
     switches: int
     rollbacks: int
     reconciliations: int
@@ -271,6 +278,8 @@ def _source(report: SourceReport) -> SourceOut:
         failure_threshold=failure,
         success_threshold=success,
         cool_down_until=row.cool_down_until,
+        event_timeout=row.event_timeout(report.at),
+        extended_until=row.extension_end(report.at),
         switches=row.switches,
         rollbacks=row.rollbacks,
         reconciliations=row.reconciliations,

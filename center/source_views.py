@@ -127,6 +127,7 @@ def source_details(report: SourceReport) -> RenderableType:
             else f" until {when(cooling)}"
         ),
     )
+    facts.add_row("event timeout", Text(_event_timeout(report)))
     facts.add_row(
         "policy",
         f"event_timeout {format_duration(config.event_timeout)}, flapping at"
@@ -181,6 +182,19 @@ def source_details(report: SourceReport) -> RenderableType:
         extra = ", ".join(f"{key}={value}" for key, value in report.declared.extra.items())
         facts.add_row("extra", Text(extra))
     return Group(facts, "", changes_table(list(row.recent), "Recent mode changes"))
+
+
+def _event_timeout(report: SourceReport) -> str:
+    """The event timeout at the report's time: configured, or extended (how long, why)."""
+    row = report.row
+    configured = row.hysteresis_config.event_timeout
+    until = row.extension_end(report.at)
+    if until is None:
+        return f"{format_duration(configured)} (configured)"
+    return (
+        f"{format_duration(row.event_timeout(report.at))} ({row.timeout_factor:g}x the"
+        f" configured {format_duration(configured)}) until {when(until)}: {row.extension_reason}"
+    )
 
 
 def _taken_at(report: SourceReport) -> str:

@@ -3,8 +3,9 @@
 A running center knows its sources in memory; a CLI beside it (or after it stopped) knows
 them only from what the store holds. The read model (:mod:`.view`) keeps one
 :class:`SourceRow` per source (mode, paths, threshold level, cool-down, counts, the last
-reconciliation and the recent mode changes), folded by :func:`fold_source` from the same
-events the aggregate applies to itself, so a row holds what the source's log holds.
+reconciliation, the recent mode changes, a longer event timeout), folded by
+:func:`fold_source` from the same events the aggregate applies to itself, so a row holds
+what the source's log holds.
 :class:`ModeHistory` (every mode change of one source: what ``sources simulate`` compares its
 replay with) is read from the audit trail's rows of the source.
 
@@ -79,6 +80,11 @@ class SourceRow:
     recent: deque[ModeChange] = field(default_factory=lambda: deque(maxlen=RECENT))
     position: int = 0  # the notification id of the last event folded into it
     paused: PauseState | None = None
+    #: The last longer event timeout recorded (a healing strategy's): ``timeout_factor`` times
+    #: the configured one until ``extended_until``, and why.
+    timeout_factor: float = 1.0
+    extended_until: float | None = None
+    extension_reason: str = ""
 
     @property
     def key(self) -> str:
@@ -97,6 +103,19 @@ class SourceRow:
     def thresholds(self) -> tuple[int, int]:
         """(failure, success) thresholds now: the configured ones raised by ``level``."""
         return self.hysteresis_config.thresholds(self.level)
+
+    def extension_end(self, at: float) -> float | None:
+        """When the longer event timeout running at ``at`` ends; None if none runs."""
+        until = self.extended_until
+        return until if until is not None and at < until else None
+
+    def event_timeout(self, at: float) -> float:
+        """The push path's event timeout at ``at``: the configured one, or longer while a
+        recorded extension runs."""
+        configured = self.hysteresis_config.event_timeout
+        if self.extension_end(at) is None:
+            return configured
+        return configured * self.timeout_factor
 
     @property
     def last_switch(self) -> ModeChange | None:
@@ -155,6 +174,9 @@ def fold_source(row: SourceRow | None, position: int, event: Any) -> SourceRow |
     elif isinstance(e, SourceLog.Reconciled):
         row.reconciliations += 1
         row.last_reconcile = Reconciliation(e.at, e.missing, e.changed, e.deleted)
+    elif isinstance(e, SourceLog.TimeoutExtended):
+        row.timeout_factor, row.extended_until = e.factor, e.until
+        row.extension_reason = e.reason
     elif isinstance(e, SourceLog.Paused):
         row.paused = PauseState(e.at, e.reason, e.by)
     elif isinstance(e, SourceLog.Resumed):

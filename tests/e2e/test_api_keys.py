@@ -450,6 +450,13 @@ async def test_a_tenant_pauses_and_resumes_its_source_and_not_another_s(world: W
         f"paused already (by api key {world.key_id['a']} (a key): maintenance)",
     )
     assert shown.status_code == 200
+    configured = SourceSettings.model_validate(
+        {"tenant": A, "name": "feed-a", "events": {"kind": "webhook"}}
+    ).hysteresis()
+    assert (shown.json()["event_timeout"], shown.json()["extended_until"]) == (
+        configured.event_timeout,
+        None,
+    )
     assert (foreign.status_code, foreign.json()["error"]) == (404, "not_found")
     assert not any(status.paused for status in b_state)
     assert (no_reason.status_code, no_reason.json()["field"]) == (422, "reason")

@@ -44,8 +44,12 @@ async def test_a_longer_timeout_is_resumed_after_a_restart_until_it_runs_out(
     reader = CenterReader(settings)
     try:
         page = reader.audit(AuditFilter(tenant=TENANT, kinds=("timeout.extended",)))
+        shown = reader.source(TENANT, SOURCE)  # what `sources show` and the API print
     finally:
         reader.close()
+    assert shown.event_timeout(extended_at + DECAY / 2) == 1.5 * CONFIGURED
+    assert shown.extension_end(extended_at + DECAY + 1) is None
+    assert shown.event_timeout(extended_at + DECAY + 1) == CONFIGURED
     [row] = page.entries  # recorded once, resumed twice
     assert row.source == SOURCE
     assert "a slow stream" in row.reason

@@ -10,9 +10,12 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import IntegrityError
 from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
+from rich.console import Console
 from sqlalchemy.orm import Session
 
 from eventcenter.center.source_report import compare, source_report, summarize
+from eventcenter.center.source_views import source_details
+from eventcenter.domain.durations import format_duration
 from eventcenter.domain.hysteresis import HysteresisConfig, Switch, ThresholdRaised
 from eventcenter.domain.source_log import SourceLog
 from eventcenter.domain.source_pause import PauseState
@@ -108,6 +111,34 @@ def test_the_row_follows_pauses_and_the_trail_shows_them() -> None:
     [entry] = [e for e in trail if e.kind == "source.paused"]
     assert (entry.at, entry.reason, entry.details["by"]) == (T0 + 80, "broker upgrade", "alice")
     assert resumed.paused is None
+
+
+def test_a_longer_event_timeout_is_shown_while_it_runs_and_gone_after() -> None:
+    log = SourceLog.register(
+        "acme", "orders", at=T0, has_push=True, has_poll=True, config=HysteresisConfig()
+    )
+    configured = HysteresisConfig().event_timeout
+    log.extend_timeout(at=T0 + 5, factor=1.5, until=T0 + 65, reason="rca case c-1: slow")
+    with folded(log) as session:
+        row = row_of(session)
+
+    assert (row.timeout_factor, row.extended_until) == (log.timeout_factor, log.extended_until)
+    assert row.event_timeout(T0 + 64) == 1.5 * configured
+    assert row.extension_end(T0 + 64) == T0 + 65
+    assert row.event_timeout(T0 + 65) == configured
+    assert row.extension_end(T0 + 65) is None
+    during = shown(source_details(source_report(row, [], now=T0 + 30)))
+    after = shown(source_details(source_report(row, [], now=T0 + 70)))
+    assert "1.5x the configured" in during
+    assert "rca case c-1: slow" in during
+    assert "1.5x" not in after
+    assert f"{format_duration(configured)} (configured)" in after
+
+
+def shown(renderable: object) -> str:
+    console = Console(width=200, record=True)
+    console.print(renderable)
+    return console.export_text()
 
 
 def test_a_position_folded_twice_counts_once() -> None:
