@@ -166,6 +166,37 @@ def fresh_run(func: Callable[P, Coroutine[Any, Any, T]], *args: P.args, **kwargs
     return asyncio.run(func(*args, **kwargs))
 
 
+def machine_busy_s() -> float | None:
+    """CPU seconds every core of the machine has been busy since boot (all processes: the
+    servers, the bench, anything else), from ``/proc/stat``; None where there is none."""
+    try:
+        with open("/proc/stat", encoding="ascii") as stat:
+            ticks = [int(value) for value in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = ticks[3] + ticks[4]  # idle, iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is in user already
+
+
+class CpuWindow:
+    """CPU spent from its creation to :meth:`per_item`: by this process (every thread: the
+    loop, the writer, the drivers) and by the whole machine (the broker's and the database's
+    servers too), in microseconds per item. The machine's figure counts any other work on
+    the machine as well, in ticks of 10 ms: read it over windows of a second or more."""
+
+    def __init__(self) -> None:
+        self._process = time.process_time()
+        self._machine = machine_busy_s()
+
+    def per_item(self, count: int) -> dict[str, float | None]:
+        process = time.process_time() - self._process
+        machine_now = machine_busy_s()
+        machine = None
+        if machine_now is not None and self._machine is not None:
+            machine = round((machine_now - self._machine) / count * 1e6, 1)
+        return {"process_cpu_us": round(process / count * 1e6, 1), "machine_cpu_us": machine}
+
+
 def machine_load() -> dict[str, float]:
     """The 1/5/15-minute load averages: other work on the cores moves every figure."""
     one, five, fifteen = os.getloadavg()

@@ -38,7 +38,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 from redis.asyncio import Redis
 
-from bench.common import fresh_database, fresh_run
+from bench.common import CpuWindow, fresh_database, fresh_run
 from eventcenter.center.app import EventCenter
 from eventcenter.center.settings import CenterSettings
 from eventcenter.center.source_sink import CenterItemSink
@@ -138,7 +138,7 @@ async def center_run(
     complete = True
     try:
         saves = center.writer.saves
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), CpuWindow()
         producers = [asyncio.create_task(feed.produce(count)) for feed in feeds]
         try:
             async with asyncio.timeout(RUN_TIMEOUT_S):
@@ -146,6 +146,7 @@ async def center_run(
         except TimeoutError:
             complete = False
         elapsed = time.perf_counter() - started
+        spent = cpu.per_item(count * len(feeds))
         await asyncio.gather(*producers)
         commits = center.writer.saves - saves
         await center.processor.join()
@@ -165,6 +166,7 @@ async def center_run(
         "items": total,
         "items_per_s": round(total / elapsed),
         "seconds": round(elapsed, 3),
+        **spent,
         "commits": commits,
         "items_per_commit": round(total / commits, 1) if commits else None,
         "handled": handled.calls,
@@ -201,7 +203,7 @@ async def redis_plain(url: str, count: int) -> dict[str, Any]:
     try:
         await reader.xgroup_create(stream, STREAM_GROUP, id="0", mkstream=True)
         acked = 0
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), CpuWindow()
         produce = asyncio.create_task(redis_producer(producer, stream)(count))
         async with asyncio.timeout(RUN_TIMEOUT_S):
             while acked < count:
@@ -213,12 +215,18 @@ async def redis_plain(url: str, count: int) -> dict[str, Any]:
                     await reader.xack(stream, STREAM_GROUP, *ids)
                     acked += len(ids)
         elapsed = time.perf_counter() - started
+        spent = cpu.per_item(count)
         await produce
     finally:
         await producer.delete(stream)
         await producer.aclose()
         await reader.aclose()
-    return {"items": count, "items_per_s": round(count / elapsed), "seconds": round(elapsed, 3)}
+    return {
+        "items": count,
+        "items_per_s": round(count / elapsed),
+        "seconds": round(elapsed, 3),
+        **spent,
+    }
 
 
 def _redis_entries(reply: Any) -> list[tuple[Any, Any]]:
@@ -294,7 +302,7 @@ async def nats_plain(url: str, count: int) -> dict[str, Any]:
             ),
         )
         acked = 0
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), CpuWindow()
         produce = asyncio.create_task(nats_producer(client, name.subject)(count))
         async with asyncio.timeout(RUN_TIMEOUT_S):
             while acked < count:
@@ -306,12 +314,18 @@ async def nats_plain(url: str, count: int) -> dict[str, Any]:
                     await message.ack()
                 acked += len(messages)
         elapsed = time.perf_counter() - started
+        spent = cpu.per_item(count)
         await produce
     finally:
         with suppress(NotFoundError):
             await js.delete_stream(name.stream)
         await client.close()
-    return {"items": count, "items_per_s": round(count / elapsed), "seconds": round(elapsed, 3)}
+    return {
+        "items": count,
+        "items_per_s": round(count / elapsed),
+        "seconds": round(elapsed, 3),
+        **spent,
+    }
 
 
 async def nats_center(

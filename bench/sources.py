@@ -32,6 +32,11 @@ What is measured, in one run (every figure next to its baseline of the same run)
    whole process (writer thread and driver included), on SQLite and PostgreSQL. No target:
    it shows what the center's own work costs, apart from the broker's client.
 
+Sections 1 and 2 also give each run's CPU per item, of the bench's process and of the whole
+machine (``/proc/stat``: the servers too), and the cores the center's goal would need at that
+CPU per item (the machine's CPU per item times the goal's items/s): what the machine's two
+cores allow, whatever the code does inside one process.
+
 Every center run checks that each item was handled exactly once. The bench freezes its heap
 before the first run (as a center's first start does, ``freeze_heap``), so plain and center
 runs meet the same garbage collector. Streams, consumers and
@@ -184,9 +189,22 @@ def measure_broker(
     result = source_streams.measure_broker(
         broker_url, plain, center, sizes.items, backends, pg_url, sizes.repeats
     )
+    for backend in backends:
+        run = result[backend]
+        run["goal_items_per_s"] = goal = goal_rate(backend, result["plain"]["items_per_s"])
+        machine = run.get("machine_cpu_us")
+        run["cores_at_goal"] = None if machine is None else round(machine * goal / 1e6, 2)
     if pg_down is not None:
         result["postgresql"] = unavailable(pg_url, pg_down)
     return result
+
+
+def goal_rate(backend: str, plain_items_per_s: float) -> float:
+    """The items/s the center's goal asks for on ``backend``: half the plain consumer's on
+    SQLite, :data:`TARGET_PG_ITEMS` on PostgreSQL."""
+    if backend == "sqlite":
+        return round(TARGET_RATIO * plain_items_per_s)
+    return TARGET_PG_ITEMS
 
 
 def measure_tenants(
@@ -309,16 +327,18 @@ def table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> 
 
 def render_broker(number: int, title: str, plain: str, section: dict[str, Any]) -> Table:
     columns = ["system", "items/s", "seconds", "commits", "items/commit", "vs plain", "once"]
-    columns.append("runs (items/s)")
+    columns += ["CPU µs/item process / machine", "cores at its goal", "runs (items/s)"]
     if section["status"] != "measured":
         return table(f"{number}. {title}: unavailable ({section['reason']})", columns, [])
     rows: list[list[Any]] = []
     p = section["plain"]
-    rows.append([plain, p["items_per_s"], p["seconds"], "", "", "", "", str(p["runs"])])
+    rows.append(
+        [plain, p["items_per_s"], p["seconds"], "", "", "", "", _cpu(p), "", str(p["runs"])]
+    )
     for backend in BACKENDS:
         run = section[backend]
         if run.get("status") == "unavailable":
-            rows.append([f"center on {backend}", "unavailable", run["reason"], *[""] * 5])
+            rows.append([f"center on {backend}", "unavailable", run["reason"], *[""] * 7])
             continue
         rows.append(
             [
@@ -329,16 +349,32 @@ def render_broker(number: int, title: str, plain: str, section: dict[str, Any]) 
                 run["items_per_commit"],
                 run["ratio"],
                 run["exactly_once"],
+                _cpu(run),
+                _cores(run),
                 str(run["runs"]),
             ]
         )
     return table(
         f"{number}. {title} -> source -> durable admission -> processor, next to {plain}"
         f" ({section['items']:,} items, {section['batch']} per read, best of"
-        f" {section['best_of']})",
+        f" {section['best_of']}). CPU: of the bench's process (the center or the plain"
+        f" consumer, and the producer) and of the whole machine (the servers too) per item;"
+        f" cores at its goal: the machine's CPU per item times the items/s of its goal",
         columns,
         rows,
     )
+
+
+def _cpu(run: dict[str, Any]) -> str:
+    machine = run.get("machine_cpu_us")
+    return f"{run['process_cpu_us']:.0f} / {'?' if machine is None else f'{machine:.0f}'}"
+
+
+def _cores(run: dict[str, Any]) -> str:
+    cores = run.get("cores_at_goal")
+    if cores is None:
+        return "?"
+    return f"{cores:.2f} at {run['goal_items_per_s']:,.0f}/s"
 
 
 def render_tenants(report: dict[str, Any]) -> Table:
