@@ -23,6 +23,7 @@ handled exactly once (distinct keys = N = handler calls).
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import secrets
 import time
 from collections.abc import Callable, Coroutine, Sequence
@@ -40,6 +41,7 @@ from redis.asyncio import Redis
 
 from bench.common import CpuWindow, fresh_database, fresh_run
 from eventcenter.center.app import EventCenter
+from eventcenter.center.heap import freeze_startup_heap
 from eventcenter.center.settings import CenterSettings
 from eventcenter.center.source_sink import CenterItemSink
 from eventcenter.domain.event import Event
@@ -369,12 +371,17 @@ def redis_entries(count: int) -> list[list[tuple[str, dict[bytes, bytes]]]]:
     return [entries[first : first + BATCH] for first in range(0, count, BATCH)]
 
 
-async def sink_only(url: str, directory: Path, count: int) -> dict[str, Any]:
+async def sink_only(
+    url: str, directory: Path, count: int, ready: Callable[[], object] | None = None
+) -> dict[str, Any]:
     """The center's own cost per item, without a broker: ``count`` entries already read are
     decoded as the Redis connector decodes them (``received_entry``) and admitted in reads of
     :data:`BATCH` through the center's item sink, one after the other as one engine does,
     until every item is handled. CPU: the event loop's thread, and the whole process (the
-    writer thread and the database driver included)."""
+    writer thread and the database driver included). ``ready`` is called once the center has
+    started, just before the timed part (processes run side by side wait there for each
+    other); ``began``/``ended`` are ``time.monotonic()`` readings, the same clock in every
+    process of the machine."""
     handled = HandledCount(count)
     handled.expected_per_tenant = {"acme": count}
     center = build_center(url, directory, handled)
@@ -383,13 +390,16 @@ async def sink_only(url: str, directory: Path, count: int) -> dict[str, Any]:
     try:
         sink = CenterItemSink(center.processor)
         saves = center.writer.saves
+        if ready is not None:
+            ready()
+        began = time.monotonic()
         started, process, loop = time.perf_counter(), time.process_time(), time.thread_time()
         for read in reads:
             received = [received_entry(entry_id, fields) for entry_id, fields in read]
             await sink.admit("acme", "orders", "push", received, received[-1].position)
         async with asyncio.timeout(RUN_TIMEOUT_S):
             await handled.done.wait()
-        elapsed = time.perf_counter() - started
+        elapsed, ended = time.perf_counter() - started, time.monotonic()
         loop_cpu, process_cpu = time.thread_time() - loop, time.process_time() - process
         commits = center.writer.saves - saves
         await center.processor.join()
@@ -403,6 +413,8 @@ async def sink_only(url: str, directory: Path, count: int) -> dict[str, Any]:
         "process_cpu_us": round(process_cpu / count * 1e6, 1),
         "commits": commits,
         "exactly_once": handled.calls == count and handled.distinct == count and stopped.clean,
+        "began": began,
+        "ended": ended,
     }
 
 
@@ -422,6 +434,51 @@ def measure_sink_only(
             "runs": [run["items_per_s"] for run in runs],
             "exactly_once": all(run["exactly_once"] for run in runs),
             "checked_runs": len(runs),
+        }
+    return result
+
+
+def _sink_only_process(backend: str, pg_url: str, count: int, start: Any, results: Any) -> None:
+    """One of the processes of :func:`measure_sink_side_by_side`: a center on a store of its
+    own, timed from when every process has started its center."""
+    freeze_startup_heap()
+    try:
+        with fresh_database(backend, pg_url) as (url, directory):
+            results.put(fresh_run(sink_only, url, directory, count, start.wait))
+    except Exception as error:  # reported to the parent: a process must not fail silently
+        start.abort()
+        results.put({"error": f"{type(error).__name__}: {error}"})
+
+
+def measure_sink_side_by_side(
+    count: int, backends: Sequence[str], pg_url: str, processes: int = 2
+) -> dict[str, Any]:
+    """:func:`sink_only` in ``processes`` processes at once, each with a center and a store
+    of its own (what more than one process per machine could do): each process's items/s,
+    and all of them together, from the first start to the last item handled."""
+    result: dict[str, Any] = {"status": "measured", "items": count, "processes": processes}
+    spawn = multiprocessing.get_context("spawn")
+    for backend in backends:
+        start, results = spawn.Barrier(processes), spawn.Queue()
+        workers = [
+            spawn.Process(target=_sink_only_process, args=(backend, pg_url, count, start, results))
+            for _ in range(processes)
+        ]
+        for worker in workers:
+            worker.start()
+        runs = [results.get(timeout=RUN_TIMEOUT_S * 2) for _ in workers]
+        for worker in workers:
+            worker.join(RUN_TIMEOUT_S)
+        errors = [run["error"] for run in runs if "error" in run]
+        if errors:
+            result[backend] = {"status": "unavailable", "reason": errors[0]}
+            continue
+        span = max(run["ended"] for run in runs) - min(run["began"] for run in runs)
+        result[backend] = {
+            "per_process": sorted(run["items_per_s"] for run in runs),
+            "items_per_s": round(count * processes / span),
+            "seconds": round(span, 3),
+            "exactly_once": all(run["exactly_once"] for run in runs),
         }
     return result
 

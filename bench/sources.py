@@ -30,7 +30,9 @@ What is measured, in one run (every figure next to its baseline of the same run)
    the center's item sink, one admission after the other as one engine runs them, until
    every item is handled; items/s and CPU per item of the event loop's thread and of the
    whole process (writer thread and driver included), on SQLite and PostgreSQL. No target:
-   it shows what the center's own work costs, apart from the broker's client.
+   it shows what the center's own work costs, apart from the broker's client. Then the same
+   in two processes at once, each with a center and a store of its own: what a second
+   process adds on this machine.
 
 Sections 1 and 2 also give each run's CPU per item, of the bench's process and of the whole
 machine (``/proc/stat``: the servers too), and the cores the center's goal would need at that
@@ -46,8 +48,8 @@ reached is reported as unavailable with the reason (its targets: "not measured")
 Output: rich tables, then a summary of the targets; ``--json`` sends the tables to stderr and
 prints one JSON document on stdout. ``config.code`` holds sha256 prefixes of the measured
 modules and ``config.load`` the machine's load averages at the start and the end: other work
-on the two cores moves every figure. Sizes are chosen for about 65 s on a 2-core machine
-(``--quick``: about 10 s).
+on the two cores moves every figure. Sizes are chosen for about 70 s on a 2-core machine
+(``--quick``: about 14 s).
 """
 
 from __future__ import annotations
@@ -232,8 +234,10 @@ def measure_tenants(
 def measure_center_alone(sizes: Sizes, pg_url: str, pg_down: str | None) -> dict[str, Any]:
     backends = [b for b in BACKENDS if b == "sqlite" or pg_down is None]
     result = source_streams.measure_sink_only(sizes.items, backends, pg_url, sizes.repeats)
+    result["side_by_side"] = source_streams.measure_sink_side_by_side(sizes.items, backends, pg_url)
     if pg_down is not None:
         result["postgresql"] = unavailable(pg_url, pg_down)
+        result["side_by_side"]["postgresql"] = unavailable(pg_url, pg_down)
     return result
 
 
@@ -296,9 +300,12 @@ def targets_of(report: dict[str, Any]) -> list[dict[str, Any]]:
 def exactly_once_target(report: dict[str, Any]) -> dict[str, Any]:
     """Every center run of every section: (runs checked, runs where it held)."""
     runs = held = 0
-    for key in ("redis", "nats", "tenants", "alone"):
+    sections = [report[key] for key in ("redis", "nats", "tenants", "alone")]
+    if report["alone"].get("status") == "measured":
+        sections.append(report["alone"]["side_by_side"])
+    for section in sections:
         for backend in BACKENDS:
-            run = _measured(report[key], backend)
+            run = _measured(section, backend)
             if run is not None:
                 count = int(run.get("checked_runs", 1))
                 runs += count
@@ -521,12 +528,43 @@ def render_alone(section: dict[str, Any]) -> Table:
     )
 
 
+def render_side_by_side(section: dict[str, Any]) -> Table:
+    both = section["side_by_side"]
+    columns = ["store", "items/s of each process", "all together", "seconds", "one alone"]
+    columns.append("once")
+    rows: list[list[Any]] = []
+    for backend in BACKENDS:
+        run, alone = both[backend], section[backend]
+        if run.get("status") == "unavailable":
+            rows.append([backend, "unavailable", run["reason"], *[""] * 3])
+            continue
+        rows.append(
+            [
+                backend,
+                ", ".join(f"{rate:,}" for rate in run["per_process"]),
+                run["items_per_s"],
+                run["seconds"],
+                alone.get("items_per_s", ""),
+                run["exactly_once"],
+            ]
+        )
+    return table(
+        f"5b. The same in {both['processes']} processes at once, each with a center and a store"
+        f" of its own ({both['items']:,} items each; one run): what a second process adds on"
+        " this machine",
+        columns,
+        rows,
+    )
+
+
 def render(report: dict[str, Any], console: Console) -> None:
     console.print(render_broker(1, "Redis stream", "plain XREADGROUP + XACK", report["redis"]))
     console.print(render_broker(2, "NATS JetStream", "plain fetch + ack", report["nats"]))
     console.print(render_tenants(report))
     render_failover(report["failover"], console)
     console.print(render_alone(report["alone"]))
+    if report["alone"].get("status") == "measured":
+        console.print(render_side_by_side(report["alone"]))
     console.print(targets_table(report))
 
 
