@@ -47,6 +47,8 @@ Each class says when it is raised; callers catch only what they can act on.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 
 class EventCenterError(Exception):
     """Root of every error eventcenter raises on purpose."""
@@ -426,13 +428,17 @@ def note_store_wait(cancelled: BaseException) -> None:
         cancelled.add_note(STORE_WAIT_NOTE)
 
 
-def waited_on_store(error: BaseException) -> bool:
-    """True if ``error`` was caused by a cancellation noted by :func:`note_store_wait`."""
+def causes(error: BaseException) -> Iterator[BaseException]:
+    """``error``, then what caused it (``__cause__``, else ``__context__``), and so on; each
+    exception once, so a chain that loops back ends."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if STORE_WAIT_NOTE in getattr(current, "__notes__", ()):
-            return True
+        yield current
         current = current.__cause__ or current.__context__
-    return False
+
+
+def waited_on_store(error: BaseException) -> bool:
+    """True if ``error`` was caused by a cancellation noted by :func:`note_store_wait`."""
+    return any(STORE_WAIT_NOTE in getattr(cause, "__notes__", ()) for cause in causes(error))

@@ -18,6 +18,8 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError
 
+from eventcenter.domain.errors import causes
+
 T = TypeVar("T")
 
 #: PostgreSQL error codes of a CREATE that lost to a concurrent one: duplicate_object (a type,
@@ -36,17 +38,15 @@ def created_concurrently(error: BaseException) -> bool:
     """True if ``error`` says a table (or its type or index) was created by someone else.
     The driver's error may come wrapped (eventsourcing's persistence errors wrap SQLAlchemy's):
     the chain of causes is searched."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, DBAPIError):
-            code = getattr(seen.orig, "pgcode", None)
-            if code == _PG_UNIQUE_VIOLATION:
-                return any(index in str(seen.orig) for index in _PG_CATALOG_INDEXES)
-            if code is not None:
-                return code in _PG_DUPLICATE
-            return "already exists" in str(seen.orig)
-        seen = seen.__cause__ or seen.__context__
-    return False
+    found = next((cause for cause in causes(error) if isinstance(cause, DBAPIError)), None)
+    if found is None:
+        return False
+    code = getattr(found.orig, "pgcode", None)
+    if code == _PG_UNIQUE_VIOLATION:
+        return any(index in str(found.orig) for index in _PG_CATALOG_INDEXES)
+    if code is not None:
+        return code in _PG_DUPLICATE
+    return "already exists" in str(found.orig)
 
 
 def retry_created_concurrently(attempt: Callable[[], T], attempts: int = ATTEMPTS) -> T:

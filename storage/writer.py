@@ -60,6 +60,7 @@ from eventcenter.domain.errors import (
     ProcessorClosed,
     RecordingFailed,
     StoreUnavailable,
+    causes,
     note_store_wait,
 )
 from eventcenter.domain.event import Event
@@ -97,16 +98,10 @@ _TRANSIENT = (
 
 def is_transient(error: BaseException) -> bool:
     """True for failures that say "the store is not reachable now", not "this is wrong"."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, _TRANSIENT):
-            return True
-        if getattr(current, "connection_invalidated", False):
-            return True
-        current = current.__cause__ or current.__context__
-    return False
+    return any(
+        isinstance(cause, _TRANSIENT) or getattr(cause, "connection_invalidated", False)
+        for cause in causes(error)
+    )
 
 
 @dataclass
